@@ -1,0 +1,1 @@
+"""babytrain's shared package: every task script builds its pieces from here."""

@@ -1,0 +1,16 @@
+"""The one exception type for bad user input, and the wrapper that turns it into one line."""
+
+import sys
+
+
+class UsageError(Exception):
+    """Bad input from the user (a flag, a file, a value): shown as one line, exit status 2."""
+
+
+def run_main(main) -> None:
+    """Call `main()`; a UsageError becomes `error: <message>` on stderr and exit status 2."""
+    try:
+        main()
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
