@@ -1,0 +1,122 @@
+"""Config parsing shared by every script: HF-style flags, `--config preset.yaml`, provenance.
+
+A script declares one frozen dataclass whose fields carry their help text and whose
+`__post_init__` validates once. `parse_config` reads `--config FILE` (if given) as defaults and
+lets the command line override them, so a preset and a flag compose like users expect from the
+Hugging Face examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from transformers import HfArgumentParser
+
+from common.errors import UsageError
+
+ConfigT = TypeVar("ConfigT")
+
+PROVENANCE_PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "tokenizers", "datasets")
+
+
+def split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take `--config FILE` (or `--config=FILE`) out of argv; return (FILE or None, the rest)."""
+    rest, config_path, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise UsageError("--config needs a YAML file")
+            config_path, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            config_path = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return config_path, rest
+
+
+def read_preset(path: str, known_fields: set[str]) -> dict:
+    """Load a YAML preset as a flat mapping of field names, rejecting keys the script lacks."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--config {path}: no such file")
+    try:
+        values = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        first_line = str(error).splitlines()[0]
+        raise UsageError(f"--config {path}: not valid YAML ({first_line})") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option: value")
+    unknown = sorted(set(values) - known_fields)
+    if unknown:
+        raise UsageError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
+    return values
+
+
+def parse_config(config_type: type[ConfigT], argv: list[str] | None = None) -> ConfigT:
+    """Parse argv (default: sys.argv[1:]) into `config_type`, with `--config` presets as defaults.
+
+    Validation errors raised by the dataclass (`UsageError` or `ValueError`) surface as one line.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    config_path, rest = split_config_flag(argv)
+    parser = HfArgumentParser(config_type)
+    if config_path:
+        field_names = {f.name for f in dataclasses.fields(config_type)}
+        parser.set_defaults(**read_preset(config_path, field_names))
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=rest)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return config
+
+
+def git_commit() -> str | None:
+    """The commit of the code that is running, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance(**extra) -> dict:
+    """Where a result came from: code commit, library versions, python, plus caller facts."""
+    return {
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "versions": library_versions(),
+        "command": " ".join(sys.argv),
+        **extra,
+    }
+
+
+def write_config_yaml(path: Path, config, **provenance_facts) -> None:
+    """Write the resolved config and its provenance as YAML (written whole, then renamed)."""
+    document = {"config": dataclasses.asdict(config), "provenance": provenance(**provenance_facts)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)

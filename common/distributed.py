@@ -1,0 +1,104 @@
+"""The one place that talks to accelerate / DeepSpeed internals, and rank-aware logging.
+
+On a machine without a GPU, `accelerate launch --num_processes 2` only really runs two ranks
+when the Accelerator is built just so (DESIGN.md, "CPU distributed"): under DeepSpeed the
+process group must use gloo; without DeepSpeed `cpu=True` gives MULTI_CPU over gloo. A bare
+`Accelerator()` there silently gives every process a world of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import torch
+from accelerate import Accelerator
+from accelerate.tracking import filter_trackers
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list
+
+log = logging.getLogger("babytrain")
+
+
+def deepspeed_requested() -> bool:
+    """True when `accelerate launch` was given a DeepSpeed config (it says so in the environment)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def build_accelerator(gradient_accumulation_steps: int = 1) -> Accelerator:
+    """The Accelerator for this launch; trackers are attached once the run folder is known."""
+    options = dict(gradient_accumulation_steps=gradient_accumulation_steps)
+    if not torch.cuda.is_available():
+        if deepspeed_requested():
+            options["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+        else:
+            options["cpu"] = True
+    accelerator = Accelerator(**options)
+    setup_logging(accelerator)
+    return accelerator
+
+
+def attach_tensorboard(accelerator: Accelerator, output_dir) -> None:
+    """Log to TensorBoard under `output_dir/tb`, like `Accelerator(log_with="tensorboard",
+    project_dir=output_dir)` would, for a folder only known after the Accelerator exists (a
+    default run folder is named by the main process's clock)."""
+    accelerator.project_configuration.set_directories(str(output_dir))
+    accelerator.log_with = filter_trackers(["tensorboard"], accelerator.logging_dir)
+
+
+def main_process_value(accelerator: Accelerator, value):
+    """The main process's `value`, on every rank."""
+    if accelerator.num_processes == 1:
+        return value
+    return broadcast_object_list([value], from_process=0)[0]
+
+
+def setup_logging(accelerator: Accelerator) -> None:
+    """Info lines from the main process only; warnings and errors from every rank."""
+    level = logging.INFO if accelerator.is_main_process else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, level=level, force=True)
+    for noisy in ("deepspeed", "DeepSpeed", "torch.distributed", "accelerate", "datasets", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def uses_deepspeed(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def zero_stage(accelerator: Accelerator) -> int:
+    if not uses_deepspeed(accelerator):
+        return 0
+    return int(accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def configure_deepspeed(accelerator: Accelerator, micro_batch_size: int, max_grad_norm: float) -> None:
+    """Fill the DeepSpeed "auto" values accelerate cannot infer without a DataLoader.
+
+    accelerate would otherwise fill `gradient_clipping: auto` with 1.0 whatever the run asks for.
+    """
+    if not uses_deepspeed(accelerator):
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    if config.get("gradient_clipping", "auto") == "auto":
+        config["gradient_clipping"] = max_grad_norm
+
+
+def describe(accelerator: Accelerator) -> dict:
+    """The facts about the launch that belong in logs and provenance."""
+    return {
+        "distributed_type": str(accelerator.distributed_type).split(".")[-1],
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "zero_stage": zero_stage(accelerator),
+        "device": str(accelerator.device),
+    }
+
+
+def all_reduce_sum(accelerator: Accelerator, values: list) -> list[float]:
+    """Sum a few numbers (floats or 0-d tensors) over all ranks, in float64."""
+    tensor = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(accelerator.device) for v in values])
+    if accelerator.num_processes > 1:
+        tensor = accelerator.reduce(tensor, reduction="sum")
+    return tensor.tolist()
+

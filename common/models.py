@@ -1,0 +1,119 @@
+"""Model construction: size presets mapped onto the `transformers` classes of each architecture.
+
+Every model is a stock `transformers` class built from its config, so anything this project
+saves loads with `AutoModelForCausalLM` and no code from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import (
+    AutoConfig, AutoModelForCausalLM, Gemma2Config, LlamaConfig, Llama4TextConfig, Olmo2Config, PretrainedConfig,
+)
+
+from common.errors import UsageError
+
+CAUSAL_MODEL_TYPES = ("llama", "gemma2", "olmo2", "llama4")
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    num_key_value_heads: int | None = None   # None: as many as attention heads (no GQA)
+
+
+# Parameter counts (with a 16k vocabulary, untied) land near the names; `tiny` is for laptops
+# and tests. The 20m/60m/180m shapes follow the data-efficiency study's three sizes.
+SIZE_PRESETS: dict[str, Shape] = {
+    "tiny": Shape(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
+    "20m": Shape(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1024),
+    "60m": Shape(hidden_size=512, num_hidden_layers=12, num_attention_heads=8, intermediate_size=1536),
+    "180m": Shape(hidden_size=768, num_hidden_layers=18, num_attention_heads=12, intermediate_size=2048),
+}
+
+
+def resolve_shape(size: str, **overrides: int | None) -> Shape:
+    """The preset `size` with every explicitly given (not None) dimension replacing its value."""
+    preset = SIZE_PRESETS[size].__dict__
+    shape = Shape(**{name: overrides.get(name) if overrides.get(name) is not None else value
+                     for name, value in preset.items()})
+    if shape.hidden_size % shape.num_attention_heads:
+        raise UsageError(
+            f"--hidden_size {shape.hidden_size} is not divisible by --num_attention_heads {shape.num_attention_heads}")
+    kv_heads = shape.num_key_value_heads or shape.num_attention_heads
+    if shape.num_attention_heads % kv_heads:
+        raise UsageError(
+            f"--num_attention_heads {shape.num_attention_heads} is not divisible by --num_key_value_heads {kv_heads}")
+    return shape
+
+
+def causal_config(model_type: str, shape: Shape, vocab_size: int, max_positions: int, special_ids: dict) -> PretrainedConfig:
+    """A `transformers` config for `model_type` with this shape, vocabulary and special tokens."""
+    head_dim = shape.hidden_size // shape.num_attention_heads
+    common = dict(
+        vocab_size=vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads or shape.num_attention_heads,
+        max_position_embeddings=max_positions, **special_ids,
+    )
+    if model_type == "llama":
+        return LlamaConfig(**common)
+    if model_type == "gemma2":
+        return Gemma2Config(**common, head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=max_positions)
+    if model_type == "olmo2":
+        return Olmo2Config(**common)
+    if model_type == "llama4":
+        # The text-only Llama 4 stack with dense feed-forward layers (no MoE layers) at this size.
+        return Llama4TextConfig(**common, head_dim=head_dim, intermediate_size_mlp=shape.intermediate_size,
+                                moe_layers=[], attention_chunk_size=max_positions)
+    raise UsageError(f"--model_type {model_type}: not a causal model type ({', '.join(CAUSAL_MODEL_TYPES)})")
+
+
+def special_token_ids(tokenizer) -> dict[str, int | None]:
+    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+
+
+def build_causal_model(model_type: str, shape: Shape, tokenizer, max_positions: int):
+    config = causal_config(model_type, shape, len(tokenizer), max_positions, special_token_ids(tokenizer))
+    return AutoModelForCausalLM.from_config(config)
+
+
+def load_causal_model(name_or_path: str, tokenizer):
+    """A saved causal model to continue training; its vocabulary must match the tokenizer."""
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"--model_name_or_path {name_or_path}: cannot load a causal model ({first_line})") from None
+    if config.vocab_size < len(tokenizer):
+        raise UsageError(f"--model_name_or_path {name_or_path}: its vocabulary ({config.vocab_size}) is smaller "
+                         f"than the tokenizer's ({len(tokenizer)})")
+    return model
+
+
+def max_positions(config: PretrainedConfig) -> int:
+    return int(getattr(config, "max_position_embeddings", 0) or 0)
+
+
+def count_parameters(model, include_embeddings: bool = True) -> int:
+    """Distinct parameters (tied weights once); embeddings optional, as in FLOPs estimates."""
+    seen, total = set(), 0
+    embedding_ids = {id(p) for p in model.get_input_embeddings().parameters()}
+    for parameter in model.parameters():
+        if id(parameter) in seen or (not include_embeddings and id(parameter) in embedding_ids):
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+    return total
+
+
+def training_flops_per_token(config: PretrainedConfig, non_embedding_params: int, seq_length: int) -> float:
+    """Forward+backward FLOPs per trained token: 6N for the weights plus attention (PaLM, App. B)."""
+    attention = 12 * config.num_hidden_layers * config.hidden_size * seq_length
+    return 6 * non_embedding_params + attention

@@ -1,0 +1,150 @@
+"""Packed token cache: documents -> one flat memory-mapped token file per split + a manifest.
+
+Documents are tokenized in batches by the Rust tokenizer (which spreads each batch over all
+cores), each one prefixed with the document-boundary token, and appended to `<split>.bin`
+(uint16 when the vocabulary fits). Only one batch is in memory at a time, so any corpus size
+packs in bounded memory. The folder is keyed by the corpus fingerprint and the tokenizer hash:
+a changed source or tokenizer lands in a new folder (a rebuild), an unchanged one is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from common.errors import UsageError
+
+PACKING_VERSION = "1"
+DOCUMENTS_PER_BATCH = 2048
+SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class PackedSplit:
+    tokens: np.ndarray   # 1-D memory map
+    num_tokens: int
+    num_words: int
+    num_documents: int
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def cache_key(corpus_fingerprint: str, tokenizer_hash: str) -> str:
+    raw = json.dumps([PACKING_VERSION, corpus_fingerprint, tokenizer_hash])
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:20]
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def boundary_token_id(tokenizer) -> int:
+    """The token that starts every document: BOS/EOS for causal tokenizers, [CLS] for BERT's."""
+    for token_id in (tokenizer.eos_token_id, tokenizer.cls_token_id, tokenizer.bos_token_id):
+        if token_id is not None:
+            return token_id
+    raise UsageError("the tokenizer has no end-of-text, [CLS] or BOS token to separate documents")
+
+
+def encode_batch(backend, documents: list[str], boundary_id: int, dtype: np.dtype) -> np.ndarray:
+    """Token ids of `documents`, each preceded by the boundary token, as one flat array."""
+    encodings = backend.encode_batch_fast(documents, add_special_tokens=False)
+    lengths = [len(encoding.ids) + 1 for encoding in encodings]
+    flat = np.empty(sum(lengths), dtype=dtype)
+    position = 0
+    for encoding, length in zip(encodings, lengths):
+        flat[position] = boundary_id
+        flat[position + 1:position + length] = encoding.ids
+        position += length
+    return flat
+
+
+def write_split(documents: Iterable[str], tokenizer, path: Path, desc: str) -> dict:
+    """Tokenize `documents` into `path`; return the split's counts for the manifest."""
+    dtype = token_dtype(len(tokenizer))
+    boundary_id = boundary_token_id(tokenizer)
+    backend = tokenizer.backend_tokenizer
+    counts = {"tokens": 0, "words": 0, "documents": 0}
+    with open(path, "wb") as out, tqdm(desc=desc, unit=" docs", disable=None) as progress:
+        for batch in batched(documents, DOCUMENTS_PER_BATCH):
+            flat = encode_batch(backend, batch, boundary_id, dtype)
+            flat.tofile(out)
+            counts["tokens"] += int(flat.size)
+            counts["words"] += sum(len(document.split()) for document in batch)
+            counts["documents"] += len(batch)
+            progress.update(len(batch))
+    counts["dtype"] = dtype.name
+    return counts
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a complete cache folder, or None when it is missing or inconsistent."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        for split, counts in manifest["splits"].items():
+            expected = counts["tokens"] * np.dtype(counts["dtype"]).itemsize
+            if (folder / f"{split}.bin").stat().st_size != expected:
+                return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return manifest
+
+
+def open_split(folder: Path, split: str, counts: dict) -> PackedSplit:
+    path = folder / f"{split}.bin"
+    tokens = np.memmap(path, dtype=counts["dtype"], mode="r") if counts["tokens"] else np.zeros(0, counts["dtype"])
+    return PackedSplit(tokens, counts["tokens"], counts["words"], counts["documents"])
+
+
+def packed_corpus(corpus, tokenizer, tokenizer_digest: str, cache_dir: Path) -> tuple[dict[str, PackedSplit], dict]:
+    """Open the packed cache of `corpus` under `tokenizer`, building it first when needed.
+
+    Returns the splits and the manifest. Call on one process at a time (the caller lets the main
+    process build first): the folder is written under a temporary name and renamed when whole.
+    """
+    folder = Path(cache_dir) / "tokens" / cache_key(corpus.fingerprint, tokenizer_digest)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        manifest = build_cache(corpus, tokenizer, tokenizer_digest, folder)
+    splits = {split: open_split(folder, split, counts) for split, counts in manifest["splits"].items()}
+    return splits, manifest
+
+
+def build_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path) -> dict:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    sources = {"train": corpus.train_documents, "validation": corpus.validation_documents}
+    splits = {
+        split: write_split(sources[split](), tokenizer, tmp / f"{split}.bin", desc=f"packing {split}")
+        for split in SPLITS
+    }
+    if splits["train"]["tokens"] == 0:
+        shutil.rmtree(tmp)
+        raise UsageError(f"corpus {corpus.name} has no training text")
+    manifest = {
+        "format_version": PACKING_VERSION,
+        "corpus": corpus.name,
+        "source_fingerprint": corpus.fingerprint,
+        "tokenizer_hash": tokenizer_digest,
+        "vocab_size": len(tokenizer),
+        "splits": splits,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if folder.exists():  # an incomplete or corrupt earlier attempt
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return manifest

@@ -1,0 +1,326 @@
+"""The pretraining loop, written once for every objective, model and launch type.
+
+One optimizer step takes the next global batch (samples [cursor, cursor + G) of the seeded
+window order), spreads it over micro-batches and ranks, and normalises the summed loss by the
+global target count. Milestones, checkpoints, validation and logging hang off the step counter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from common import checkpoint
+from common.config import write_config_yaml
+from common.distributed import all_reduce_sum, configure_deepspeed, describe, log, uses_deepspeed
+from common.milestones import due, save_snapshot
+from common.models import count_parameters, training_flops_per_token
+from common.perf import mfu
+from common.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
+from common.schedule import learning_rate_at, warmup_steps_for
+from common.tokenizer import count_words, word_start_tables
+from common.tracking import RunLog
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was written, resume with --resume_from_checkpoint auto
+
+
+@dataclass
+class Progress:
+    """Everything besides model and optimizer that a resumed run needs to continue exactly."""
+    step: int = 0
+    cursor: int = 0          # global index of the next training sample
+    tokens_seen: int = 0     # target tokens, all ranks
+    words_seen: int = 0
+    nonfinite_steps: int = 0
+    milestones_done: list[str] = field(default_factory=list)
+
+
+class StopRequest:
+    """Remembers SIGTERM / SIGUSR1 (Slurm pre-emption) so the loop can checkpoint and exit."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame):
+        self.signal_name = signal.Signals(signum).name
+
+
+class NonFiniteLosses(RuntimeError):
+    pass
+
+
+def decay_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices only, never on norms, biases or embeddings."""
+    embedding_ids = {id(p) for p in model.get_input_embeddings().parameters()}
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or id(parameter) in embedding_ids else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Dropout randomness as a function of (seed, step, rank): a resumed step draws the same."""
+    return (seed * 1_000_003 + step) * 1_009 + rank
+
+
+def planned_steps(cfg, windows_per_epoch: int, global_batch: int, tokens_per_step: int) -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    if cfg.train_token_limit():
+        return math.ceil(cfg.train_token_limit() / tokens_per_step)
+    return max(1, math.ceil(cfg.num_train_epochs * windows_per_epoch / global_batch))
+
+
+class Pretraining:
+    def __init__(self, cfg, accelerator, model, tokenizer, objective, splits, output_dir: Path,
+                 made_for: dict, peak_flops: float):
+        self.cfg, self.accelerator, self.tokenizer, self.objective = cfg, accelerator, tokenizer, objective
+        self.output_dir = output_dir
+        self.made_for = made_for
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        self.sampler = WindowSampler(splits["train"].tokens, cfg.seq_length, cfg.seed)
+        self.val_tokens = splits["validation"].tokens
+        self.word_tables = word_start_tables(tokenizer)
+        self.global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * self.world
+        self.total_steps = planned_steps(cfg, self.sampler.windows_per_epoch, self.global_batch,
+                                         self.global_batch * cfg.seq_length)
+        self.warmup = warmup_steps_for(self.total_steps, cfg.warmup_ratio, cfg.warmup_steps)
+        self.flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), cfg.seq_length)
+        self.peak_flops = peak_flops
+        self.anchors = cfg.anchors()
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        optimizer = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+                                      betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+        configure_deepspeed(accelerator, cfg.per_device_train_batch_size, cfg.max_grad_norm)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.progress = Progress()
+        self.last = {"train/loss": None, "val/loss": None}
+        self.stop = StopRequest()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self, resume_path: Path | None) -> dict:
+        cfg, accelerator = self.cfg, self.accelerator
+        if resume_path:
+            self.resume(resume_path)
+        self.log = RunLog(accelerator, self.output_dir, resumed_step=self.progress.step)
+        log.info("launch: %s", describe(accelerator))
+        log.info("plan: %d steps of %d windows x %d tokens (%d steps of warmup), %d windows per epoch",
+                 self.total_steps, self.global_batch, cfg.seq_length, self.warmup, self.sampler.windows_per_epoch)
+        if cfg.save_init and self.progress.step == 0:
+            self.snapshot(self.output_dir / "milestones" / "init", {"name": "init"})
+        initial_eval = self.evaluate()
+        self.record(initial_eval)
+        interval = {"loss_sum": 0.0, "targets": 0, "seconds": 0.0}
+        bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="pretraining", unit="step",
+                   disable=not accelerator.is_local_main_process)
+        try:
+            while self.progress.step < self.total_steps:
+                started = time.perf_counter()
+                result = self.train_step()
+                interval["seconds"] += time.perf_counter() - started
+                interval["loss_sum"] += result["loss_sum"]
+                interval["targets"] += result["targets"]
+                bar.update(1)
+                step = self.progress.step
+                if step % cfg.logging_steps == 0 or step == self.total_steps:
+                    self.log_training(result, interval)
+                    bar.set_postfix(loss=f"{self.last['train/loss']:.3f}")
+                    interval = {"loss_sum": 0.0, "targets": 0, "seconds": 0.0}
+                self.save_due_milestones()
+                if step % cfg.eval_steps == 0 and step < self.total_steps:
+                    self.record(self.evaluate())
+                if result["stop_votes"]:
+                    self.save_checkpoint()
+                    log.warning("stopped by %s at step %d; checkpoint written, resume with "
+                                "--resume_from_checkpoint auto", self.stop.signal_name or "a signal", step)
+                    raise SystemExit(EXIT_PREEMPTED)
+                if self.progress.nonfinite_steps > cfg.max_nonfinite_steps:
+                    self.save_checkpoint()
+                    raise NonFiniteLosses(f"{self.progress.nonfinite_steps} steps had a non-finite loss "
+                                          f"(--max_nonfinite_steps {cfg.max_nonfinite_steps}); checkpoint written")
+                if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0 and step < self.total_steps:
+                    self.save_checkpoint()
+        except NonFiniteLosses:
+            raise
+        except Exception:
+            if self.world == 1:  # a lone process can always save; several may be stuck in a collective
+                self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+        final_eval = self.evaluate()
+        self.record(final_eval)
+        self.save_checkpoint()
+        self.snapshot(self.output_dir / "final", {"name": "final"})
+        self.log.close()
+        return {"initial": initial_eval, "final": final_eval, "progress": asdict(self.progress),
+                "total_steps": self.total_steps}
+
+    def train_step(self) -> dict:
+        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
+        lr = learning_rate_at(progress.step, cfg.learning_rate, self.total_steps, self.warmup,
+                              cfg.lr_scheduler_type, cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(step_seed(cfg.seed, progress.step, self.rank))
+        batches, local_words = [], 0
+        for micro_step in range(cfg.gradient_accumulation_steps):
+            indices = micro_batch_indices(progress.cursor, micro_step, self.rank, self.world,
+                                          cfg.per_device_train_batch_size)
+            windows = self.sampler.windows(indices)
+            local_words += count_words(windows, self.word_tables)
+            batches.append(self.objective.make_batch(windows, accelerator.device))
+        local_targets = sum(self.objective.count_targets(b) for b in batches)
+        targets, words, stop_votes = all_reduce_sum(
+            accelerator, [local_targets, local_words, float(self.stop.signal_name is not None)])
+        # Backends average gradients over ranks and divide by the accumulation steps; undo both so
+        # the gradient is that of (sum of token losses in the global batch) / (global targets).
+        scale = self.world * cfg.gradient_accumulation_steps / targets
+        self.model.train()
+        local_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        for batch in batches:
+            with accelerator.accumulate(self.model):
+                loss_sum = self.objective.loss_sum(self.model, batch)
+                accelerator.backward(loss_sum * scale)
+                local_loss += loss_sum.detach()
+        (loss_sum_global,) = all_reduce_sum(accelerator, [local_loss])
+        grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm or float("inf"))
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        finite = math.isfinite(loss_sum_global) and (math.isfinite(grad_norm) or uses_deepspeed(accelerator))
+        if finite:
+            self.optimizer.step()  # under DeepSpeed the engine already stepped inside backward()
+        else:
+            progress.nonfinite_steps += 1
+            log.warning("step %d: non-finite loss or gradient, update skipped (%d so far)",
+                        progress.step, progress.nonfinite_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        progress.step += 1
+        progress.cursor += self.global_batch
+        progress.tokens_seen += int(targets)
+        progress.words_seen += int(words)
+        return {"loss_sum": loss_sum_global if finite else 0.0, "targets": int(targets) if finite else 0,
+                "lr": lr, "grad_norm": grad_norm, "stop_votes": stop_votes}
+
+    # --- records -------------------------------------------------------------------------------
+
+    def log_training(self, result: dict, interval: dict) -> None:
+        loss = interval["loss_sum"] / interval["targets"] if interval["targets"] else float("nan")
+        tokens_per_s = interval["targets"] / interval["seconds"] if interval["seconds"] else 0.0
+        self.last["train/loss"] = loss
+        self.record({
+            "train/loss": loss, "train/lr": result["lr"], "train/grad_norm": result["grad_norm"],
+            "train/tokens_seen": self.progress.tokens_seen, "train/words_seen": self.progress.words_seen,
+            "train/nonfinite_steps": self.progress.nonfinite_steps,
+            "perf/tokens_per_s": tokens_per_s,
+            "perf/mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops, self.world),
+        })
+
+    def record(self, values: dict) -> None:
+        if "val/loss" in values:
+            self.last["val/loss"] = values["val/loss"]
+            log.info("step %d: validation loss %.4f, perplexity %.2f",
+                     self.progress.step, values["val/loss"], values["val/ppl"])
+        self.log.log(values, self.progress.step, self.progress.tokens_seen)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Validation loss over the first --max_eval_samples windows, sharded over ranks.
+
+        Every rank runs the same number of batches (short shards are padded with rows that have
+        no targets) because ZeRO-3 gathers weights collectively in each forward.
+        """
+        cfg = self.cfg
+        total = min(num_windows(len(self.val_tokens), cfg.seq_length), cfg.max_eval_samples)
+        if total == 0:
+            return {}
+        per_rank = math.ceil(total / self.world)
+        mine = list(range(self.rank, total, self.world))
+        padding = per_rank - len(mine)
+        window_ids = np.array(mine + [0] * padding, dtype=np.int64)
+        self.model.eval()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.accelerator.device)
+        targets = 0
+        for start in range(0, per_rank, cfg.per_device_eval_batch_size):
+            chunk = window_ids[start:start + cfg.per_device_eval_batch_size]
+            chunk_padding = max(0, start + len(chunk) - len(mine))
+            batch = self.objective.make_batch(read_windows(self.val_tokens, chunk, cfg.seq_length),
+                                              self.accelerator.device, padding_rows=min(chunk_padding, len(chunk)))
+            loss_sum += self.objective.loss_sum(self.model, batch)
+            targets += self.objective.count_targets(batch)
+        total_loss, total_targets = all_reduce_sum(self.accelerator, [loss_sum, targets])
+        loss = total_loss / total_targets
+        return {"val/loss": loss, "val/ppl": math.exp(min(loss, 700.0))}
+
+    # --- saving --------------------------------------------------------------------------------
+
+    def snapshot(self, folder: Path, info: dict) -> None:
+        info = {**info, "step": self.progress.step, "tokens_seen": self.progress.tokens_seen,
+                "words_seen": self.progress.words_seen, "train_loss": self.last["train/loss"],
+                "val_loss": self.last["val/loss"], **self.made_for}
+        save_snapshot(self.accelerator, self.model, self.tokenizer, folder, info)
+
+    def save_due_milestones(self) -> None:
+        counters = {"tokens": self.progress.tokens_seen, "words": self.progress.words_seen}
+        reached = due(self.anchors, set(self.progress.milestones_done), counters)
+        if reached:
+            self.record(self.evaluate())
+        for anchor in reached:
+            self.snapshot(self.output_dir / "milestones" / anchor.name,
+                          {"name": anchor.name, "counter": anchor.counter, "anchor": anchor.value})
+            self.progress.milestones_done.append(anchor.name)
+            log.info("milestone %s saved at step %d", anchor.name, self.progress.step)
+
+    def save_checkpoint(self) -> None:
+        state = {"progress": asdict(self.progress), "made_for": self.made_for, "last": self.last,
+                 "world_size": self.world, "global_batch": self.global_batch}
+        checkpoint.save(self.accelerator, self.output_dir, self.progress.step, state, self.cfg.checkpoints_total_limit)
+
+    def resume(self, path: Path) -> None:
+        state = checkpoint.read_state(path)
+        checkpoint.check_compatible(path, state, self.made_for)
+        checkpoint.load(self.accelerator, path)
+        self.progress = Progress(**state["progress"])
+        self.last = state["last"]
+        log.info("resumed from %s at step %d (%d tokens seen)", path, self.progress.step, self.progress.tokens_seen)
+
+
+def matmul_parameters(model) -> int:
+    """Weights that take part in matmuls: all but the input embedding lookup (the output head
+    counts even when it shares the embedding matrix)."""
+    tied_head = model.get_output_embeddings() is not None and \
+        model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight.numel() if tied_head else 0
+    return count_parameters(model, include_embeddings=False) + head
+
+
+def model_signature(config, tokenizer_digest: str, seq_length: int) -> dict:
+    """What a checkpoint is only valid for: the model's shape, its tokenizer, the window length."""
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "intermediate_size")
+    return {**{key: getattr(config, key, None) for key in keys}, "tokenizer_hash": tokenizer_digest,
+            "seq_length": seq_length}
+
+
+def save_run_files(accelerator, output_dir: Path, cfg, tokenizer, manifest: dict, made_for: dict) -> None:
+    """config.yaml (resolved config + provenance), tokenizer/ and data.json, from the main process."""
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_config_yaml(output_dir / "config.yaml", cfg, world_size=accelerator.num_processes,
+                          tokenizer_hash=made_for["tokenizer_hash"], launch=describe(accelerator))
+        tokenizer.save_pretrained(output_dir / "tokenizer")
+        (output_dir / "data.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    accelerator.wait_for_everyone()

@@ -1,0 +1,113 @@
+"""The configuration of `train_pretrain.py`: every option, its help text, and its validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from common.errors import UsageError
+from common.milestones import parse_anchors, parse_count
+from common.models import CAUSAL_MODEL_TYPES, SIZE_PRESETS
+from common.schedule import SCHEDULES
+
+
+def option(default, help: str, **kwargs):
+    """A dataclass field with its help text (shown by --help)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    # --- data ---
+    dataset: str = option("synthetic", "synthetic | babylm | text | jsonl | a Hugging Face dataset id, "
+                                       "optionally with its config after a colon (wikitext:wikitext-103-raw-v1)")
+    data_dir: Optional[str] = option(None, "BabyLM folder with *.train files (e.g. .../train_10M) for --dataset babylm")
+    data_files: list[str] = option([], "text or JSONL files or globs for --dataset text|jsonl")
+    text_column: str = option("text", "the text field of JSONL rows / Hugging Face datasets")
+    validation_split_percentage: float = option(1.0, "percent of documents held out for validation when the "
+                                                     "dataset has no validation split of its own")
+    synthetic_words: int = option(1_000_000, "words of synthetic corpus to generate for --dataset synthetic")
+    cache_dir: str = option(".cache/babytrain", "where trained tokenizers and packed token files are cached")
+    # --- tokenizer ---
+    tokenizer_name_or_path: Optional[str] = option(None, "use this tokenizer (path or Hub id) instead of training one")
+    vocab_size: int = option(8000, "vocabulary size of the trained tokenizer")
+    # --- model ---
+    model_type: Literal[CAUSAL_MODEL_TYPES] = option("llama", "architecture to train")
+    model_size: Literal[tuple(SIZE_PRESETS)] = option("tiny", "size preset; the shape flags below override it")
+    hidden_size: Optional[int] = option(None, "hidden size (overrides the preset)")
+    num_hidden_layers: Optional[int] = option(None, "number of layers (overrides the preset)")
+    num_attention_heads: Optional[int] = option(None, "attention heads (overrides the preset)")
+    num_key_value_heads: Optional[int] = option(None, "key/value heads for grouped-query attention (default: all)")
+    intermediate_size: Optional[int] = option(None, "feed-forward width (overrides the preset)")
+    max_position_embeddings: Optional[int] = option(None, "position table size (default: --seq_length)")
+    model_name_or_path: Optional[str] = option(None, "continue training this saved model instead of a new one")
+    gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
+    seq_length: int = option(128, "tokens per training window")
+    # --- optimisation ---
+    output_dir: Optional[str] = option(None, "run folder (default: runs/<model>-<size>-<dataset>-<time>)")
+    overwrite_output_dir: bool = option(False, "replace a finished or unrelated run in --output_dir")
+    seed: int = option(42, "seed for initialisation, sampling order and dropout")
+    per_device_train_batch_size: int = option(16, "windows per process per micro-batch")
+    per_device_eval_batch_size: int = option(32, "windows per process per validation batch")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    learning_rate: float = option(1e-3, "peak learning rate")
+    weight_decay: float = option(0.1, "AdamW weight decay (never applied to norms, biases, embeddings)")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.95, "AdamW beta2")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
+    lr_scheduler_type: Literal[SCHEDULES] = option("cosine", "learning-rate decay after warmup")
+    warmup_ratio: float = option(0.05, "fraction of steps spent warming up")
+    warmup_steps: int = option(0, "warmup steps (overrides --warmup_ratio when > 0)")
+    min_lr_ratio: float = option(0.1, "final learning rate as a fraction of the peak")
+    num_train_epochs: float = option(1.0, "passes over the training windows (when neither limit below is set)")
+    max_steps: int = option(0, "optimizer steps to train (> 0 overrides epochs and tokens)")
+    max_train_tokens: Optional[str] = option(None, "train until this many target tokens (e.g. 100M)")
+    # --- records ---
+    logging_steps: int = option(10, "log training scalars every N steps")
+    eval_steps: int = option(200, "validation loss every N steps (and before and after training)")
+    max_eval_samples: int = option(512, "validation windows used per evaluation")
+    checkpointing_steps: int = option(500, "resumable checkpoint every N steps (0: only at the end)")
+    checkpoints_total_limit: int = option(2, "keep the newest N checkpoints (0: all)")
+    resume_from_checkpoint: Optional[str] = option(None, "auto (newest in --output_dir, or a fresh start) or a path")
+    milestones: Optional[str] = option(None, "token anchors for HF snapshots, e.g. 25M,50M,100M")
+    milestones_words: Optional[str] = option(None, "word anchors for HF snapshots named chck_<N>M, e.g. 1M,2M,10M")
+    save_init: bool = option(False, "also snapshot the randomly initialised model as milestones/init")
+    max_nonfinite_steps: int = option(20, "stop (with a checkpoint) after this many steps with a non-finite loss")
+
+    def __post_init__(self):
+        positive = ("vocab_size", "seq_length", "per_device_train_batch_size", "per_device_eval_batch_size",
+                    "gradient_accumulation_steps", "logging_steps", "eval_steps", "synthetic_words")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise UsageError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UsageError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise UsageError(f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}")
+        if self.num_train_epochs <= 0 and self.max_steps <= 0 and not self.max_train_tokens:
+            raise UsageError("give a positive --num_train_epochs, --max_steps or --max_train_tokens")
+        if self.max_position_embeddings is not None and self.seq_length > self.max_position_embeddings:
+            raise UsageError(f"--seq_length {self.seq_length} is above --max_position_embeddings "
+                             f"{self.max_position_embeddings}")
+        if self.dataset == "babylm" and not self.data_dir:
+            raise UsageError("--dataset babylm needs --data_dir (a BabyLM folder such as train_10M)")
+        if self.dataset in ("text", "jsonl") and not self.data_files:
+            raise UsageError(f"--dataset {self.dataset} needs --data_files")
+        self.anchors()  # malformed milestone lists fail here, before any work
+        self.train_token_limit()
+
+    def anchors(self):
+        return (parse_anchors(self.milestones, "tokens", "--milestones")
+                + parse_anchors(self.milestones_words, "words", "--milestones_words"))
+
+    def train_token_limit(self) -> int | None:
+        return parse_count(self.max_train_tokens, "--max_train_tokens") if self.max_train_tokens else None
+
+    def shape_overrides(self) -> dict:
+        return {name: getattr(self, name) for name in
+                ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")}

@@ -1,0 +1,480 @@
+"""Turn a `--dataset` choice into training and validation documents.
+
+`load_corpus(dataset, ...)` returns a `Corpus`: a short name, a fingerprint, and two
+callables that each give a fresh iterator of documents (strings). Sources:
+
+* ``synthetic`` (default): generated text from `common.synthetic`, no files needed.
+* ``babylm``: a BabyLM folder (``--data_dir .../train_10M``) of line-oriented ``*.train``
+  files. Each file is cleaned by rules chosen from its name (CHILDES and Switchboard lose
+  their speaker labels) and its lines are grouped into documents. Validation comes from the
+  sibling ``dev/`` folder (``*.dev`` files) when it has any.
+* ``text``: plain text files (``--data_files``, paths or globs); documents are separated by
+  blank lines.
+* ``jsonl``: JSON-lines files (``--data_files``); the document is the ``--text_column`` field.
+* anything else: a Hugging Face dataset id with an optional config after a colon
+  (``wikitext:wikitext-103-raw-v1``, ``roneneldan/TinyStories``) or a local folder that
+  `datasets.load_dataset` reads. Its own validation split is used when it has one.
+
+Where a source has no validation split of its own, a held-out percentage of documents
+(`--validation_split_percentage`) is spread evenly through the corpus (see `is_held_out`).
+
+The fingerprint is a cache key for the tokenizer and the packed-token cache: it changes when
+any input file changes (path, size, mtime_ns), when an option changes, or when the cleaning
+rules change (`FINGERPRINT_VERSION`).
+
+Files are streamed line by line, so memory stays bounded however large the corpus is.
+Bytes that are not valid UTF-8 become U+FFFD; they are counted per file (`Corpus.decode_errors`)
+and logged once per file after the first full pass over it.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from common.errors import UsageError
+
+# Bump when the cleaning or grouping rules change, so cached tokenizers and token packs
+# built from the old text are not reused.
+FINGERPRINT_VERSION = "1"
+
+# BabyLM files have no document boundaries. Lines are grouped into documents of at most this
+# many lines so that one document never holds a whole multi-GB file in memory, and so that the
+# packer's end-of-text token (appended between documents) shows up at a reasonable rate
+# instead of once per file.
+LINES_PER_DOCUMENT = 64
+
+# A plain text file may lack blank lines altogether; this cap keeps a document (and memory)
+# bounded in that case. Real documents (stories, articles) are far shorter.
+MAX_TEXT_DOCUMENT_LINES = 10_000
+
+# A Hugging Face dataset's own validation split, tried in this order.
+VALIDATION_SPLIT_NAMES = ("validation", "valid", "dev")
+
+_FILE_SOURCES = ("text", "jsonl")
+_GLOB_CHARACTERS = re.compile(r"[*?\[]")
+_CHILDES_SPEAKER = re.compile(r"^\*[^\s:]+:(?:\s+|$)")
+_SWITCHBOARD_SPEAKER = re.compile(r"^[AB]:\s*")
+_UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
+
+_logger = logging.getLogger(__name__)
+
+# Replaced bytes per resolved file path, from the latest full pass over that file.
+_decode_errors: dict[str, int] = {}
+# Files already reported, so a file re-read every epoch is reported once per process.
+_reported_files: set[str] = set()
+
+
+def _no_decode_errors() -> dict[str, int]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Documents for training and validation, with a cache key for everything derived from them."""
+
+    name: str
+    fingerprint: str
+    train_documents: Callable[[], Iterator[str]]
+    validation_documents: Callable[[], Iterator[str]]
+    # Bytes replaced by U+FFFD so far, per file of this corpus read in full at least once.
+    decode_errors: Callable[[], dict[str, int]] = _no_decode_errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers: decoding, cleaning, grouping, held-out split.
+
+
+def decode_counting(data: bytes) -> tuple[str, int]:
+    """Decode UTF-8, replacing invalid bytes with U+FFFD; also return how many were replaced."""
+    try:
+        return data.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        # U+FFFD already present in the input is valid text, not a replacement: subtract it.
+        genuine = data.decode("utf-8", errors="ignore").count("\ufffd")
+        return text, text.count("\ufffd") - genuine
+
+
+def normalize_whitespace(line: str) -> str:
+    """Strip both ends and collapse every run of whitespace inside the line to one space."""
+    return " ".join(line.split())
+
+
+def clean_childes_line(line: str) -> str:
+    """`*CHI:\\tI want that .` -> `I want that .`; dependent tiers (`%mor:` ...) -> ``."""
+    line = line.strip()
+    if line.startswith("%"):
+        return ""
+    return normalize_whitespace(_CHILDES_SPEAKER.sub("", line))
+
+
+def clean_switchboard_line(line: str) -> str:
+    """`A:\\tyeah i know` -> `yeah i know`."""
+    return normalize_whitespace(_SWITCHBOARD_SPEAKER.sub("", line.strip()))
+
+
+def line_cleaner(path: Path) -> Callable[[str], str]:
+    """The cleaning rule for a BabyLM file, chosen by its stem (`childes.train`, `switchboard.dev`)."""
+    stem = path.stem.lower()
+    if stem.startswith("childes"):
+        return clean_childes_line
+    if stem.startswith("switchboard"):
+        return clean_switchboard_line
+    return normalize_whitespace
+
+
+def group_lines(
+    lines: Iterable[str], clean: Callable[[str], str], max_lines: int = LINES_PER_DOCUMENT
+) -> Iterator[str]:
+    """Group cleaned lines into documents of at most `max_lines` lines joined by newlines.
+
+    A blank line in the input ends the current document; a line that only becomes empty
+    through cleaning (a dropped CHILDES tier) is skipped without ending it.
+    """
+    block: list[str] = []
+    for line in lines:
+        if not line.strip():
+            if block:
+                yield "\n".join(block)
+                block = []
+            continue
+        cleaned = clean(line)
+        if not cleaned:
+            continue
+        block.append(cleaned)
+        if len(block) == max_lines:
+            yield "\n".join(block)
+            block = []
+    if block:
+        yield "\n".join(block)
+
+
+def split_paragraphs(lines: Iterable[str], max_lines: int = MAX_TEXT_DOCUMENT_LINES) -> Iterator[str]:
+    """Documents separated by one or more blank lines; line breaks kept, trailing spaces stripped."""
+    block: list[str] = []
+    for line in lines:
+        line = line.rstrip()
+        if line:
+            block.append(line)
+        if block and (not line or len(block) == max_lines):
+            yield "\n".join(block)
+            block = []
+    if block:
+        yield "\n".join(block)
+
+
+def _held_out_rule(percentage: float) -> Callable[[int], bool]:
+    # Exact decimal arithmetic, so that p=1 over 10,000 documents holds out exactly 100.
+    rate = Fraction(repr(float(percentage))) / 100
+    numerator, denominator = rate.numerator, rate.denominator
+    return lambda index: (index + 1) * numerator // denominator > index * numerator // denominator
+
+
+def is_held_out(index: int, percentage: float) -> bool:
+    """Whether document `index` (0-based) goes to validation when holding out `percentage`%.
+
+    Document i is held out when floor((i+1) * p/100) > floor(i * p/100): the running count
+    of held-out documents steps up once every 100/p documents, so validation is spread
+    evenly through the corpus, any fractional p works, and p=0 holds out nothing. The first
+    document always goes to training (for p < 100).
+    """
+    return _held_out_rule(percentage)(index)
+
+
+def held_out_split(documents: Iterable[str], percentage: float, validation: bool) -> Iterator[str]:
+    """The validation (held-out) or training side of `documents`, per `is_held_out`."""
+    held_out = _held_out_rule(percentage)
+    for index, document in enumerate(documents):
+        if held_out(index) == validation:
+            yield document
+
+
+def _fingerprint(payload: dict) -> str:
+    text = json.dumps({"version": FINGERPRINT_VERSION, **payload}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _file_stamps(paths: Iterable[Path]) -> list[list]:
+    stamps = []
+    for path in paths:
+        stat = path.stat()
+        stamps.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return stamps
+
+
+def _safe_name(text: str) -> str:
+    return _UNSAFE_NAME_CHARACTERS.sub("-", text).strip("-") or "dataset"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files.
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """Stream a file's decoded lines without their line ends.
+
+    Each line is decoded on its own: b"\\n" never occurs inside a UTF-8 multi-byte sequence,
+    so this equals decoding the whole file, without holding it in memory.
+    """
+    replaced = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle):
+            text, bad = decode_counting(raw)
+            replaced += bad
+            if number == 0:
+                text = text.removeprefix("\ufeff")  # byte-order mark from some Windows editors
+            yield text.rstrip("\r\n")
+    _record_decode_errors(path, replaced)
+
+
+def _record_decode_errors(path: Path, replaced: int) -> None:
+    key = str(path.resolve())
+    _decode_errors[key] = replaced
+    if replaced and key not in _reported_files:
+        _reported_files.add(key)
+        _logger.warning("%s: %d invalid UTF-8 byte sequence(s) replaced with U+FFFD", path, replaced)
+
+
+def _decode_errors_of(paths: list[Path]) -> Callable[[], dict[str, int]]:
+    keys = [str(path.resolve()) for path in paths]
+
+    def decode_errors() -> dict[str, int]:
+        return {key: _decode_errors[key] for key in keys if _decode_errors.get(key)}
+
+    return decode_errors
+
+
+def _jsonl_documents(path: Path, text_column: str) -> Iterator[str]:
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+        if not isinstance(row, dict) or text_column not in row:
+            raise UsageError(f"{path}:{number}: no field {text_column!r}")
+        text = row[text_column]
+        if not isinstance(text, str):
+            raise UsageError(f"{path}:{number}: field {text_column!r} is not a string")
+        if text.strip():
+            yield text
+
+
+def expand_data_files(patterns: list[str]) -> list[Path]:
+    """Paths and glob patterns -> existing files, each glob sorted, duplicates dropped."""
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for pattern in patterns:
+        if _GLOB_CHARACTERS.search(pattern):
+            matches = [Path(match) for match in sorted(glob.glob(pattern, recursive=True))]
+            matches = [match for match in matches if match.is_file()]
+            if not matches:
+                raise UsageError(f"--data_files: no file matches {pattern}")
+        else:
+            path = Path(pattern)
+            if not path.is_file():
+                reason = "is not a file" if path.exists() else "does not exist"
+                raise UsageError(f"--data_files: {pattern} {reason}")
+            matches = [path]
+        for match in matches:
+            if match.resolve() not in seen:
+                seen.add(match.resolve())
+                files.append(match)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources.
+
+
+def _require_documents(documents: Callable[[], Iterator[str]], where: str) -> None:
+    # Peeking reads only up to the first document, not the whole corpus.
+    if next(documents(), None) is None:
+        raise UsageError(f"no training documents in {where}")
+
+
+def _with_held_out(
+    name: str, fingerprint: str, documents: Callable[[], Iterator[str]], percentage: float, **extra
+) -> Corpus:
+    return Corpus(
+        name=name,
+        fingerprint=fingerprint,
+        train_documents=lambda: held_out_split(documents(), percentage, validation=False),
+        validation_documents=lambda: held_out_split(documents(), percentage, validation=True),
+        **extra,
+    )
+
+
+def _synthetic_corpus(words: int, seed: int, percentage: float) -> Corpus:
+    if isinstance(words, bool) or not isinstance(words, int) or words <= 0:
+        raise UsageError(f"--synthetic_words must be a positive integer, got {words!r}")
+    # Imported here so that the file sources work without the generator module.
+    from common.synthetic import SYNTHETIC_VERSION, synthetic_documents
+
+    def documents() -> Iterator[str]:
+        return synthetic_documents(words, seed)
+
+    _require_documents(documents, f"the synthetic source (--synthetic_words {words})")
+    fingerprint = _fingerprint(
+        {"kind": "synthetic", "synthetic_version": SYNTHETIC_VERSION, "words": words, "seed": seed,
+         "validation_split_percentage": percentage}
+    )
+    return _with_held_out("synthetic", fingerprint, documents, percentage)
+
+
+def _babylm_documents(paths: list[Path]) -> Callable[[], Iterator[str]]:
+    def documents() -> Iterator[str]:
+        for path in paths:
+            yield from group_lines(read_lines(path), line_cleaner(path))
+
+    return documents
+
+
+def _babylm_corpus(data_dir: str | None, percentage: float) -> Corpus:
+    if not data_dir:
+        raise UsageError("--dataset babylm needs --data_dir (a folder such as .../train_10M)")
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise UsageError(f"--data_dir {data_dir} is not a folder")
+    train_files = sorted(folder.glob("*.train"))
+    if not train_files:
+        raise UsageError(f"--data_dir {data_dir} has no *.train files")
+    dev_folder = folder.resolve().parent / "dev"
+    dev_files = sorted(dev_folder.glob("*.dev")) if dev_folder.is_dir() else []
+
+    train = _babylm_documents(train_files)
+    _require_documents(train, data_dir)
+    options = {"kind": "babylm", "lines_per_document": LINES_PER_DOCUMENT,
+               "files": _file_stamps(train_files), "dev_files": _file_stamps(dev_files)}
+    name = f"babylm-{_safe_name(folder.resolve().name)}"
+    decode_errors = _decode_errors_of(train_files + dev_files)
+    if dev_files:
+        return Corpus(name, _fingerprint(options), train, _babylm_documents(dev_files), decode_errors)
+    options["validation_split_percentage"] = percentage
+    return _with_held_out(name, _fingerprint(options), train, percentage, decode_errors=decode_errors)
+
+
+def _file_corpus(kind: str, data_files: list[str] | None, text_column: str, percentage: float) -> Corpus:
+    if not data_files:
+        raise UsageError(f"--dataset {kind} needs --data_files (paths or glob patterns)")
+    files = expand_data_files(list(data_files))
+
+    def documents() -> Iterator[str]:
+        for path in files:
+            if kind == "text":
+                yield from split_paragraphs(read_lines(path))
+            else:
+                yield from _jsonl_documents(path, text_column)
+
+    _require_documents(documents, " ".join(data_files))
+    options = {"kind": kind, "files": _file_stamps(files), "validation_split_percentage": percentage}
+    if kind == "text":
+        options["max_text_document_lines"] = MAX_TEXT_DOCUMENT_LINES
+    else:
+        options["text_column"] = text_column
+    name = f"{kind}-{_safe_name(files[0].stem)}"
+    if len(files) > 1:
+        name += f"-and-{len(files) - 1}-more"
+    return _with_held_out(name, _fingerprint(options), documents, percentage,
+                          decode_errors=_decode_errors_of(files))
+
+
+def parse_dataset_id(dataset: str) -> tuple[str, str | None]:
+    """`wikitext:wikitext-103-raw-v1` -> (`wikitext`, `wikitext-103-raw-v1`).
+
+    An existing local path is kept whole, even if it contains a colon.
+    """
+    if Path(dataset).exists() or ":" not in dataset:
+        return dataset, None
+    name, config = dataset.rsplit(":", 1)
+    return name, config or None
+
+
+def _split_documents(split, text_column: str) -> Callable[[], Iterator[str]]:
+    def documents() -> Iterator[str]:
+        # Batches of the one column keep memory bounded on large splits.
+        for batch in split.select_columns([text_column]).iter(batch_size=1024):
+            for text in batch[text_column]:
+                if isinstance(text, str) and text.strip():
+                    yield text
+
+    return documents
+
+
+def _huggingface_corpus(dataset: str, text_column: str, percentage: float) -> Corpus:
+    import datasets
+
+    name, config = parse_dataset_id(dataset)
+    try:
+        loaded = datasets.load_dataset(name, config)
+    except Exception as error:  # not found, offline, bad config: all user input problems here
+        lines = str(error).strip().splitlines()
+        reason = lines[0] if lines else type(error).__name__
+        raise UsageError(f"--dataset {dataset}: cannot load ({reason})") from error
+
+    splits = list(loaded.keys())
+    if "train" not in loaded:
+        raise UsageError(f"--dataset {dataset} has no 'train' split (splits: {', '.join(splits)})")
+    train_split = loaded["train"]
+    if text_column not in train_split.column_names:
+        raise UsageError(
+            f"--text_column {text_column!r} not in --dataset {dataset} "
+            f"(columns: {', '.join(train_split.column_names)})"
+        )
+    train = _split_documents(train_split, text_column)
+    _require_documents(train, f"--dataset {dataset}")
+
+    validation_name = next((split for split in VALIDATION_SPLIT_NAMES if split in loaded), None)
+    options = {"kind": "huggingface", "dataset": name, "config": config, "text_column": text_column,
+               "train": train_split._fingerprint}
+    corpus_name = _safe_name(Path(name).name if Path(name).exists() else name)
+    if config:
+        corpus_name += f"-{_safe_name(config)}"
+
+    if validation_name is not None:
+        validation_split = loaded[validation_name]
+        if text_column not in validation_split.column_names:
+            raise UsageError(f"--text_column {text_column!r} not in split {validation_name!r} of {dataset}")
+        options["validation"] = [validation_name, validation_split._fingerprint]
+        return Corpus(corpus_name, _fingerprint(options), train,
+                      _split_documents(validation_split, text_column))
+    options["validation_split_percentage"] = percentage
+    return _with_held_out(corpus_name, _fingerprint(options), train, percentage)
+
+
+def _check_percentage(percentage: float) -> float:
+    is_number = isinstance(percentage, (int, float)) and not isinstance(percentage, bool)
+    if not (is_number and math.isfinite(percentage) and 0 <= percentage < 100):
+        raise UsageError(f"--validation_split_percentage must be in [0, 100), got {percentage!r}")
+    return float(percentage)
+
+
+def load_corpus(
+    dataset: str = "synthetic",
+    *,
+    data_dir: str | None = None,
+    data_files: list[str] | None = None,
+    text_column: str = "text",
+    validation_split_percentage: float = 1.0,
+    synthetic_words: int = 1_000_000,
+    seed: int = 0,
+) -> Corpus:
+    """The corpus named by `dataset` (see the module docstring); UsageError on bad input."""
+    percentage = _check_percentage(validation_split_percentage)
+    if dataset == "synthetic":
+        return _synthetic_corpus(synthetic_words, seed, percentage)
+    if dataset == "babylm":
+        return _babylm_corpus(data_dir, percentage)
+    if dataset in _FILE_SOURCES:
+        return _file_corpus(dataset, data_files, text_column, percentage)
+    return _huggingface_corpus(dataset, text_column, percentage)

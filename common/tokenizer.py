@@ -1,0 +1,194 @@
+"""Tokenizers: train one on the corpus (byte-level BPE or WordPiece), or load one; hash it.
+
+Trained tokenizers are cached under `<cache_dir>/tokenizers/<key>/`, keyed by the corpus
+fingerprint and the training options, so a re-run on the same corpus skips training. Every run
+saves its tokenizer (a standard Hugging Face folder that `AutoTokenizer` loads) inside the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from common.errors import UsageError
+
+TOKENIZER_CACHE_VERSION = "1"
+
+# GPT-2's convention: one token marks both the start and the end of a document, so a model
+# scored with "BOS prepended" sees the same token that separated documents in training.
+BPE_SPECIAL_TOKENS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<pad>"}
+WORDPIECE_SPECIAL_TOKENS = {
+    "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+    "mask_token": "[MASK]", "unk_token": "[UNK]",
+}
+
+
+def distinct_special_tokens(special_tokens: dict[str, str]) -> list[str]:
+    return list(dict.fromkeys(special_tokens.values()))
+
+
+def minimum_vocab_size(kind: str) -> int:
+    """The smallest vocabulary that holds the special tokens plus the base alphabet."""
+    if kind == "bpe":
+        return len(pre_tokenizers.ByteLevel.alphabet()) + len(distinct_special_tokens(BPE_SPECIAL_TOKENS)) + 1
+    return len(distinct_special_tokens(WORDPIECE_SPECIAL_TOKENS)) + 1
+
+
+def build_bpe_trainer(vocab_size: int) -> tuple[Tokenizer, trainers.Trainer, dict[str, str]]:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        special_tokens=distinct_special_tokens(BPE_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    return tokenizer, trainer, BPE_SPECIAL_TOKENS
+
+
+def build_wordpiece_trainer(vocab_size: int) -> tuple[Tokenizer, trainers.Trainer, dict[str, str]]:
+    special = WORDPIECE_SPECIAL_TOKENS
+    tokenizer = Tokenizer(models.WordPiece(unk_token=special["unk_token"]))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        special_tokens=distinct_special_tokens(special),
+    )
+    return tokenizer, trainer, special
+
+
+def wordpiece_post_processor(tokenizer: Tokenizer) -> processors.TemplateProcessing:
+    """[CLS] A [SEP] (B [SEP]) like BERT, so sentence pairs encode as fine-tuning expects."""
+    cls, sep = WORDPIECE_SPECIAL_TOKENS["cls_token"], WORDPIECE_SPECIAL_TOKENS["sep_token"]
+    return processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
+    )
+
+
+def train_tokenizer(kind: str, documents: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a `kind` ("bpe" or "wordpiece") tokenizer on `documents` with `vocab_size` entries."""
+    smallest = minimum_vocab_size(kind)
+    if vocab_size < smallest:
+        raise UsageError(f"--vocab_size {vocab_size} is too small for a {kind} tokenizer: it needs at least {smallest}")
+    builders = {"bpe": build_bpe_trainer, "wordpiece": build_wordpiece_trainer}
+    tokenizer, trainer, special_tokens = builders[kind](vocab_size)
+    tokenizer.train_from_iterator(documents, trainer)
+    if kind == "wordpiece":
+        tokenizer.post_processor = wordpiece_post_processor(tokenizer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special_tokens)
+
+
+def tokenizer_hash(tokenizer: PreTrainedTokenizerFast) -> str:
+    """A short digest of everything that decides the token ids: vocabulary, merges, specials."""
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()[:16]
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerFast:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"--tokenizer_name_or_path {name_or_path}: cannot load a tokenizer ({first_line})") from None
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise UsageError(f"--tokenizer_name_or_path {name_or_path}: a fast (tokenizers-backed) tokenizer is needed")
+    return tokenizer
+
+
+def tokenizer_cache_key(corpus_fingerprint: str, kind: str, vocab_size: int) -> str:
+    raw = json.dumps([TOKENIZER_CACHE_VERSION, corpus_fingerprint, kind, vocab_size])
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:20]
+
+
+def save_atomically(tokenizer: PreTrainedTokenizerFast, folder: Path) -> None:
+    """Save into a temporary sibling, then rename: a reader never sees half a tokenizer."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def trained_or_cached_tokenizer(
+    kind: str, documents_factory, vocab_size: int, corpus_fingerprint: str, cache_dir: Path,
+) -> PreTrainedTokenizerFast:
+    """The tokenizer trained on this corpus with these options, from the cache when it is there."""
+    folder = Path(cache_dir) / "tokenizers" / tokenizer_cache_key(corpus_fingerprint, kind, vocab_size)
+    if (folder / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(folder)
+    tokenizer = train_tokenizer(kind, documents_factory(), vocab_size)
+    save_atomically(tokenizer, folder)
+    return tokenizer
+
+
+# --- word accounting ---------------------------------------------------------------------------
+
+def byte_level_decoder_table() -> dict[str, int]:
+    """The inverse of GPT-2's bytes-to-printable-characters map used by byte-level BPE."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    shifted, extra = dict(), 0
+    for byte in range(256):
+        if byte in printable:
+            shifted[chr(byte)] = byte
+        else:
+            shifted[chr(256 + extra)] = byte
+            extra += 1
+    return shifted
+
+
+def token_surface_forms(tokenizer: PreTrainedTokenizerFast) -> list[str | None]:
+    """Each token id's text as it appears in the input (with its leading space), None for specials.
+
+    Byte-level BPE and SentencePiece-style tokens carry their whitespace, so word starts are
+    exact. WordPiece drops whitespace: a token without '##' is taken as a word start, which
+    counts punctuation as words (the only inexact case).
+    """
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    decoder_type = (backend.get("decoder") or {}).get("type")
+    special_ids = set(tokenizer.all_special_ids)
+    byte_table = byte_level_decoder_table() if decoder_type == "ByteLevel" else None
+    forms: list[str | None] = []
+    for token_id, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+        if token is None or token_id in special_ids:
+            forms.append(None)
+        elif byte_table is not None:
+            forms.append(bytes(byte_table.get(ch, 0x3F) for ch in token).decode("utf-8", errors="replace"))
+        elif decoder_type == "Metaspace":
+            forms.append(token.replace("▁", " "))
+        elif decoder_type == "WordPiece":
+            forms.append(token[2:] if token.startswith("##") else " " + token)
+        else:
+            forms.append(token)
+    return forms
+
+
+def word_start_tables(tokenizer: PreTrainedTokenizerFast) -> dict[str, np.ndarray]:
+    """Boolean tables over the vocabulary used to count whitespace-separated words exactly.
+
+    A token starts a word when it has visible text and either begins with whitespace or follows
+    a token that ends with whitespace (or a special token, i.e. a document boundary).
+    """
+    forms = token_surface_forms(tokenizer)
+    has_text = np.array([bool(f and f.strip()) for f in forms])
+    starts_with_space = np.array([bool(f) and f[0].isspace() for f in forms])
+    ends_with_space = np.array([f is None or (bool(f) and f[-1].isspace()) for f in forms])
+    return {"has_text": has_text, "starts_with_space": starts_with_space, "ends_with_space": ends_with_space}
+
+
+def count_words(windows: np.ndarray, tables: dict[str, np.ndarray]) -> int:
+    """Words that begin among the targets (positions 1..) of token windows shaped (n, L+1)."""
+    previous, current = windows[..., :-1], windows[..., 1:]
+    starts = tables["has_text"][current] & (tables["starts_with_space"][current] | tables["ends_with_space"][previous])
+    return int(starts.sum())

@@ -1,0 +1,79 @@
+"""Pretrain a language model from scratch: corpus -> tokenizer -> packed tokens -> model -> training.
+
+    python train_pretrain.py                      # a tiny LLaMA on the embedded synthetic corpus
+    accelerate launch --config_file accelerate_configs/deepspeed_zero2.yaml \
+        train_pretrain.py --config configs/babylm_llama.yaml --data_dir data/train_10M
+
+Writes into --output_dir: config.yaml (resolved config + provenance), tokenizer/, metrics.jsonl,
+tb/ (TensorBoard), checkpoints/step-*/ (resume), milestones/<name>/ and final/ (HF models).
+"""
+
+from pathlib import Path
+
+from accelerate.utils import set_seed
+
+from common.config import parse_config
+from common.distributed import attach_tensorboard, build_accelerator, main_process_value
+from common.errors import UsageError, run_main
+from common.models import build_causal_model, load_causal_model, max_positions, resolve_shape
+from common.objectives import CausalLM
+from common.packing import packed_corpus
+from common.perf import measure_matmul_peak
+from common.pretrain import Pretraining, model_signature, save_run_files
+from common.pretrain_config import PretrainConfig
+from common.rundir import claim_output_dir, default_run_dir
+from common.sources import load_corpus
+from common.tokenizer import load_tokenizer, tokenizer_hash, trained_or_cached_tokenizer
+
+
+def obtain_tokenizer(cfg: PretrainConfig, corpus):
+    if cfg.tokenizer_name_or_path:
+        return load_tokenizer(cfg.tokenizer_name_or_path)
+    return trained_or_cached_tokenizer("bpe", corpus.train_documents, cfg.vocab_size, corpus.fingerprint,
+                                       Path(cfg.cache_dir))
+
+
+def obtain_model(cfg: PretrainConfig, tokenizer):
+    if cfg.model_name_or_path:
+        model = load_causal_model(cfg.model_name_or_path, tokenizer)
+        if cfg.seq_length > max_positions(model.config):
+            raise UsageError(f"--seq_length {cfg.seq_length} is above the {max_positions(model.config)} positions "
+                             f"of --model_name_or_path {cfg.model_name_or_path}")
+        return model
+    shape = resolve_shape(cfg.model_size, **cfg.shape_overrides())
+    return build_causal_model(cfg.model_type, shape, tokenizer, cfg.max_position_embeddings or cfg.seq_length)
+
+
+def main():
+    cfg = parse_config(PretrainConfig)
+    accelerator = build_accelerator(cfg.gradient_accumulation_steps)
+    default_dir = default_run_dir(cfg.model_type, cfg.model_size, cfg.dataset)
+    output_dir = Path(cfg.output_dir or main_process_value(accelerator, str(default_dir)))
+    resume_path = claim_output_dir(accelerator, output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint)
+    attach_tensorboard(accelerator, output_dir)
+
+    corpus = load_corpus(cfg.dataset, data_dir=cfg.data_dir, data_files=cfg.data_files, text_column=cfg.text_column,
+                         validation_split_percentage=cfg.validation_split_percentage,
+                         synthetic_words=cfg.synthetic_words, seed=cfg.seed)
+    with accelerator.main_process_first():  # the main process trains/packs, the others read its cache
+        tokenizer = obtain_tokenizer(cfg, corpus)
+        splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_hash(tokenizer), Path(cfg.cache_dir))
+
+    set_seed(cfg.seed)
+    model = obtain_model(cfg, tokenizer)
+    made_for = model_signature(model.config, tokenizer_hash(tokenizer), cfg.seq_length)
+    save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
+
+    training = Pretraining(cfg, accelerator, model, tokenizer, CausalLM(), splits, output_dir, made_for,
+                           peak_flops=measure_matmul_peak(accelerator.device))
+    summary = training.run(resume_path)
+
+    before, after = summary["initial"], summary["final"]
+    accelerator.print(f"run folder: {output_dir}")
+    if before and after:
+        accelerator.print(f"validation loss {before['val/loss']:.4f} -> {after['val/loss']:.4f}, "
+                          f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}")
+
+
+if __name__ == "__main__":
+    run_main(main)
