@@ -1,0 +1,80 @@
+"""Launching the scripts as a user would (subprocess, `accelerate launch`) and reading their output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """The real sample data beside the checkout (or $BABYTRAIN_REAL_DATA), when present."""
+    candidate = Path(os.environ.get("BABYTRAIN_REAL_DATA", REPO.parent / "shared" / "data"))
+    return candidate if candidate.is_dir() else None
+
+
+# A model and corpus small enough that a run takes seconds on 2 CPU cores.
+TINY_MODEL = ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "2",
+              "--intermediate_size", "128", "--seq_length", "32", "--vocab_size", "600"]
+TINY_DATA = ["--synthetic_words", "40000"]
+
+
+def quiet_env(**extra: str) -> dict:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **extra}
+    env.pop("ACCELERATE_USE_DEEPSPEED", None)
+    return env
+
+
+def run_script(script: str, args: list[str], check: bool = True, timeout: int = 600,
+               **popen) -> subprocess.CompletedProcess:
+    """`python <script> args...` from the repository root; on failure, show its output."""
+    result = subprocess.run([sys.executable, script, *args], cwd=REPO, env=quiet_env(), capture_output=True,
+                            text=True, timeout=timeout, **popen)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
+                             f"\n--- stderr\n{result.stderr[-6000:]}")
+    return result
+
+
+def launch_command(config: str, script: str, args: list[str], num_processes: int = 2) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}.yaml",
+            "--num_processes", str(num_processes), "--main_process_port", str(free_port()), script, *args]
+
+
+def accelerate_launch(config: str, script: str, args: list[str], num_processes: int = 2, check: bool = True,
+                      timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(launch_command(config, script, args, num_processes), cwd=REPO, env=quiet_env(),
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"accelerate launch {config} exited {result.returncode}\n--- stdout\n"
+                             f"{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-8000:]}")
+    return result
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    lines = (Path(output_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def train_losses(output_dir: Path) -> dict[int, float]:
+    """step -> train/loss, from a run logged with --logging_steps 1."""
+    return {r["step"]: r["train/loss"] for r in read_metrics(output_dir) if "train/loss" in r}
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one `error:` line a script prints for bad input."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, f"expected exactly one error line, got:\n{result.stderr[-3000:]}"
+    return lines[0]

@@ -1,0 +1,106 @@
+"""`accelerate launch` with two CPU processes: DDP, ZeRO-2 and ZeRO-3 really run as a world of two
+and train like one process on the same global batch; a resumed 2-process run continues exactly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.helpers import (REPO, TINY_DATA, TINY_MODEL, accelerate_launch, launch_command, quiet_env, read_metrics,
+                           run_script, train_losses)
+
+STEPS = ["--max_steps", "5", "--logging_steps", "1", "--eval_steps", "1000", "--max_eval_samples", "32",
+         "--checkpointing_steps", "0", "--warmup_steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def one_process_losses(cache_dir, tmp_path_factory):
+    """The reference: one process with the global batch (2 x 4 windows) of the 2-process runs."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    run_script("train_pretrain.py", [*TINY_MODEL, *TINY_DATA, *STEPS, "--per_device_train_batch_size", "8",
+                                     "--output_dir", str(out), "--cache_dir", str(cache_dir)])
+    return train_losses(out)
+
+
+# bf16 under DeepSpeed (its configs fix the precision) cannot match an fp32 run bit for bit.
+@pytest.mark.parametrize("config, distributed_type, zero_stage, tolerance", [
+    ("cpu", "MULTI_CPU", 0, 1e-4),
+    ("deepspeed_zero2", "DEEPSPEED", 2, 3e-2),
+    ("deepspeed_zero3", "DEEPSPEED", 3, 3e-2),
+])
+def test_two_processes_train_like_one(tmp_path, cache_dir, one_process_losses, config, distributed_type,
+                                      zero_stage, tolerance):
+    out = tmp_path / "run"
+    accelerate_launch(config, "train_pretrain.py", [*TINY_MODEL, *TINY_DATA, *STEPS, "--per_device_train_batch_size",
+                                                    "4", "--output_dir", str(out), "--cache_dir", str(cache_dir)])
+    launch = yaml.safe_load((out / "config.yaml").read_text())["provenance"]["launch"]
+    assert launch["num_processes"] == 2
+    assert launch["distributed_type"] == distributed_type
+    assert launch["zero_stage"] == zero_stage
+    losses = train_losses(out)
+    assert sorted(losses) == sorted(one_process_losses)
+    for step, expected in one_process_losses.items():
+        assert abs(losses[step] - expected) <= tolerance * max(1.0, abs(expected)), (step, losses[step], expected)
+    final = json.loads((out / "final" / "milestone.json").read_text())
+    assert final["tokens_seen"] == 5 * 8 * 32
+
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    tokenizer = AutoTokenizer.from_pretrained(out / "final")
+    generated = model.generate(**tokenizer("The dog", return_tensors="pt"), max_new_tokens=4, do_sample=False,
+                               pad_token_id=tokenizer.pad_token_id)
+    assert generated.shape[1] > 2
+
+
+def interrupt_launch(args: list[str], out, after_step: int) -> int:
+    """Launch 2 processes, send SIGUSR1 to one rank once `after_step` is logged; return the checkpoint step.
+
+    One rank is enough: the ranks agree on stopping through the per-step all-reduce."""
+    launcher = subprocess.Popen(launch_command("cpu", "train_pretrain.py", args), cwd=REPO, env=quiet_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    signalled = False
+    while time.time() < deadline and launcher.poll() is None and not signalled:
+        if (out / "metrics.jsonl").exists() and any(r["step"] >= after_step for r in read_metrics(out)):
+            workers = [p for p in psutil.Process(launcher.pid).children(recursive=True) if "train_pretrain.py" in " ".join(p.cmdline())]
+            workers[0].send_signal(signal.SIGUSR1)
+            signalled = True
+        time.sleep(0.02)
+    _, stderr = launcher.communicate(timeout=300)
+    assert signalled and launcher.returncode != 0, stderr[-3000:]
+    return int(sorted((out / "checkpoints").iterdir())[-1].name.split("-")[1])
+
+
+def test_two_process_resume_matches_uninterrupted_run_and_one_process_can_take_over(tmp_path, cache_dir):
+    steps = ["--max_steps", "30", "--logging_steps", "1", "--eval_steps", "1000", "--max_eval_samples", "32",
+             "--checkpointing_steps", "0", "--per_device_train_batch_size", "4"]
+    common = [*TINY_MODEL, *TINY_DATA, *steps, "--cache_dir", str(cache_dir)]
+    reference = tmp_path / "uninterrupted"
+    accelerate_launch("cpu", "train_pretrain.py", [*common, "--output_dir", str(reference)])
+    expected = train_losses(reference)
+
+    resumed = tmp_path / "resumed"
+    stopped_at = interrupt_launch([*common, "--output_dir", str(resumed)], resumed, after_step=3)
+    assert 3 <= stopped_at < 30
+    checkpoint = resumed / "checkpoints" / f"step-{stopped_at:08d}"
+    taken_over = tmp_path / "taken_over"   # the same checkpoint continued by one process, same global batch
+    run_script("train_pretrain.py", [*TINY_MODEL, *TINY_DATA, *steps[:-1], "8", "--cache_dir", str(cache_dir),
+                                     "--output_dir", str(taken_over), "--resume_from_checkpoint", str(checkpoint)])
+    accelerate_launch("cpu", "train_pretrain.py", [*common, "--output_dir", str(resumed),
+                                                   "--resume_from_checkpoint", "auto"])
+
+    two, one = train_losses(resumed), train_losses(taken_over)
+    for step in (s for s in expected if s > stopped_at):
+        assert abs(two[step] - expected[step]) <= 1e-5, (step, two[step], expected[step])
+        assert abs(one[step] - expected[step]) <= 1e-4, (step, one[step], expected[step])

@@ -1,0 +1,227 @@
+"""End-to-end runs of train_pretrain.py in one process, launched as a user would."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.helpers import (REPO, TINY_DATA, TINY_MODEL, error_line, quiet_env, read_metrics, run_script,
+                           shared_data_dir, train_losses)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One tokenizer/token cache for the module: runs after the first reuse it."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny_args(output_dir, cache_dir, *extra: str) -> list[str]:
+    return [*TINY_MODEL, *TINY_DATA, "--output_dir", str(output_dir), "--cache_dir", str(cache_dir),
+            "--logging_steps", "1", "--eval_steps", "1000", "--max_eval_samples", "64", *extra]
+
+
+def assert_loads_and_generates(folder):
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    inputs = tokenizer("The dog", return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert output.shape[1] > inputs["input_ids"].shape[1]
+    assert isinstance(tokenizer.decode(output[0]), str)
+
+
+def test_default_run_learns_and_writes_a_complete_run_folder(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    result = run_script("train_pretrain.py", ["--max_steps", "60", "--output_dir", str(out),
+                                              "--cache_dir", str(cache_dir), "--synthetic_words", "100000"])
+    assert f"run folder: {out}" in result.stdout
+    before, after = [float(x) for x in
+                     result.stdout.split("validation loss ")[1].split(",")[0].split(" -> ")]
+    assert after < before - 1.0, f"validation loss did not fall clearly: {before} -> {after}"
+
+    assert_loads_and_generates(out / "final")
+    final_info = json.loads((out / "final" / "milestone.json").read_text())
+    assert final_info["step"] == 60 and final_info["tokens_seen"] == 60 * 16 * 128
+
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["config"]["model_type"] == "llama"
+    assert config["provenance"]["world_size"] == 1
+    assert set(config["provenance"]["versions"]) >= {"torch", "transformers", "accelerate", "tokenizers"}
+    assert len(config["provenance"]["tokenizer_hash"]) == 16
+    assert (out / "tokenizer" / "tokenizer.json").is_file()
+
+    records = read_metrics(out)
+    train_keys = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_seen", "perf/tokens_per_s", "perf/mfu"}
+    assert any(train_keys <= set(r) for r in records)
+    assert any({"val/loss", "val/ppl"} <= set(r) for r in records)
+    mfus = [r["perf/mfu"] for r in records if "perf/mfu" in r]
+    assert all(0 < m < 1 for m in mfus)
+    assert list((out / "tb").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000060"]
+
+
+def test_milestones_are_saved_exactly_at_their_anchors(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    tokens_per_step = 4 * 32
+    run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "12", "--per_device_train_batch_size", "4",
+                                              "--milestones", f"{3 * tokens_per_step + 1},{8 * tokens_per_step}",
+                                              "--milestones_words", "300", "--save_init"))
+    milestones = sorted(p.name for p in (out / "milestones").iterdir())
+    assert milestones == ["chck_300", "init", "tokens-1024", "tokens-385"]
+    token_steps = {name: json.loads((out / "milestones" / name / "milestone.json").read_text())["step"]
+                   for name in milestones}
+    assert token_steps["init"] == 0
+    assert token_steps["tokens-385"] == 4    # the first step whose counter passes the anchor
+    assert token_steps["tokens-1024"] == 8   # exactly on the anchor
+    words = {r["step"]: r["train/words_seen"] for r in read_metrics(out) if "train/words_seen" in r}
+    first_step_past_300_words = min(step for step, seen in words.items() if seen >= 300)
+    assert token_steps["chck_300"] == first_step_past_300_words
+    for name in milestones:
+        assert_loads_and_generates(out / "milestones" / name)
+
+
+def start_and_interrupt(args: list[str], out, after_step: int) -> int:
+    """Start a run, send SIGUSR1 once it has logged `after_step`, return the step it checkpointed."""
+    process = subprocess.Popen([sys.executable, "train_pretrain.py", *args], cwd=REPO, env=quiet_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (out / "metrics.jsonl").exists() and any(r["step"] >= after_step for r in read_metrics(out)):
+            process.send_signal(signal.SIGUSR1)
+            break
+        time.sleep(0.02)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 75, f"expected the pre-emption exit status 75, got {process.returncode}\n{stderr[-3000:]}"
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    return int(checkpoints[-1].name.split("-")[1])
+
+
+def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
+    steps = ["--max_steps", "16", "--checkpointing_steps", "0", "--per_device_train_batch_size", "4",
+             "--gradient_accumulation_steps", "2"]
+    reference = tmp_path / "uninterrupted"
+    run_script("train_pretrain.py", tiny_args(reference, cache_dir, *steps))
+
+    resumed = tmp_path / "interrupted"
+    stopped_at = start_and_interrupt(tiny_args(resumed, cache_dir, *steps), resumed, after_step=3)
+    assert 3 <= stopped_at < 16
+    run_script("train_pretrain.py", tiny_args(resumed, cache_dir, *steps, "--resume_from_checkpoint", "auto"))
+
+    expected, got = train_losses(reference), train_losses(resumed)
+    after = [step for step in expected if step > stopped_at]
+    assert after and all(got[step] == expected[step] for step in after), \
+        [(step, expected[step], got[step]) for step in after if got[step] != expected[step]]
+    final = json.loads((resumed / "final" / "milestone.json").read_text())
+    assert final["tokens_seen"] == json.loads((reference / "final" / "milestone.json").read_text())["tokens_seen"]
+
+
+def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path, cache_dir):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"The dog {i} runs to the park and the cats sleep." for i in range(400)))
+    args = lambda name: tiny_args(tmp_path / name, tmp_path / "cache", "--dataset", "text", "--data_files", str(corpus),
+                                  "--max_steps", "2", "--per_device_train_batch_size", "2")
+    run_script("train_pretrain.py", args("first"))
+    token_folders = list((tmp_path / "cache" / "tokens").iterdir())
+    assert len(token_folders) == 1
+    stamp = (token_folders[0] / "train.bin").stat().st_mtime_ns
+    run_script("train_pretrain.py", args("second"))
+    assert list((tmp_path / "cache" / "tokens").iterdir()) == token_folders
+    assert (token_folders[0] / "train.bin").stat().st_mtime_ns == stamp, "the cache was rewritten"
+
+    corpus.write_text(corpus.read_text() + "\n\nA new story about the birds.")
+    run_script("train_pretrain.py", args("third"))
+    assert len(list((tmp_path / "cache" / "tokens").iterdir())) == 2, "a changed source did not rebuild the cache"
+    manifests = [json.loads((f / "manifest.json").read_text()) for f in (tmp_path / "cache" / "tokens").iterdir()]
+    assert len({m["source_fingerprint"] for m in manifests}) == 2
+
+
+def test_real_tinystories_sample_trains(tmp_path, cache_dir):
+    data = shared_data_dir()
+    if data is None or not (data / "pretrain" / "tinystories_valid.txt").is_file():
+        pytest.skip("the real sample ../shared/data/pretrain/tinystories_valid.txt is not present")
+    out = tmp_path / "run"
+    run_script("train_pretrain.py", tiny_args(out, tmp_path / "cache", "--dataset", "text", "--data_files",
+                                              str(data / "pretrain" / "tinystories_valid.txt"), "--max_steps", "40",
+                                              "--vocab_size", "2000", "--validation_split_percentage", "5"))
+    manifest = json.loads((out / "data.json").read_text())
+    assert 140_000 < manifest["splits"]["train"]["words"] + manifest["splits"]["validation"]["words"] < 170_000
+    evals = [r["val/loss"] for r in read_metrics(out) if "val/loss" in r]
+    assert evals[-1] < evals[0] - 1.0
+
+
+# --- bad input: one clear line, non-zero exit, nothing lost --------------------------------------
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--milestones", "25M,abc"], "--milestones: 'abc' is not a count"),
+    (["--milestones_words", "1M,1M"], "--milestones_words: '1M,1M' lists an anchor twice"),
+    (["--vocab_size", "100"], "--vocab_size 100 is too small"),
+    (["--max_position_embeddings", "16"], "--seq_length 32 is above --max_position_embeddings 16"),
+    (["--dataset", "text", "--data_files", "/nonexistent/*.txt"], "/nonexistent/*.txt"),
+    (["--hidden_size", "65"], "--hidden_size 65 is not divisible by --num_attention_heads 2"),
+    (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be positive"),
+])
+def test_bad_flags_fail_with_one_line(tmp_path, cache_dir, flags, expected):
+    result = run_script("train_pretrain.py", tiny_args(tmp_path / "run", cache_dir, *flags), check=False)
+    assert result.returncode == 2
+    assert expected in error_line(result)
+
+
+def test_empty_corpus_names_the_file(tmp_path, cache_dir):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n   \n")
+    result = run_script("train_pretrain.py", tiny_args(tmp_path / "run", cache_dir, "--dataset", "text",
+                                                        "--data_files", str(empty)), check=False)
+    assert result.returncode == 2 and str(empty) in error_line(result)
+
+
+def test_non_utf8_bytes_are_replaced_and_counted(tmp_path, cache_dir):
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes("\n\n".join(f"The caf\xe9 {i} is open and the dogs run." for i in range(300)).encode("latin-1"))
+    result = run_script("train_pretrain.py", tiny_args(tmp_path / "run", cache_dir, "--dataset", "text",
+                                                        "--data_files", str(corpus), "--max_steps", "1"))
+    assert "300" in result.stderr and str(corpus) in result.stderr, result.stderr[-2000:]
+
+
+def test_finished_run_is_not_touched_without_overwrite(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "2"))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "2"), check=False)
+    assert result.returncode == 2 and "holds a finished run" in error_line(result)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "3", "--overwrite_output_dir"))
+    assert json.loads((out / "final" / "milestone.json").read_text())["step"] == 3
+
+
+def test_resuming_a_checkpoint_of_another_shape_is_refused(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    stopped = start_and_interrupt(tiny_args(out, cache_dir, "--max_steps", "400"), out, after_step=1)
+    assert stopped >= 1
+    result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "400", "--hidden_size", "128",
+                                                        "--resume_from_checkpoint", "auto"), check=False)
+    assert result.returncode == 2 and "made for hidden_size=64" in error_line(result)
+
+
+def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir):
+    first = tmp_path / "first"
+    run_script("train_pretrain.py", tiny_args(first, cache_dir, "--max_steps", "1"))
+    broken = tmp_path / "broken"
+    model = AutoModelForCausalLM.from_pretrained(first / "final")
+    with torch.no_grad():
+        model.model.norm.weight.fill_(math.nan)
+    model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(first / "final").save_pretrained(broken)
+    out = tmp_path / "run"
+    result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--model_name_or_path", str(broken),
+                                                        "--tokenizer_name_or_path", str(broken), "--max_steps", "10",
+                                                        "--max_nonfinite_steps", "2"), check=False)
+    assert result.returncode != 0 and "3 steps had a non-finite loss" in result.stderr
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000003"]
