@@ -13,8 +13,9 @@ import importlib.metadata
 import platform
 import subprocess
 import sys
+import typing
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
 from transformers import HfArgumentParser
@@ -44,7 +45,30 @@ def split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return config_path, rest
 
 
-def read_preset(path: str, known_fields: set[str]) -> dict:
+def literal_choices(annotation) -> tuple:
+    """The allowed values of a `Literal[...]` (or `Optional[Literal[...]]`) field, else ()."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    return next((literal_choices(arg) for arg in typing.get_args(annotation) if literal_choices(arg)), ())
+
+
+def accepts_text(annotation) -> bool:
+    return annotation is str or str in typing.get_args(annotation)
+
+
+def checked_preset_value(path: str, name: str, value, annotation):
+    """A preset value as the flag would have given it: argparse never converts or checks
+    defaults, so YAML's `100000000` (an int) must become the text a count option expects, and
+    a value outside a choice field's choices must be refused here."""
+    if accepts_text(annotation) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    choices = literal_choices(annotation)
+    if choices and value not in choices:
+        raise UsageError(f"--config {path}: {name} {value!r} is not one of {', '.join(map(str, choices))}")
+    return value
+
+
+def read_preset(path: str, field_types: dict) -> dict:
     """Load a YAML preset as a flat mapping of field names, rejecting keys the script lacks."""
     file = Path(path)
     if not file.is_file():
@@ -56,10 +80,10 @@ def read_preset(path: str, known_fields: set[str]) -> dict:
         raise UsageError(f"--config {path}: not valid YAML ({first_line})") from None
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of option: value")
-    unknown = sorted(set(values) - known_fields)
+    unknown = sorted(set(values) - set(field_types))
     if unknown:
         raise UsageError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
-    return values
+    return {name: checked_preset_value(path, name, value, field_types[name]) for name, value in values.items()}
 
 
 def parse_config(config_type: type[ConfigT], argv: list[str] | None = None) -> ConfigT:
@@ -71,8 +95,7 @@ def parse_config(config_type: type[ConfigT], argv: list[str] | None = None) -> C
     config_path, rest = split_config_flag(argv)
     parser = HfArgumentParser(config_type)
     if config_path:
-        field_names = {f.name for f in dataclasses.fields(config_type)}
-        parser.set_defaults(**read_preset(config_path, field_names))
+        parser.set_defaults(**read_preset(config_path, typing.get_type_hints(config_type)))
     try:
         (config,) = parser.parse_args_into_dataclasses(args=rest)
     except ValueError as error:

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.errors import UsageError
+from common.tokenizer import count_text_words
 
 PACKING_VERSION = "1"
 DOCUMENTS_PER_BATCH = 2048
@@ -84,7 +85,7 @@ def write_split(documents: Iterable[str], tokenizer, path: Path, desc: str) -> d
             flat = encode_batch(backend, batch, boundary_id, dtype)
             flat.tofile(out)
             counts["tokens"] += int(flat.size)
-            counts["words"] += sum(len(document.split()) for document in batch)
+            counts["words"] += sum(count_text_words(document) for document in batch)
             counts["documents"] += len(batch)
             progress.update(len(batch))
     counts["dtype"] = dtype.name

@@ -148,8 +148,9 @@ def byte_level_decoder_table() -> dict[str, int]:
     return shifted
 
 
-def token_surface_forms(tokenizer: PreTrainedTokenizerFast) -> list[str | None]:
-    """Each token id's text as it appears in the input (with its leading space), None for specials.
+def token_surface_forms(tokenizer: PreTrainedTokenizerFast) -> list[bytes | None]:
+    """Each token id's UTF-8 bytes as they appear in the input (with its leading space), None
+    for specials. Bytes, not text: a byte-level token may hold part of a character.
 
     Byte-level BPE and SentencePiece-style tokens carry their whitespace, so word starts are
     exact. WordPiece drops whitespace: a token without '##' is taken as a word start, which
@@ -164,26 +165,32 @@ def token_surface_forms(tokenizer: PreTrainedTokenizerFast) -> list[str | None]:
         if token is None or token_id in special_ids:
             forms.append(None)
         elif byte_table is not None:
-            forms.append(bytes(byte_table.get(ch, 0x3F) for ch in token).decode("utf-8", errors="replace"))
+            forms.append(bytes(byte_table.get(ch, 0x3F) for ch in token))
         elif decoder_type == "Metaspace":
-            forms.append(token.replace("▁", " "))
+            forms.append(token.replace("▁", " ").encode("utf-8"))
         elif decoder_type == "WordPiece":
-            forms.append(token[2:] if token.startswith("##") else " " + token)
+            forms.append((token[2:] if token.startswith("##") else " " + token).encode("utf-8"))
         else:
-            forms.append(token)
+            forms.append(token.encode("utf-8"))
     return forms
+
+
+def count_text_words(text: str) -> int:
+    """Words as runs of non-whitespace between ASCII whitespace (like `wc -w` in the C locale):
+    the definition `count_words` reproduces exactly from tokens."""
+    return len(text.encode("utf-8").split())
 
 
 def word_start_tables(tokenizer: PreTrainedTokenizerFast) -> dict[str, np.ndarray]:
     """Boolean tables over the vocabulary used to count whitespace-separated words exactly.
 
-    A token starts a word when it has visible text and either begins with whitespace or follows
-    a token that ends with whitespace (or a special token, i.e. a document boundary).
+    A token starts a word when it has non-whitespace bytes and either begins with whitespace or
+    follows a token that ends with whitespace (or a special token, i.e. a document boundary).
     """
     forms = token_surface_forms(tokenizer)
     has_text = np.array([bool(f and f.strip()) for f in forms])
-    starts_with_space = np.array([bool(f) and f[0].isspace() for f in forms])
-    ends_with_space = np.array([f is None or (bool(f) and f[-1].isspace()) for f in forms])
+    starts_with_space = np.array([bool(f) and f[:1].isspace() for f in forms])
+    ends_with_space = np.array([f is None or (bool(f) and f[-1:].isspace()) for f in forms])
     return {"has_text": has_text, "starts_with_space": starts_with_space, "ends_with_space": ends_with_space}
 
 

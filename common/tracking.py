@@ -27,6 +27,9 @@ class RunLog:
         self.accelerator.log({k: v for k, v in values.items() if v is not None}, step=step)
 
     def close(self) -> None:
+        # Ranks leave together: end_training destroys the process group, and a rank tearing it
+        # down while another still flushes its trackers can abort the launch.
+        self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
 
 

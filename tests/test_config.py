@@ -106,25 +106,16 @@ def test_invalid_value_in_a_preset_is_validated_like_a_flag(tmp_path):
         parse_config(PretrainConfig, ["--config", preset(tmp_path, "per_device_train_batch_size: -4\n")])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a preset value for a Literal option is never checked against its choices: argparse validates "
-    "choices only for command-line values, not for defaults set from the YAML, and PretrainConfig."
-    "__post_init__ does not check model_type/model_size/lr_scheduler_type, so "
-    "`lr_scheduler_type: bogus` is accepted and fails only at the first training step"))
 @pytest.mark.parametrize("line", ["lr_scheduler_type: bogus", "model_type: bogus", "model_size: huge"])
 def test_preset_value_outside_the_choices_is_refused(tmp_path, line):
     with pytest.raises(UsageError):
         parse_config(PretrainConfig, ["--config", preset(tmp_path, line + "\n")])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "YAML reads a plain-integer count as int, and argparse leaves non-string defaults unconverted, so "
-    "PretrainConfig gets max_train_tokens=100000000 (int) and parse_count/parse_anchors call "
-    "re.match / .strip on it: TypeError / AttributeError instead of the documented 'plain integers' count"))
 @pytest.mark.parametrize("line, check", [
     ("max_train_tokens: 100000000", lambda c: c.train_token_limit() == 100_000_000),
     ("milestones: 1000000", lambda c: [a.name for a in c.anchors()] == ["tokens-1M"]),
-])
+], ids=["max_train_tokens", "milestones"])
 def test_preset_plain_integer_counts_are_accepted(tmp_path, line, check):
     assert check(parse_config(PretrainConfig, ["--config", preset(tmp_path, line + "\n")]))
 
