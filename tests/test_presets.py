@@ -1,0 +1,69 @@
+"""Every preset and launch file parses, and each size preset has the size its name promises."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from common.config import parse_config
+from common.models import build_causal_model, count_parameters, resolve_shape
+from common.pretrain_config import PretrainConfig
+from tests.helpers import REPO
+
+PRESETS = sorted((REPO / "configs").glob("*.yaml"))
+EXPECTED_MILLIONS = {"tiny": (0.5, 5), "20m": (12, 30), "60m": (40, 80), "180m": (130, 230)}
+
+
+class VocabOnly:
+    """The tokenizer facts a model needs, without training one for a 48k vocabulary."""
+    def __init__(self, size):
+        self.size, self.bos_token_id, self.eos_token_id, self.pad_token_id = size, 0, 0, 1
+
+    def __len__(self):
+        return self.size
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_preset_builds_a_model_of_its_size(preset):
+    extra = ["--data_dir", "unused"] if "babylm" in preset.stem else []
+    cfg = parse_config(PretrainConfig, ["--config", str(preset), *extra])
+    shape = resolve_shape(cfg.model_size, **cfg.shape_overrides())
+    with torch.device("meta"):
+        model = build_causal_model(cfg.model_type, shape, VocabOnly(cfg.vocab_size), cfg.seq_length)
+    millions = count_parameters(model) / 1e6
+    low, high = (70, 260) if "babylm" in preset.stem else EXPECTED_MILLIONS[cfg.model_size]
+    assert low <= millions <= high, f"{preset.name}: {millions:.1f}M parameters"
+
+
+def test_reference_babylm_presets_have_the_reference_shape():
+    for arch in ("gemma2", "llama4", "olmo2"):
+        cfg = parse_config(PretrainConfig, ["--config", str(REPO / "configs" / f"babylm_{arch}.yaml"),
+                                            "--data_dir", "unused"])
+        assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, cfg.seq_length,
+                cfg.per_device_train_batch_size, cfg.num_train_epochs) == (768, 12, 48000, 128, 16, 3)
+        assert cfg.model_type == arch
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "accelerate_configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_accelerate_config_parses_and_points_at_real_files(path):
+    config = yaml.safe_load(path.read_text())
+    assert config["distributed_type"] in {"NO", "MULTI_GPU", "DEEPSPEED"}
+    assert isinstance(config["num_processes"], int) and config["num_processes"] >= 1
+    if config["distributed_type"] == "DEEPSPEED":
+        assert "mixed_precision" not in config, "accelerate refuses mixed_precision beside a DeepSpeed JSON"
+        assert (REPO / config["deepspeed_config"]["deepspeed_config_file"]).is_file()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "ds_configs").glob("*.json")), ids=lambda p: p.stem)
+def test_deepspeed_config_leaves_run_dependent_values_to_accelerate(path):
+    config = json.loads(path.read_text())
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                "gradient_clipping"):
+        assert config[key] == "auto", key
+    assert config["zero_optimization"]["stage"] in (2, 3)
+    assert config.get("bf16", {}).get("enabled") or config.get("fp16", {}).get("enabled")
+    if config["zero_optimization"]["stage"] == 3:  # milestones need the full weights gathered
+        assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
