@@ -20,7 +20,7 @@ from typing import Literal, TypeVar
 import yaml
 from transformers import HfArgumentParser
 
-from common.errors import UsageError
+from common.errors import UsageError, first_line
 
 ConfigT = TypeVar("ConfigT")
 
@@ -76,8 +76,7 @@ def read_preset(path: str, field_types: dict) -> dict:
     try:
         values = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        first_line = str(error).splitlines()[0]
-        raise UsageError(f"--config {path}: not valid YAML ({first_line})") from None
+        raise UsageError(f"--config {path}: not valid YAML ({first_line(error)})") from None
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of option: value")
     unknown = sorted(set(values) - set(field_types))

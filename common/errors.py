@@ -7,6 +7,12 @@ class UsageError(Exception):
     """Bad input from the user (a flag, a file, a value): shown as one line, exit status 2."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type), to quote inside a one-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def run_main(main) -> None:
     """Call `main()`; a UsageError becomes `error: <message>` on stderr and exit status 2."""
     try:

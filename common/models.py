@@ -12,7 +12,7 @@ from transformers import (
     AutoConfig, AutoModelForCausalLM, Gemma2Config, LlamaConfig, Llama4TextConfig, Olmo2Config, PretrainedConfig,
 )
 
-from common.errors import UsageError
+from common.errors import UsageError, first_line
 
 CAUSAL_MODEL_TYPES = ("llama", "gemma2", "olmo2", "llama4")
 
@@ -89,8 +89,7 @@ def load_causal_model(name_or_path: str, tokenizer):
         config = AutoConfig.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"--model_name_or_path {name_or_path}: cannot load a causal model ({first_line})") from None
+        raise UsageError(f"--model_name_or_path {name_or_path}: cannot load a causal model ({first_line(error)})") from None
     if config.vocab_size < len(tokenizer):
         raise UsageError(f"--model_name_or_path {name_or_path}: its vocabulary ({config.vocab_size}) is smaller "
                          f"than the tokenizer's ({len(tokenizer)})")

@@ -40,7 +40,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from common.errors import UsageError
+from common.errors import UsageError, first_line
 
 # Bump when the cleaning or grouping rules change, so cached tokenizers and token packs
 # built from the old text are not reused.
@@ -418,9 +418,7 @@ def _huggingface_corpus(dataset: str, text_column: str, percentage: float) -> Co
     try:
         loaded = datasets.load_dataset(name, config)
     except Exception as error:  # not found, offline, bad config: all user input problems here
-        lines = str(error).strip().splitlines()
-        reason = lines[0] if lines else type(error).__name__
-        raise UsageError(f"--dataset {dataset}: cannot load ({reason})") from error
+        raise UsageError(f"--dataset {dataset}: cannot load ({first_line(error)})") from error
 
     splits = list(loaded.keys())
     if "train" not in loaded:

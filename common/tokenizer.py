@@ -19,7 +19,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from common.errors import UsageError
+from common.errors import UsageError, first_line
 
 TOKENIZER_CACHE_VERSION = "1"
 
@@ -99,8 +99,7 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrained
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"--tokenizer_name_or_path {name_or_path}: cannot load a tokenizer ({first_line})") from None
+        raise UsageError(f"--tokenizer_name_or_path {name_or_path}: cannot load a tokenizer ({first_line(error)})") from None
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise UsageError(f"--tokenizer_name_or_path {name_or_path}: a fast (tokenizers-backed) tokenizer is needed")
     return tokenizer
