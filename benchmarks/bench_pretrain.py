@@ -10,7 +10,10 @@ steps, one after the other and with the same number of torch threads:
 * the Trainer: the usual recipe (documents -> `datasets.map` tokenize + EOS -> `group_texts`
   into 256-token blocks -> `Trainer.train()`), in a child process of this script, with the
   tokenizer that our run trained. Its tokens/s comes from a callback that notes the time at
-  the end of every step, so it covers the training steps only (no tokenization).
+  the end of every step, so it covers the training steps only (no tokenization). It follows
+  ours' learning-rate curve and weight-decay groups exactly (a subclass: the stock warmup starts
+  at lr 0), so the losses can be compared step by step; its optimizer stays the stock one
+  (fused AdamW on this torch).
 
 Tokens/s counts input tokens on both sides (16 x 256 per step), and both skip their first
 logging interval (warm-up: allocator, thread pools, first-touch of the data). MFU puts both
@@ -24,6 +27,10 @@ same steps (so after the same tokens), and both final models' loss on the same h
 
 Without ../shared/data/pretrain/tinystories_valid.txt (or --data_file) a synthetic corpus from
 common.synthetic is written to a temporary file. Temporary run folders are removed unless --keep.
+
+On a shared 2-core machine other processes steal whole cores. Each run's report says how many
+cores other processes used meanwhile (from /proc/stat, less the run's own CPU time); with
+--repeats N both sides run N times, alternating, and the best tokens/s of each side counts.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -63,6 +71,10 @@ OPTIMIZER = {"learning_rate": 1e-3, "weight_decay": 0.1, "adam_beta1": 0.9, "ada
 MIN_LR_RATIO = 0.1  # ours decays to 10% of the peak (cosine); the Trainer gets the same curve
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps for each side")
@@ -70,12 +82,20 @@ def parse_args() -> argparse.Namespace:
                         help="log interval of both sides; the first interval is warm-up and not timed")
     parser.add_argument("--data_file", default=None, help=f"training text (default: {DEFAULT_DATA} if present, "
                                                           "else a synthetic corpus)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for both sides")
+    parser.add_argument("--threads", type=int, default=usable_cores(),
+                        help="torch threads for both sides (default: every core this process may use)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run both sides this many times, alternating; report each side's best")
     parser.add_argument("--skip_trainer", action="store_true", help="only run train_pretrain.py")
+    parser.add_argument("--torch_compile", action="store_true", help="ours with --torch_compile")
+    parser.add_argument("--trainer_torch_compile", action="store_true",
+                        help="the Trainer with its own torch_compile=True (for a like-for-like compiled comparison)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folders")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--_run_trainer", default=None, help=argparse.SUPPRESS)  # the child: a spec file
     args = parser.parse_args()
+    if args.repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be positive")
     if args.steps < 2 * args.logging_steps:
         parser.error("--steps must cover at least two logging intervals (the first one is warm-up)")
     return args
@@ -88,7 +108,8 @@ def warmup_steps(steps: int) -> int:
 # --- running both sides ------------------------------------------------------------------------
 
 def thread_env(threads: int) -> dict:
-    """The environment of both children: same thread count, no network, fp32, quiet."""
+    """The environment of both children: the same thread count, no network, fp32 (no mixed
+    precision from an accelerate environment)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ACCELERATE_")}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), ACCELERATE_MIXED_PRECISION="no",
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="true",
@@ -96,20 +117,46 @@ def thread_env(threads: int) -> dict:
     return env
 
 
-def run_child(name: str, command: list[str], env: dict, log_path: Path) -> float:
-    """Run one side to completion (never two at once); its output goes to a log file."""
+def busy_cpu_seconds() -> float | None:
+    """CPU time spent by everything on the machine so far (Linux /proc/stat), None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_child(name: str, command: list[str], env: dict, log_path: Path) -> dict:
+    """Run one side to completion (never two at once); its output goes to a log file.
+
+    Also returns how many cores other processes kept busy meanwhile: the machine's busy time
+    less the child's own, over the wall time. Much above zero means the timings are disturbed.
+    """
     print(f"[bench] {name}: {' '.join(command[1:4])} ... (log: {log_path})", file=sys.stderr, flush=True)
-    started = time.perf_counter()
+    busy, own, started = busy_cpu_seconds(), children_cpu_seconds(), time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         code = subprocess.call(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
     if code != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
         sys.exit(f"[bench] {name} failed with exit code {code}; end of its log:\n{tail}")
-    return time.perf_counter() - started
+    others = None
+    if busy is not None:
+        others = max(0.0, (busy_cpu_seconds() - busy) - (children_cpu_seconds() - own)) / wall
+        if others > 0.25:
+            print(f"[bench] warning: other processes used {others:.2f} cores during the {name} run: "
+                  f"its timing is disturbed", file=sys.stderr, flush=True)
+    return {"wall_s": wall, "other_cores": others}
 
 
-def run_ours(data_file: Path, workdir: Path, args, env: dict) -> dict:
-    run_dir = workdir / "ours"
+def run_ours(data_file: Path, workdir: Path, args, env: dict, round_: int) -> dict:
+    run_dir = workdir / f"ours-{round_}"
     command = [
         sys.executable, "train_pretrain.py", "--dataset", "text", "--data_files", str(data_file),
         "--vocab_size", str(VOCAB_SIZE), "--model_type", "llama",
@@ -122,8 +169,9 @@ def run_ours(data_file: Path, workdir: Path, args, env: dict) -> dict:
         "--lr_scheduler_type", "cosine", "--min_lr_ratio", str(MIN_LR_RATIO),
         "--warmup_steps", str(warmup_steps(args.steps)),
         *[item for name, value in OPTIMIZER.items() for item in (f"--{name}", str(value))],
+        *(["--torch_compile"] if args.torch_compile else []),
     ]
-    wall = run_child("ours", command, env, workdir / "ours.log")
+    child = run_child("ours", command, env, workdir / f"ours-{round_}.log")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in records if r.get("train/loss") is not None]
     # Each record covers the steps since the previous one; weight by time, skip the warm-up one.
@@ -134,23 +182,23 @@ def run_ours(data_file: Path, workdir: Path, args, env: dict) -> dict:
             record["tokens_seen"]
     return {"tokens_per_s": tokens / seconds, "timed_steps": args.steps - train[0]["step"],
             "losses": {r["step"]: r["train/loss"] for r in train}, "tokens_seen": train[-1]["tokens_seen"],
-            "wall_s": wall, "run_dir": str(run_dir), "model_dir": str(run_dir / "final"),
+            **child, "model_dir": str(run_dir / "final"),
             "tokenizer_dir": str(run_dir / "tokenizer")}
 
 
-def run_trainer(data_file: Path, workdir: Path, args, env: dict, tokenizer_dir: str) -> dict:
-    run_dir = workdir / "trainer"
+def run_trainer(data_file: Path, workdir: Path, args, env: dict, tokenizer_dir: str, round_: int) -> dict:
+    run_dir = workdir / f"trainer-{round_}"
     spec = {"data_file": str(data_file), "tokenizer_dir": tokenizer_dir, "run_dir": str(run_dir),
             "steps": args.steps, "logging_steps": args.logging_steps, "threads": args.threads,
-            "result": str(workdir / "trainer_result.json")}
-    spec_path = workdir / "trainer_spec.json"
+            "torch_compile": args.trainer_torch_compile, "result": str(run_dir.with_suffix(".json"))}
+    spec_path = workdir / f"trainer-{round_}-spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = {**env, "HF_DATASETS_CACHE": str(workdir / "hf_datasets")}
-    wall = run_child("HF Trainer", [sys.executable, str(Path(__file__).resolve()), "--_run_trainer", str(spec_path)],
-                     env, workdir / "trainer.log")
+    child = run_child("HF Trainer", [sys.executable, str(Path(__file__).resolve()), "--_run_trainer",
+                                     str(spec_path)], env, workdir / f"trainer-{round_}.log")
     result = json.loads(Path(spec["result"]).read_text(encoding="utf-8"))
     result["losses"] = {int(step): loss for step, loss in result["losses"].items()}
-    return {**result, "wall_s": wall, "model_dir": str(run_dir / "final")}
+    return {**result, **child, "model_dir": str(run_dir / "final")}
 
 
 # --- the Trainer side (runs in a child process) ------------------------------------------------
@@ -219,6 +267,7 @@ def trainer_main(spec_path: str) -> None:
 
     class StepClock(TrainerCallback):
         """perf_counter at the end of every optimizer step (so only training steps are timed)."""
+
         def __init__(self):
             self.times: list[float] = []
 
@@ -231,10 +280,10 @@ def trainer_main(spec_path: str) -> None:
         gradient_accumulation_steps=1, **OPTIMIZER, warmup_steps=warmup_steps(spec["steps"]),
         logging_steps=spec["logging_steps"], eval_strategy="no", save_strategy="no", report_to="none",
         use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0, dataloader_pin_memory=False,
-        seed=SEED, data_seed=SEED)
+        seed=SEED, data_seed=SEED, torch_compile=spec["torch_compile"])
     clock = StepClock()
-    trainer = MatchedTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=default_data_collator,
-                      callbacks=[clock])
+    trainer = MatchedTrainer(model=model, args=training_args, train_dataset=dataset,
+                             data_collator=default_data_collator, callbacks=[clock])
     trainer.train()
     trainer.save_model(str(run_dir / "final"))
 
@@ -309,24 +358,41 @@ def synthetic_text_file(path: Path) -> Path:
 
 # --- report ------------------------------------------------------------------------------------
 
+def summarise(runs: list[dict], per_token: float, peak: float) -> dict:
+    """One side over its rounds: the best tokens/s (least disturbed), losses of the first round
+    (the runs are seeded, so later rounds train the same way)."""
+    best = max(runs, key=lambda run: run["tokens_per_s"])
+    first = runs[0]
+    return {**first, "tokens_per_s": best["tokens_per_s"], "mfu": mfu(best["tokens_per_s"], per_token, peak, 1),
+            "rounds": [{key: run[key] for key in ("tokens_per_s", "other_cores", "wall_s")} for run in runs],
+            "final_loss": first["losses"][max(first["losses"])], "tail_loss": tail_mean(first["losses"])}
+
+
 def report(results: dict) -> None:
     ours, theirs = results["ours"], results.get("trainer")
-    print(f"\npretraining throughput, CPU, {results['threads']} threads, fp32, {results['steps']} steps "
+    both = lambda fmt, key: (fmt.format(ours[key]), fmt.format(theirs[key]) if theirs else "-")  # noqa: E731
+    compiled = {True: "torch.compile", False: "eager"}
+    print(f"\nours: {compiled[results['torch_compile']['ours']]}, "
+          f"HF Trainer: {compiled[results['torch_compile']['trainer']]}")
+    print(f"pretraining throughput, CPU, {results['threads']} threads, fp32, {results['steps']} steps "
           f"({results['tokens_per_step']} tokens/step), data: {results['data']}")
     print(f"matmul peak {results['peak_gflops']:.1f} GFLOP/s, {results['flops_per_token'] / 1e6:.1f} MFLOP/token\n")
-    rows = [("", "ours", "HF Trainer")]
-    rows.append(("tokens/s (timed steps)", f"{ours['tokens_per_s']:.0f}",
-                 f"{theirs['tokens_per_s']:.0f}" if theirs else "-"))
-    rows.append(("MFU", f"{ours['mfu']:.1%}", f"{theirs['mfu']:.1%}" if theirs else "-"))
-    rows.append(("final logged train loss", f"{ours['final_loss']:.4f}", f"{theirs['final_loss']:.4f}" if theirs else "-"))
-    rows.append(("mean of last 5 logged losses", f"{ours['tail_loss']:.4f}",
-                 f"{theirs['tail_loss']:.4f}" if theirs else "-"))
+    best_of = f" (best of {results['repeats']})" if results["repeats"] > 1 else ""
+    rows = [("", "ours", "HF Trainer"),
+            (f"tokens/s{best_of}", *both("{:.0f}", "tokens_per_s")),
+            ("MFU", *both("{:.1%}", "mfu")),
+            ("final logged train loss", *both("{:.4f}", "final_loss")),
+            ("mean of last 5 logged losses", *both("{:.4f}", "tail_loss"))]
     if results.get("held_out"):
         held = results["held_out"]
         rows.append((f"held-out loss ({held['windows']} windows)", f"{held['ours']:.4f}", f"{held['trainer']:.4f}"))
-    rows.append(("process wall time (s)", f"{ours['wall_s']:.0f}", f"{theirs['wall_s']:.0f}" if theirs else "-"))
     for label, a, b in rows:
         print(f"  {label:<32} {a:>12} {b:>12}")
+    print("\n  round  side        tokens/s  cores used by others  wall s (incl. setup)")
+    for side, summary in (("ours", ours), ("Trainer", theirs)):
+        for number, run in enumerate(summary["rounds"] if summary else [], 1):
+            others = "?" if run["other_cores"] is None else f"{run['other_cores']:.2f}"
+            print(f"  {number:>5}  {side:<9} {run['tokens_per_s']:>10.0f}  {others:>20}  {run['wall_s']:>20.0f}")
     if theirs:
         print(f"\n  ratio ours / Trainer tokens/s: {results['ratio']:.3f}  (target >= 1.3)")
         print(f"  loss gap (last-5 mean, ours - Trainer): {results['loss_gap']:+.4f} nats")
@@ -352,21 +418,22 @@ def main() -> None:
         else:
             data_file = synthetic_text_file(workdir / "synthetic.txt")
         env = thread_env(args.threads)
-        ours = run_ours(data_file, workdir, args, env)
-        theirs = None if args.skip_trainer else run_trainer(data_file, workdir, args, env, ours["tokenizer_dir"])
+        ours_runs, trainer_runs = [], []
+        for round_ in range(1, args.repeats + 1):  # alternating, so slow spells hit both sides
+            ours_runs.append(run_ours(data_file, workdir, args, env, round_))
+            if not args.skip_trainer:
+                trainer_runs.append(run_trainer(data_file, workdir, args, env, ours_runs[0]["tokenizer_dir"], round_))
 
-        # Measured after both runs, with nothing else of ours running, for 2 s rather than 0.5 s.
+        # Measured after the runs, with nothing of ours running, for 2 s rather than 0.5 s.
         peak = measure_matmul_peak(torch.device("cpu"), torch.float32, seconds=2.0)
-        per_token = flops_per_token(ours["model_dir"])
-        results = {"steps": args.steps, "threads": args.threads, "data": str(data_file),
+        per_token = flops_per_token(ours_runs[0]["model_dir"])
+        ours = summarise(ours_runs, per_token, peak)
+        results = {"steps": args.steps, "threads": args.threads, "repeats": args.repeats, "data": str(data_file),
                    "tokens_per_step": BATCH_SIZE * SEQ_LENGTH, "peak_gflops": peak / 1e9,
-                   "flops_per_token": per_token, "ours": ours}
-        for side in filter(None, (ours, theirs)):
-            side["mfu"] = mfu(side["tokens_per_s"], per_token, peak, 1)
-            side["final_loss"] = side["losses"][max(side["losses"])]
-            side["tail_loss"] = tail_mean(side["losses"])
-        if theirs:
-            results["trainer"] = theirs
+                   "flops_per_token": per_token, "ours": ours,
+                   "torch_compile": {"ours": args.torch_compile, "trainer": args.trainer_torch_compile}}
+        if trainer_runs:
+            theirs = results["trainer"] = summarise(trainer_runs, per_token, peak)
             results["ratio"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
             results["loss_gap"] = ours["tail_loss"] - theirs["tail_loss"]
             results["config_differences"] = same_architecture(ours["model_dir"], theirs["model_dir"])

@@ -102,10 +102,14 @@ class Pretraining:
         self.anchors = cfg.anchors()
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        # fused: one kernel for all parameters instead of a Python loop over them (CPU and GPU)
         optimizer = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
-                                      betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+                                      betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
+                                      fused=accelerator.device.type in ("cpu", "cuda"))
         configure_deepspeed(accelerator, cfg.per_device_train_batch_size, cfg.max_grad_norm)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        # Only the training step is compiled: evaluation's other batch shape would recompile.
+        self.training_loss = torch.compile(objective.loss_sum) if cfg.torch_compile else objective.loss_sum
         self.progress = Progress()
         self.last = {"train/loss": None, "val/loss": None}
         self.stop = StopRequest()
@@ -145,6 +149,7 @@ class Pretraining:
                     self.record(self.evaluate())
                 if result["stop_votes"]:
                     self.save_checkpoint()
+                    self.log.close()
                     log.warning("stopped by %s at step %d; checkpoint written, resume with "
                                 "--resume_from_checkpoint auto", self.stop.signal_name or "a signal", step)
                     raise SystemExit(EXIT_PREEMPTED)
@@ -194,7 +199,7 @@ class Pretraining:
         local_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         for batch in batches:
             with accelerator.accumulate(self.model):
-                loss_sum = self.objective.loss_sum(self.model, batch)
+                loss_sum = self.training_loss(self.model, batch)
                 accelerator.backward(loss_sum * scale)
                 local_loss += loss_sum.detach()
         (loss_sum_global,) = all_reduce_sum(accelerator, [local_loss])

@@ -28,7 +28,7 @@ class PretrainConfig:
     text_column: str = option("text", "the text field of JSONL rows / Hugging Face datasets")
     validation_split_percentage: float = option(1.0, "percent of documents held out for validation when the "
                                                      "dataset has no validation split of its own")
-    synthetic_words: int = option(1_000_000, "words of synthetic corpus to generate for --dataset synthetic")
+    synthetic_words: int = option(600_000, "words of synthetic corpus to generate for --dataset synthetic")
     cache_dir: str = option(".cache/babytrain", "where trained tokenizers and packed token files are cached")
     # --- tokenizer ---
     tokenizer_name_or_path: Optional[str] = option(None, "use this tokenizer (path or Hub id) instead of training one")
@@ -44,6 +44,8 @@ class PretrainConfig:
     max_position_embeddings: Optional[int] = option(None, "position table size (default: --seq_length)")
     model_name_or_path: Optional[str] = option(None, "continue training this saved model instead of a new one")
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
+    torch_compile: bool = option(False, "compile the training forward + loss with torch.compile (fuses the "
+                                        "element-wise work; costs about a minute of compilation at start)")
     seq_length: int = option(128, "tokens per training window")
     # --- optimisation ---
     output_dir: Optional[str] = option(None, "run folder (default: runs/<model>-<size>-<dataset>-<time>)")

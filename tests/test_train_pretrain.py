@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.helpers import (REPO, TINY_DATA, TINY_MODEL, error_line, quiet_env, read_metrics, run_script,
@@ -64,7 +65,9 @@ def test_default_run_learns_and_writes_a_complete_run_folder(tmp_path, cache_dir
     assert any({"val/loss", "val/ppl"} <= set(r) for r in records)
     mfus = [r["perf/mfu"] for r in records if "perf/mfu" in r]
     assert all(0 < m < 1 for m in mfus)
-    assert list((out / "tb").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    events = EventAccumulator(str(next((out / "tb").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    assert train_keys | {"val/loss", "val/ppl"} <= set(events.Tags()["scalars"])
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000060"]
 
 
@@ -121,6 +124,15 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
         [(step, expected[step], got[step]) for step in after if got[step] != expected[step]]
     final = json.loads((resumed / "final" / "milestone.json").read_text())
     assert final["tokens_seen"] == json.loads((reference / "final" / "milestone.json").read_text())["tokens_seen"]
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path, cache_dir):
+    steps = ["--max_steps", "3", "--per_device_train_batch_size", "4"]
+    run_script("train_pretrain.py", tiny_args(tmp_path / "plain", cache_dir, *steps))
+    run_script("train_pretrain.py", tiny_args(tmp_path / "recomputed", cache_dir, *steps, "--gradient_checkpointing"))
+    plain, recomputed = train_losses(tmp_path / "plain"), train_losses(tmp_path / "recomputed")
+    assert plain.keys() == recomputed.keys() == {1, 2, 3}
+    assert all(abs(plain[s] - recomputed[s]) < 1e-5 for s in plain), (plain, recomputed)
 
 
 def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path, cache_dir):
