@@ -1,6 +1,7 @@
 """Pretrain a language model from scratch: corpus -> tokenizer -> packed tokens -> model -> training.
 
     python train_pretrain.py                      # a tiny LLaMA on the embedded synthetic corpus
+    python train_pretrain.py --model_type bert    # a tiny BERT (masked LM, WordPiece) on the same
     accelerate launch --config_file accelerate_configs/deepspeed_zero2.yaml \
         train_pretrain.py --config configs/babylm_llama.yaml --data_dir data/train_10M
 
@@ -15,8 +16,8 @@ from accelerate.utils import set_seed
 from common.config import parse_config
 from common.distributed import attach_tensorboard, build_accelerator, main_process_value
 from common.errors import UsageError, run_main
-from common.models import build_causal_model, load_causal_model, max_positions, resolve_shape
-from common.objectives import CausalLM
+from common.models import TOKENIZER_KIND, build_model, load_model, max_positions, resolve_shape
+from common.objectives import objective_for
 from common.packing import packed_corpus
 from common.perf import measure_matmul_peak
 from common.pretrain import Pretraining, model_signature, save_run_files
@@ -29,19 +30,20 @@ from common.tokenizer import load_tokenizer, tokenizer_hash, trained_or_cached_t
 def obtain_tokenizer(cfg: PretrainConfig, corpus):
     if cfg.tokenizer_name_or_path:
         return load_tokenizer(cfg.tokenizer_name_or_path)
-    return trained_or_cached_tokenizer("bpe", corpus.train_documents, cfg.vocab_size, corpus.fingerprint,
-                                       Path(cfg.cache_dir))
+    return trained_or_cached_tokenizer(TOKENIZER_KIND[cfg.training_objective()], corpus.train_documents,
+                                       cfg.vocab_size, corpus.fingerprint, Path(cfg.cache_dir))
 
 
 def obtain_model(cfg: PretrainConfig, tokenizer):
     if cfg.model_name_or_path:
-        model = load_causal_model(cfg.model_name_or_path, tokenizer)
+        model = load_model(cfg.model_name_or_path, cfg.training_objective(), tokenizer)
         if cfg.seq_length > max_positions(model.config):
             raise UsageError(f"--seq_length {cfg.seq_length} is above the {max_positions(model.config)} positions "
                              f"of --model_name_or_path {cfg.model_name_or_path}")
         return model
     shape = resolve_shape(cfg.model_size, **cfg.shape_overrides())
-    return build_causal_model(cfg.model_type, shape, tokenizer, cfg.max_position_embeddings or cfg.seq_length)
+    return build_model(cfg.model_type, cfg.training_objective(), shape, tokenizer,
+                       cfg.max_position_embeddings or cfg.seq_length, cfg.dropout)
 
 
 def main():
@@ -61,10 +63,11 @@ def main():
 
     set_seed(cfg.seed)
     model = obtain_model(cfg, tokenizer)
-    made_for = model_signature(model.config, tokenizer_hash(tokenizer), cfg.seq_length)
+    objective = objective_for(cfg.training_objective(), tokenizer, cfg)
+    made_for = model_signature(model.config, tokenizer_hash(tokenizer), cfg.seq_length, objective.name)
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
 
-    training = Pretraining(cfg, accelerator, model, tokenizer, CausalLM(), splits, output_dir, made_for,
+    training = Pretraining(cfg, accelerator, model, tokenizer, objective, splits, output_dir, made_for,
                            peak_flops=measure_matmul_peak(accelerator.device))
     summary = training.run(resume_path)
 

@@ -1,7 +1,7 @@
 """Model construction: size presets mapped onto the `transformers` classes of each architecture.
 
 Every model is a stock `transformers` class built from its config, so anything this project
-saves loads with `AutoModelForCausalLM` and no code from here.
+saves loads with `AutoModelForCausalLM` / `AutoModelForMaskedLM` and no code from here.
 """
 
 from __future__ import annotations
@@ -9,12 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transformers import (
-    AutoConfig, AutoModelForCausalLM, Gemma2Config, LlamaConfig, Llama4TextConfig, Olmo2Config, PretrainedConfig,
+    AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, Gemma2Config, LlamaConfig, Llama4TextConfig,
+    Olmo2Config, PretrainedConfig,
 )
 
 from common.errors import UsageError, first_line
 
 CAUSAL_MODEL_TYPES = ("llama", "gemma2", "olmo2", "llama4")
+# The objectives each model type can train, its default first.
+MODEL_OBJECTIVES = {**{name: ("causal",) for name in CAUSAL_MODEL_TYPES}, "bert": ("mlm",)}
+# Which tokenizer a trained one should be for each objective: BERT's WordPiece for masked models.
+TOKENIZER_KIND = {"causal": "bpe", "mlm": "wordpiece"}
+AUTO_CLASSES = {"causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,8 @@ def resolve_shape(size: str, **overrides: int | None) -> Shape:
     return shape
 
 
-def causal_config(model_type: str, shape: Shape, vocab_size: int, max_positions: int, special_ids: dict) -> PretrainedConfig:
+def model_config(model_type: str, shape: Shape, vocab_size: int, max_positions: int, special_ids: dict,
+                 dropout: float | None = None) -> PretrainedConfig:
     """A `transformers` config for `model_type` with this shape, vocabulary and special tokens."""
     head_dim = shape.hidden_size // shape.num_attention_heads
     common = dict(
@@ -60,6 +67,12 @@ def causal_config(model_type: str, shape: Shape, vocab_size: int, max_positions:
         num_key_value_heads=shape.num_key_value_heads or shape.num_attention_heads,
         max_position_embeddings=max_positions, **special_ids,
     )
+    if model_type == "bert":
+        del common["num_key_value_heads"]
+        dropouts = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        return BertConfig(**common, **dropouts)
+    if dropout is not None:
+        common["attention_dropout"] = dropout
     if model_type == "llama":
         return LlamaConfig(**common)
     if model_type == "gemma2":
@@ -70,7 +83,7 @@ def causal_config(model_type: str, shape: Shape, vocab_size: int, max_positions:
         # The text-only Llama 4 stack with dense feed-forward layers (no MoE layers) at this size.
         return Llama4TextConfig(**common, head_dim=head_dim, intermediate_size_mlp=shape.intermediate_size,
                                 moe_layers=[], attention_chunk_size=max_positions)
-    raise UsageError(f"--model_type {model_type}: not a causal model type ({', '.join(CAUSAL_MODEL_TYPES)})")
+    raise UsageError(f"--model_type {model_type}: unknown ({', '.join(MODEL_OBJECTIVES)})")
 
 
 def special_token_ids(tokenizer) -> dict[str, int | None]:
@@ -78,18 +91,20 @@ def special_token_ids(tokenizer) -> dict[str, int | None]:
             "pad_token_id": tokenizer.pad_token_id}
 
 
-def build_causal_model(model_type: str, shape: Shape, tokenizer, max_positions: int):
-    config = causal_config(model_type, shape, len(tokenizer), max_positions, special_token_ids(tokenizer))
-    return AutoModelForCausalLM.from_config(config)
+def build_model(model_type: str, objective: str, shape: Shape, tokenizer, max_positions: int,
+                dropout: float | None = None):
+    config = model_config(model_type, shape, len(tokenizer), max_positions, special_token_ids(tokenizer), dropout)
+    return AUTO_CLASSES[objective].from_config(config)
 
 
-def load_causal_model(name_or_path: str, tokenizer):
-    """A saved causal model to continue training; its vocabulary must match the tokenizer."""
+def load_model(name_or_path: str, objective: str, tokenizer):
+    """A saved model to continue training with `objective`; its vocabulary must hold the tokenizer's."""
     try:
         config = AutoConfig.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+        model = AUTO_CLASSES[objective].from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
-        raise UsageError(f"--model_name_or_path {name_or_path}: cannot load a causal model ({first_line(error)})") from None
+        raise UsageError(f"--model_name_or_path {name_or_path}: cannot load a model for --objective {objective} "
+                         f"({first_line(error)})") from None
     if config.vocab_size < len(tokenizer):
         raise UsageError(f"--model_name_or_path {name_or_path}: its vocabulary ({config.vocab_size}) is smaller "
                          f"than the tokenizer's ({len(tokenizer)})")

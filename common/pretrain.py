@@ -37,7 +37,7 @@ class Progress:
     """Everything besides model and optimizer that a resumed run needs to continue exactly."""
     step: int = 0
     cursor: int = 0          # global index of the next training sample
-    tokens_seen: int = 0     # target tokens, all ranks
+    tokens_seen: int = 0     # input tokens, all ranks (the targets too, for causal models)
     words_seen: int = 0
     nonfinite_steps: int = 0
     milestones_done: list[str] = field(default_factory=list)
@@ -188,7 +188,7 @@ class Pretraining:
                                           cfg.per_device_train_batch_size)
             windows = self.sampler.windows(indices)
             local_words += count_words(windows, self.word_tables)
-            batches.append(self.objective.make_batch(windows, accelerator.device))
+            batches.append(self.objective.make_batch(windows, accelerator.device, indices))
         local_targets = sum(self.objective.count_targets(b) for b in batches)
         targets, words, stop_votes = all_reduce_sum(
             accelerator, [local_targets, local_words, float(self.stop.signal_name is not None)])
@@ -215,7 +215,7 @@ class Pretraining:
         self.optimizer.zero_grad(set_to_none=True)
         progress.step += 1
         progress.cursor += self.global_batch
-        progress.tokens_seen += int(targets)
+        progress.tokens_seen += self.global_batch * cfg.seq_length  # input tokens (= targets when causal)
         progress.words_seen += int(words)
         return {"loss_sum": loss_sum_global if finite else 0.0, "targets": int(targets) if finite else 0,
                 "lr": lr, "grad_norm": grad_norm, "stop_votes": stop_votes}
@@ -263,7 +263,8 @@ class Pretraining:
             chunk = window_ids[start:start + cfg.per_device_eval_batch_size]
             chunk_padding = max(0, start + len(chunk) - len(mine))
             batch = self.objective.make_batch(read_windows(self.val_tokens, chunk, cfg.seq_length),
-                                              self.accelerator.device, padding_rows=min(chunk_padding, len(chunk)))
+                                              self.accelerator.device, chunk, evaluation=True,
+                                              padding_rows=min(chunk_padding, len(chunk)))
             loss_sum += self.objective.loss_sum(self.model, batch)
             targets += self.objective.count_targets(batch)
         total_loss, total_targets = all_reduce_sum(self.accelerator, [loss_sum, targets])
@@ -312,12 +313,13 @@ def matmul_parameters(model) -> int:
     return count_parameters(model, include_embeddings=False) + head
 
 
-def model_signature(config, tokenizer_digest: str, seq_length: int) -> dict:
-    """What a checkpoint is only valid for: the model's shape, its tokenizer, the window length."""
+def model_signature(config, tokenizer_digest: str, seq_length: int, objective: str) -> dict:
+    """What a checkpoint is only valid for: the model's shape, its tokenizer, the window length
+    and the objective."""
     keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "intermediate_size")
     return {**{key: getattr(config, key, None) for key in keys}, "tokenizer_hash": tokenizer_digest,
-            "seq_length": seq_length}
+            "seq_length": seq_length, "objective": objective}
 
 
 def save_run_files(accelerator, output_dir: Path, cfg, tokenizer, manifest: dict, made_for: dict) -> None:

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 from common.errors import UsageError
 from common.milestones import parse_anchors, parse_count
-from common.models import CAUSAL_MODEL_TYPES, SIZE_PRESETS
+from common.models import MODEL_OBJECTIVES, SIZE_PRESETS
 from common.schedule import SCHEDULES
 
 
@@ -34,7 +34,11 @@ class PretrainConfig:
     tokenizer_name_or_path: Optional[str] = option(None, "use this tokenizer (path or Hub id) instead of training one")
     vocab_size: int = option(8000, "vocabulary size of the trained tokenizer")
     # --- model ---
-    model_type: Literal[CAUSAL_MODEL_TYPES] = option("llama", "architecture to train")
+    model_type: Literal[tuple(MODEL_OBJECTIVES)] = option("llama", "architecture to train")
+    objective: Optional[Literal["causal", "mlm"]] = option(None, "training objective (default: the model "
+                                                                 "type's own: causal for decoders, mlm for bert)")
+    mlm_probability: float = option(0.15, "fraction of tokens masked for --objective mlm (80/10/10 replacement)")
+    dropout: Optional[float] = option(None, "dropout of hidden states and attention (default: the model's own)")
     model_size: Literal[tuple(SIZE_PRESETS)] = option("tiny", "size preset; the shape flags below override it")
     hidden_size: Optional[int] = option(None, "hidden size (overrides the preset)")
     num_hidden_layers: Optional[int] = option(None, "number of layers (overrides the preset)")
@@ -100,6 +104,14 @@ class PretrainConfig:
             raise UsageError("--dataset babylm needs --data_dir (a BabyLM folder such as train_10M)")
         if self.dataset in ("text", "jsonl") and not self.data_files:
             raise UsageError(f"--dataset {self.dataset} needs --data_files")
+        allowed = MODEL_OBJECTIVES[self.model_type]
+        if self.objective is not None and self.objective not in allowed:
+            raise UsageError(f"--objective {self.objective} cannot train --model_type {self.model_type} "
+                             f"(it trains: {', '.join(allowed)})")
+        if not 0 < self.mlm_probability < 1:
+            raise UsageError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         self.anchors()  # malformed milestone lists fail here, before any work
         self.train_token_limit()
 
@@ -109,6 +121,9 @@ class PretrainConfig:
 
     def train_token_limit(self) -> int | None:
         return parse_count(self.max_train_tokens, "--max_train_tokens") if self.max_train_tokens else None
+
+    def training_objective(self) -> str:
+        return self.objective or MODEL_OBJECTIVES[self.model_type][0]
 
     def shape_overrides(self) -> dict:
         return {name: getattr(self, name) for name in
