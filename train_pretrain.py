@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from common.config import parse_config
-from common.distributed import attach_tensorboard, build_accelerator, main_process_value
+from common.distributed import attach_tensorboard, build_accelerator, main_process_value, training_dtype
 from common.errors import UsageError, run_main
 from common.models import TOKENIZER_KIND, build_model, load_model, max_positions, resolve_shape
 from common.objectives import objective_for
@@ -68,7 +68,7 @@ def main():
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
 
     training = Pretraining(cfg, accelerator, model, tokenizer, objective, splits, output_dir, made_for,
-                           peak_flops=measure_matmul_peak(accelerator.device))
+                           peak_flops=measure_matmul_peak(accelerator.device, training_dtype(accelerator)))
     summary = training.run(resume_path)
 
     before, after = summary["initial"], summary["final"]

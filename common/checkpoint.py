@@ -45,8 +45,10 @@ def find_resume(output_dir: Path, resume_from: str | None) -> Path | None:
     return path
 
 
-def save(accelerator, output_dir: Path, step: int, trainer_state: dict, keep: int | None) -> Path:
-    """Write the checkpoint of `step` (every rank calls this: ZeRO saves its shards per rank)."""
+def save(accelerator, output_dir: Path, step: int, trainer_state: dict, keep: int | None,
+         extra_files: dict[str, str] | None = None) -> Path:
+    """Write the checkpoint of `step` (every rank calls this: ZeRO saves its shards per rank),
+    with `extra_files` (name -> text) beside it."""
     final = checkpoint_dir(output_dir, step)
     tmp = final.with_name(f".tmp-{final.name}")
     if accelerator.is_main_process:
@@ -56,7 +58,9 @@ def save(accelerator, output_dir: Path, step: int, trainer_state: dict, keep: in
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")  # last: marks complete
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -52,8 +52,12 @@ def literal_choices(annotation) -> tuple:
     return next((literal_choices(arg) for arg in typing.get_args(annotation) if literal_choices(arg)), ())
 
 
+def accepts(annotation, kind: type) -> bool:
+    return annotation is kind or kind in typing.get_args(annotation)
+
+
 def accepts_text(annotation) -> bool:
-    return annotation is str or str in typing.get_args(annotation)
+    return accepts(annotation, str)
 
 
 def checked_preset_value(path: str, name: str, value, annotation):
@@ -62,8 +66,12 @@ def checked_preset_value(path: str, name: str, value, annotation):
     a value outside a choice field's choices must be refused here."""
     if accepts_text(annotation) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
+    if typing.get_origin(annotation) is list and isinstance(value, str):
+        value = [value]  # `data_files: a.txt` means the list [a.txt], not its characters
+    if accepts(annotation, int) and not accepts(annotation, float) and isinstance(value, float):
+        raise UsageError(f"--config {path}: {name} must be a whole number, got {value!r}")
     choices = literal_choices(annotation)
-    if choices and value not in choices:
+    if choices and value not in choices and not (value is None and accepts(annotation, type(None))):
         raise UsageError(f"--config {path}: {name} {value!r} is not one of {', '.join(map(str, choices))}")
     return value
 

@@ -84,6 +84,11 @@ def configure_deepspeed(accelerator: Accelerator, micro_batch_size: int, max_gra
         config["gradient_clipping"] = max_grad_norm
 
 
+def training_dtype(accelerator: Accelerator) -> torch.dtype:
+    """The dtype the matmuls run in (autocast or DeepSpeed's bf16/fp16), for the MFU peak."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
+
+
 def describe(accelerator: Accelerator) -> dict:
     """The facts about the launch that belong in logs and provenance."""
     return {

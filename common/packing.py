@@ -145,7 +145,11 @@ def build_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path) -> dict:
         "splits": splits,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    if folder.exists():  # an incomplete or corrupt earlier attempt
-        shutil.rmtree(folder)
+    if folder.exists():
+        finished_meanwhile = read_manifest(folder)
+        if finished_meanwhile is not None:  # another job built the same cache: use theirs
+            shutil.rmtree(tmp)
+            return finished_meanwhile
+        shutil.rmtree(folder)  # an incomplete or corrupt earlier attempt
     os.replace(tmp, folder)
     return manifest

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from common import checkpoint
 from common.config import write_config_yaml
 from common.distributed import all_reduce_sum, configure_deepspeed, describe, log, uses_deepspeed
+from common.errors import TrainingStopped, UsageError
 from common.milestones import due, save_snapshot
 from common.models import count_parameters, training_flops_per_token
 from common.perf import mfu
@@ -53,10 +54,6 @@ class StopRequest:
 
     def _handle(self, signum, _frame):
         self.signal_name = signal.Signals(signum).name
-
-
-class NonFiniteLosses(RuntimeError):
-    pass
 
 
 def decay_groups(model, weight_decay: float) -> list[dict]:
@@ -155,11 +152,11 @@ class Pretraining:
                     raise SystemExit(EXIT_PREEMPTED)
                 if self.progress.nonfinite_steps > cfg.max_nonfinite_steps:
                     self.save_checkpoint()
-                    raise NonFiniteLosses(f"{self.progress.nonfinite_steps} steps had a non-finite loss "
+                    raise TrainingStopped(f"{self.progress.nonfinite_steps} steps had a non-finite loss "
                                           f"(--max_nonfinite_steps {cfg.max_nonfinite_steps}); checkpoint written")
                 if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0 and step < self.total_steps:
                     self.save_checkpoint()
-        except NonFiniteLosses:
+        except TrainingStopped:
             raise
         except Exception:
             if self.world == 1:  # a lone process can always save; several may be stuck in a collective
@@ -194,7 +191,7 @@ class Pretraining:
             accelerator, [local_targets, local_words, float(self.stop.signal_name is not None)])
         # Backends average gradients over ranks and divide by the accumulation steps; undo both so
         # the gradient is that of (sum of token losses in the global batch) / (global targets).
-        scale = self.world * cfg.gradient_accumulation_steps / targets
+        scale = self.world * cfg.gradient_accumulation_steps / max(targets, 1)  # an MLM batch may mask nothing
         self.model.train()
         local_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         for batch in batches:
@@ -205,10 +202,13 @@ class Pretraining:
         (loss_sum_global,) = all_reduce_sum(accelerator, [local_loss])
         grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm or float("inf"))
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-        finite = math.isfinite(loss_sum_global) and (math.isfinite(grad_norm) or uses_deepspeed(accelerator))
-        if finite:
-            self.optimizer.step()  # under DeepSpeed the engine already stepped inside backward()
-        else:
+        # With fp16 the GradScaler skips overflowing steps itself (and must see every step to
+        # adjust its scale); DeepSpeed already stepped inside backward(). Otherwise skip here.
+        self_skipping = accelerator.scaler is not None or uses_deepspeed(accelerator)
+        finite = math.isfinite(loss_sum_global) and (self_skipping or math.isfinite(grad_norm))
+        if finite or self_skipping:
+            self.optimizer.step()
+        if not finite:
             progress.nonfinite_steps += 1
             log.warning("step %d: non-finite loss or gradient, update skipped (%d so far)",
                         progress.step, progress.nonfinite_steps)
@@ -277,7 +277,7 @@ class Pretraining:
         info = {**info, "step": self.progress.step, "tokens_seen": self.progress.tokens_seen,
                 "words_seen": self.progress.words_seen, "train_loss": self.last["train/loss"],
                 "val_loss": self.last["val/loss"], **self.made_for}
-        save_snapshot(self.accelerator, self.model, self.tokenizer, folder, info)
+        save_snapshot(self.accelerator, self.model, self.tokenizer, folder, info, self.provenance_files())
 
     def save_due_milestones(self) -> None:
         counters = {"tokens": self.progress.tokens_seen, "words": self.progress.words_seen}
@@ -293,11 +293,24 @@ class Pretraining:
     def save_checkpoint(self) -> None:
         state = {"progress": asdict(self.progress), "made_for": self.made_for, "last": self.last,
                  "world_size": self.world, "global_batch": self.global_batch}
-        checkpoint.save(self.accelerator, self.output_dir, self.progress.step, state, self.cfg.checkpoints_total_limit)
+        checkpoint.save(self.accelerator, self.output_dir, self.progress.step, state, self.cfg.checkpoints_total_limit,
+                        self.provenance_files())
+
+    def provenance_files(self) -> dict[str, str]:
+        """The run's config.yaml (resolved config + provenance), copied next to what is saved."""
+        return {"training_config.yaml": (self.output_dir / "config.yaml").read_text(encoding="utf-8")}
 
     def resume(self, path: Path) -> None:
         state = checkpoint.read_state(path)
         checkpoint.check_compatible(path, state, self.made_for)
+        if state["global_batch"] != self.global_batch:
+            raise UsageError(f"--resume_from_checkpoint {path}: it was trained with {state['global_batch']} windows "
+                             f"per step; this launch has {self.global_batch} (per-device batch x accumulation x "
+                             f"processes); choose --per_device_train_batch_size / --gradient_accumulation_steps "
+                             f"to match")
+        if uses_deepspeed(self.accelerator) and state["world_size"] != self.world:
+            raise UsageError(f"--resume_from_checkpoint {path}: a DeepSpeed checkpoint is sharded for "
+                             f"{state['world_size']} processes, this launch has {self.world}")
         checkpoint.load(self.accelerator, path)
         self.progress = Progress(**state["progress"])
         self.last = state["last"]

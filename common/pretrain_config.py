@@ -89,6 +89,13 @@ class PretrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
+        non_negative = ("max_grad_norm", "warmup_steps", "max_steps", "checkpointing_steps",
+                        "checkpoints_total_limit", "max_nonfinite_steps", "weight_decay")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UsageError(f"--min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.learning_rate <= 0:
             raise UsageError(f"--learning_rate must be positive, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:

@@ -91,8 +91,10 @@ def train_tokenizer(kind: str, documents: Iterable[str], vocab_size: int) -> Pre
 
 
 def tokenizer_hash(tokenizer: PreTrainedTokenizerFast) -> str:
-    """A short digest of everything that decides the token ids: vocabulary, merges, specials."""
-    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()[:16]
+    """A short digest of everything that decides the token ids: vocabulary, merges, and which
+    tokens are BOS/EOS/CLS/... (they mark document boundaries in the packed cache)."""
+    content = tokenizer.backend_tokenizer.to_str() + json.dumps(tokenizer.special_tokens_map, sort_keys=True)
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:16]
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerFast:

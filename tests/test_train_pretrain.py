@@ -64,11 +64,15 @@ def test_default_run_learns_and_writes_a_complete_run_folder(tmp_path, cache_dir
     assert any(train_keys <= set(r) for r in records)
     assert any({"val/loss", "val/ppl"} <= set(r) for r in records)
     mfus = [r["perf/mfu"] for r in records if "perf/mfu" in r]
-    assert all(0 < m < 1 for m in mfus)
+    # The peak is measured once at start-up; on a busy machine it can read low, so allow some slack
+    # (a wrong dtype or FLOPs formula is off by far more).
+    assert all(0 < m < 2 for m in mfus)
     events = EventAccumulator(str(next((out / "tb").rglob("events.out.tfevents.*")).parent))
     events.Reload()
     assert train_keys | {"val/loss", "val/ppl"} <= set(events.Tags()["scalars"])
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000060"]
+    for saved in (out / "final", out / "checkpoints" / "step-00000060"):
+        assert yaml.safe_load((saved / "training_config.yaml").read_text())["config"]["max_steps"] == 60
 
 
 def test_milestones_are_saved_exactly_at_their_anchors(tmp_path, cache_dir):
@@ -179,6 +183,7 @@ def test_real_tinystories_sample_trains(tmp_path, cache_dir):
     (["--dataset", "text", "--data_files", "/nonexistent/*.txt"], "/nonexistent/*.txt"),
     (["--hidden_size", "65"], "--hidden_size 65 is not divisible by --num_attention_heads 2"),
     (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be positive"),
+    (["--max_grad_norm", "-1"], "--max_grad_norm must not be negative"),
 ])
 def test_bad_flags_fail_with_one_line(tmp_path, cache_dir, flags, expected):
     result = run_script("train_pretrain.py", tiny_args(tmp_path / "run", cache_dir, *flags), check=False)
@@ -220,6 +225,9 @@ def test_resuming_a_checkpoint_of_another_shape_is_refused(tmp_path, cache_dir):
     result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "400", "--hidden_size", "128",
                                                         "--resume_from_checkpoint", "auto"), check=False)
     assert result.returncode == 2 and "made for hidden_size=64" in error_line(result)
+    result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "400", "--resume_from_checkpoint",
+                                                        "auto", "--per_device_train_batch_size", "8"), check=False)
+    assert result.returncode == 2 and "it was trained with 16 windows per step; this launch has 8" in error_line(result)
 
 
 def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir):
@@ -235,5 +243,5 @@ def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir):
     result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--model_name_or_path", str(broken),
                                                         "--tokenizer_name_or_path", str(broken), "--max_steps", "10",
                                                         "--max_nonfinite_steps", "2"), check=False)
-    assert result.returncode != 0 and "3 steps had a non-finite loss" in result.stderr
+    assert result.returncode == 1 and "3 steps had a non-finite loss" in error_line(result)
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000003"]
