@@ -74,8 +74,9 @@ def main():
     before, after = summary["initial"], summary["final"]
     accelerator.print(f"run folder: {output_dir}")
     if before and after:
+        resumed = f" (this launch resumed at step {summary['start_step']})" if summary["start_step"] else ""
         accelerator.print(f"validation loss {before['val/loss']:.4f} -> {after['val/loss']:.4f}, "
-                          f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}")
+                          f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}{resumed}")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ class Pretraining:
         cfg, accelerator = self.cfg, self.accelerator
         if resume_path:
             self.resume(resume_path)
+        start_step = self.progress.step
         self.log = RunLog(accelerator, self.output_dir, resumed_step=self.progress.step)
         log.info("launch: %s", describe(accelerator))
         log.info("plan: %d steps of %d windows x %d tokens (%d steps of warmup), %d windows per epoch",
@@ -141,8 +142,8 @@ class Pretraining:
                     self.log_training(result, interval)
                     bar.set_postfix(loss=f"{self.last['train/loss']:.3f}")
                     interval = {"loss_sum": 0.0, "targets": 0, "seconds": 0.0}
-                self.save_due_milestones()
-                if step % cfg.eval_steps == 0 and step < self.total_steps:
+                evaluated = self.save_due_milestones()
+                if step % cfg.eval_steps == 0 and step < self.total_steps and not evaluated:
                     self.record(self.evaluate())
                 if result["stop_votes"]:
                     self.save_checkpoint()
@@ -170,7 +171,7 @@ class Pretraining:
         self.snapshot(self.output_dir / "final", {"name": "final"})
         self.log.close()
         return {"initial": initial_eval, "final": final_eval, "progress": asdict(self.progress),
-                "total_steps": self.total_steps}
+                "total_steps": self.total_steps, "start_step": start_step}
 
     def train_step(self) -> dict:
         cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
@@ -279,7 +280,9 @@ class Pretraining:
                 "val_loss": self.last["val/loss"], **self.made_for}
         save_snapshot(self.accelerator, self.model, self.tokenizer, folder, info, self.provenance_files())
 
-    def save_due_milestones(self) -> None:
+    def save_due_milestones(self) -> bool:
+        """Snapshot every anchor reached by this step (after a validation pass, whose loss goes
+        into milestone.json); return whether that validation pass ran."""
         counters = {"tokens": self.progress.tokens_seen, "words": self.progress.words_seen}
         reached = due(self.anchors, set(self.progress.milestones_done), counters)
         if reached:
@@ -289,6 +292,7 @@ class Pretraining:
                           {"name": anchor.name, "counter": anchor.counter, "anchor": anchor.value})
             self.progress.milestones_done.append(anchor.name)
             log.info("milestone %s saved at step %d", anchor.name, self.progress.step)
+        return bool(reached)
 
     def save_checkpoint(self) -> None:
         state = {"progress": asdict(self.progress), "made_for": self.made_for, "last": self.last,

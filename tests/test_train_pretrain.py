@@ -80,7 +80,7 @@ def test_milestones_are_saved_exactly_at_their_anchors(tmp_path, cache_dir):
     tokens_per_step = 4 * 32
     run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "12", "--per_device_train_batch_size", "4",
                                               "--milestones", f"{3 * tokens_per_step + 1},{8 * tokens_per_step}",
-                                              "--milestones_words", "300", "--save_init"))
+                                              "--milestones_words", "300", "--save_init", "--eval_steps", "4"))
     milestones = sorted(p.name for p in (out / "milestones").iterdir())
     assert milestones == ["chck_300", "init", "tokens-1024", "tokens-385"]
     token_steps = {name: json.loads((out / "milestones" / name / "milestone.json").read_text())["step"]
@@ -93,6 +93,9 @@ def test_milestones_are_saved_exactly_at_their_anchors(tmp_path, cache_dir):
     assert token_steps["chck_300"] == first_step_past_300_words
     for name in milestones:
         assert_loads_and_generates(out / "milestones" / name)
+    # one validation pass per step, even when a milestone falls on an --eval_steps step
+    eval_steps = [r["step"] for r in read_metrics(out) if "val/loss" in r]
+    assert len(eval_steps) == len(set(eval_steps)), eval_steps
 
 
 def start_and_interrupt(args: list[str], out, after_step: int) -> int:
@@ -120,7 +123,8 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
     resumed = tmp_path / "interrupted"
     stopped_at = start_and_interrupt(tiny_args(resumed, cache_dir, *steps), resumed, after_step=3)
     assert 3 <= stopped_at < 16
-    run_script("train_pretrain.py", tiny_args(resumed, cache_dir, *steps, "--resume_from_checkpoint", "auto"))
+    result = run_script("train_pretrain.py", tiny_args(resumed, cache_dir, *steps, "--resume_from_checkpoint", "auto"))
+    assert f"(this launch resumed at step {stopped_at})" in result.stdout
 
     expected, got = train_losses(reference), train_losses(resumed)
     after = [step for step in expected if step > stopped_at]
