@@ -59,12 +59,13 @@ def main():
                          synthetic_words=cfg.synthetic_words, seed=cfg.seed)
     with accelerator.main_process_first():  # the main process trains/packs, the others read its cache
         tokenizer = obtain_tokenizer(cfg, corpus)
-        splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_hash(tokenizer), Path(cfg.cache_dir))
+        tokenizer_digest = tokenizer_hash(tokenizer)
+        splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_digest, Path(cfg.cache_dir))
 
     set_seed(cfg.seed)
     model = obtain_model(cfg, tokenizer)
     objective = objective_for(cfg.training_objective(), tokenizer, cfg)
-    made_for = model_signature(model.config, tokenizer_hash(tokenizer), cfg.seq_length, objective.name)
+    made_for = model_signature(model.config, tokenizer_digest, cfg.seq_length, objective.name)
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
 
     training = Pretraining(cfg, accelerator, model, tokenizer, objective, splits, output_dir, made_for,

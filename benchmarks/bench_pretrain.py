@@ -51,9 +51,8 @@ sys.path.insert(0, str(REPO))  # run as `python benchmarks/bench_pretrain.py`: m
 
 import torch  # noqa: E402
 
-from common.models import training_flops_per_token  # noqa: E402
+from common.models import matmul_parameters, training_flops_per_token  # noqa: E402
 from common.perf import measure_matmul_peak, mfu  # noqa: E402
-from common.pretrain import matmul_parameters  # noqa: E402
 from common.schedule import learning_rate_at  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "pretrain" / "tinystories_valid.txt"

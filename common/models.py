@@ -127,6 +127,15 @@ def count_parameters(model, include_embeddings: bool = True) -> int:
     return total
 
 
+def matmul_parameters(model) -> int:
+    """Weights that take part in matmuls: all but the input embedding lookup (the output head
+    counts even when it shares the embedding matrix)."""
+    tied_head = model.get_output_embeddings() is not None and \
+        model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight.numel() if tied_head else 0
+    return count_parameters(model, include_embeddings=False) + head
+
+
 def training_flops_per_token(config: PretrainedConfig, non_embedding_params: int, seq_length: int) -> float:
     """Forward+backward FLOPs per trained token: 6N for the weights plus attention (PaLM, App. B)."""
     attention = 12 * config.num_hidden_layers * config.hidden_size * seq_length

@@ -23,7 +23,7 @@ from common.config import write_config_yaml
 from common.distributed import all_reduce_sum, configure_deepspeed, describe, log, uses_deepspeed
 from common.errors import TrainingStopped, UsageError
 from common.milestones import due, save_snapshot
-from common.models import count_parameters, training_flops_per_token
+from common.models import matmul_parameters, training_flops_per_token
 from common.perf import mfu
 from common.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
 from common.schedule import learning_rate_at, warmup_steps_for
@@ -72,11 +72,12 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 1_009 + rank
 
 
-def planned_steps(cfg, windows_per_epoch: int, global_batch: int, tokens_per_step: int) -> int:
+def planned_steps(cfg, windows_per_epoch: int, global_batch: int) -> int:
     if cfg.max_steps > 0:
         return cfg.max_steps
-    if cfg.train_token_limit():
-        return math.ceil(cfg.train_token_limit() / tokens_per_step)
+    token_limit = cfg.train_token_limit()
+    if token_limit:
+        return math.ceil(token_limit / (global_batch * cfg.seq_length))
     return max(1, math.ceil(cfg.num_train_epochs * windows_per_epoch / global_batch))
 
 
@@ -91,12 +92,13 @@ class Pretraining:
         self.val_tokens = splits["validation"].tokens
         self.word_tables = word_start_tables(tokenizer)
         self.global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * self.world
-        self.total_steps = planned_steps(cfg, self.sampler.windows_per_epoch, self.global_batch,
-                                         self.global_batch * cfg.seq_length)
+        self.total_steps = planned_steps(cfg, self.sampler.windows_per_epoch, self.global_batch)
         self.warmup = warmup_steps_for(self.total_steps, cfg.warmup_ratio, cfg.warmup_steps)
         self.flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), cfg.seq_length)
         self.peak_flops = peak_flops
         self.anchors = cfg.anchors()
+        # The run's config.yaml (resolved config + provenance), copied next to everything saved.
+        self.provenance_files = {"training_config.yaml": (output_dir / "config.yaml").read_text(encoding="utf-8")}
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         # fused: one kernel for all parameters instead of a Python loop over them (CPU and GPU)
@@ -278,7 +280,7 @@ class Pretraining:
         info = {**info, "step": self.progress.step, "tokens_seen": self.progress.tokens_seen,
                 "words_seen": self.progress.words_seen, "train_loss": self.last["train/loss"],
                 "val_loss": self.last["val/loss"], **self.made_for}
-        save_snapshot(self.accelerator, self.model, self.tokenizer, folder, info, self.provenance_files())
+        save_snapshot(self.accelerator, self.model, self.tokenizer, folder, info, self.provenance_files)
 
     def save_due_milestones(self) -> bool:
         """Snapshot every anchor reached by this step (after a validation pass, whose loss goes
@@ -298,11 +300,8 @@ class Pretraining:
         state = {"progress": asdict(self.progress), "made_for": self.made_for, "last": self.last,
                  "world_size": self.world, "global_batch": self.global_batch}
         checkpoint.save(self.accelerator, self.output_dir, self.progress.step, state, self.cfg.checkpoints_total_limit,
-                        self.provenance_files())
+                        self.provenance_files)
 
-    def provenance_files(self) -> dict[str, str]:
-        """The run's config.yaml (resolved config + provenance), copied next to what is saved."""
-        return {"training_config.yaml": (self.output_dir / "config.yaml").read_text(encoding="utf-8")}
 
     def resume(self, path: Path) -> None:
         state = checkpoint.read_state(path)
@@ -319,15 +318,6 @@ class Pretraining:
         self.progress = Progress(**state["progress"])
         self.last = state["last"]
         log.info("resumed from %s at step %d (%d tokens seen)", path, self.progress.step, self.progress.tokens_seen)
-
-
-def matmul_parameters(model) -> int:
-    """Weights that take part in matmuls: all but the input embedding lookup (the output head
-    counts even when it shares the embedding matrix)."""
-    tied_head = model.get_output_embeddings() is not None and \
-        model.get_output_embeddings().weight is model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight.numel() if tied_head else 0
-    return count_parameters(model, include_embeddings=False) + head
 
 
 def model_signature(config, tokenizer_digest: str, seq_length: int, objective: str) -> dict:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,3 +80,21 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, f"expected exactly one error line, got:\n{result.stderr[-3000:]}"
     return lines[0]
+
+
+def run_and_preempt(command: list[str], out: Path, after_step: int, signal_target=lambda process: process):
+    """Run `command`; once its run folder `out` has logged `after_step`, send SIGUSR1 to
+    `signal_target(process)` (by default the process itself), as Slurm does before a time limit.
+    Returns (exit status, stderr, the step of the newest checkpoint)."""
+    process = subprocess.Popen(command, cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline, signalled = time.time() + 300, False
+    while not signalled and time.time() < deadline and process.poll() is None:
+        if (out / "metrics.jsonl").exists() and any(r["step"] >= after_step for r in read_metrics(out)):
+            signal_target(process).send_signal(signal.SIGUSR1)
+            signalled = True
+        time.sleep(0.02)
+    _, stderr = process.communicate(timeout=300)
+    assert signalled, f"the run ended before step {after_step} was logged\n{stderr[-3000:]}"
+    newest = sorted((out / "checkpoints").iterdir())[-1]
+    return process.returncode, stderr, int(newest.name.split("-")[1])

@@ -4,17 +4,14 @@ and train like one process on the same global batch; a resumed 2-process run con
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 
 import psutil
 import pytest
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.helpers import (REPO, TINY_DATA, TINY_MODEL, accelerate_launch, launch_command, quiet_env, read_metrics,
-                           run_script, train_losses)
+from tests.helpers import (TINY_DATA, TINY_MODEL, accelerate_launch, launch_command, run_and_preempt, run_script,
+                           train_losses)
 
 STEPS = ["--max_steps", "5", "--logging_steps", "1", "--eval_steps", "1000", "--max_eval_samples", "32",
          "--checkpointing_steps", "0", "--warmup_steps", "1"]
@@ -67,19 +64,14 @@ def interrupt_launch(args: list[str], out, after_step: int) -> int:
     """Launch 2 processes, send SIGUSR1 to one rank once `after_step` is logged; return the checkpoint step.
 
     One rank is enough: the ranks agree on stopping through the per-step all-reduce."""
-    launcher = subprocess.Popen(launch_command("cpu", "train_pretrain.py", args), cwd=REPO, env=quiet_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    signalled = False
-    while time.time() < deadline and launcher.poll() is None and not signalled:
-        if (out / "metrics.jsonl").exists() and any(r["step"] >= after_step for r in read_metrics(out)):
-            workers = [p for p in psutil.Process(launcher.pid).children(recursive=True) if "train_pretrain.py" in " ".join(p.cmdline())]
-            workers[0].send_signal(signal.SIGUSR1)
-            signalled = True
-        time.sleep(0.02)
-    _, stderr = launcher.communicate(timeout=300)
-    assert signalled and launcher.returncode != 0, stderr[-3000:]
-    return int(sorted((out / "checkpoints").iterdir())[-1].name.split("-")[1])
+    def first_worker(launcher):
+        return next(p for p in psutil.Process(launcher.pid).children(recursive=True)
+                    if "train_pretrain.py" in " ".join(p.cmdline()))
+
+    returncode, stderr, step = run_and_preempt(launch_command("cpu", "train_pretrain.py", args), out, after_step,
+                                               signal_target=first_worker)
+    assert returncode != 0, stderr[-3000:]
+    return step
 
 
 def test_two_process_resume_matches_uninterrupted_run_and_one_process_can_take_over(tmp_path, cache_dir):

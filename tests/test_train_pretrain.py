@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,7 +12,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.helpers import (REPO, TINY_DATA, TINY_MODEL, error_line, quiet_env, read_metrics, run_script,
+from tests.helpers import (TINY_DATA, TINY_MODEL, error_line, read_metrics, run_and_preempt, run_script,
                            shared_data_dir, train_losses)
 
 
@@ -100,18 +97,9 @@ def test_milestones_are_saved_exactly_at_their_anchors(tmp_path, cache_dir):
 
 def start_and_interrupt(args: list[str], out, after_step: int) -> int:
     """Start a run, send SIGUSR1 once it has logged `after_step`, return the step it checkpointed."""
-    process = subprocess.Popen([sys.executable, "train_pretrain.py", *args], cwd=REPO, env=quiet_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if (out / "metrics.jsonl").exists() and any(r["step"] >= after_step for r in read_metrics(out)):
-            process.send_signal(signal.SIGUSR1)
-            break
-        time.sleep(0.02)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 75, f"expected the pre-emption exit status 75, got {process.returncode}\n{stderr[-3000:]}"
-    checkpoints = sorted((out / "checkpoints").iterdir())
-    return int(checkpoints[-1].name.split("-")[1])
+    returncode, stderr, step = run_and_preempt([sys.executable, "train_pretrain.py", *args], out, after_step)
+    assert returncode == 75, f"expected the pre-emption exit status 75, got {returncode}\n{stderr[-3000:]}"
+    return step
 
 
 def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
