@@ -235,6 +235,7 @@ class Pretraining:
             "train/nonfinite_steps": self.progress.nonfinite_steps,
             "perf/tokens_per_s": tokens_per_s,
             "perf/mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops, self.world),
+            "perf/tflops_per_process": tokens_per_s * self.flops_per_token / self.world / 1e12,
         })
 
     def record(self, values: dict) -> None:
