@@ -43,7 +43,7 @@ def obtain_model(cfg: PretrainConfig, tokenizer):
         return model
     shape = resolve_shape(cfg.model_size, **cfg.shape_overrides())
     return build_model(cfg.model_type, cfg.training_objective(), shape, tokenizer,
-                       cfg.max_position_embeddings or cfg.seq_length, cfg.dropout)
+                       cfg.max_position_embeddings or cfg.seq_length, **cfg.model_options())
 
 
 def main():
@@ -59,12 +59,12 @@ def main():
                          synthetic_words=cfg.synthetic_words, seed=cfg.seed)
     with accelerator.main_process_first():  # the main process trains/packs, the others read its cache
         tokenizer = obtain_tokenizer(cfg, corpus)
+        objective = objective_for(cfg.training_objective(), tokenizer, cfg)  # refuses an unfit tokenizer early
         tokenizer_digest = tokenizer_hash(tokenizer)
         splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_digest, Path(cfg.cache_dir))
 
     set_seed(cfg.seed)
     model = obtain_model(cfg, tokenizer)
-    objective = objective_for(cfg.training_objective(), tokenizer, cfg)
     made_for = model_signature(model.config, tokenizer_digest, cfg.seq_length, objective.name)
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
 

@@ -1,9 +1,9 @@
 """Config parsing shared by every script: HF-style flags, `--config preset.yaml`, provenance.
 
 A script declares one frozen dataclass whose fields carry their help text and whose
-`__post_init__` validates once. `parse_config` reads `--config FILE` (if given) as defaults and
-lets the command line override them, so a preset and a flag compose like users expect from the
-Hugging Face examples.
+`__post_init__` validates once. `parse_config` reads `--config FILE` (if given, with the preset it
+names as its `base`) as defaults and lets the command line override them, so a preset and a flag
+compose like users expect from the Hugging Face examples.
 """
 
 from __future__ import annotations
@@ -76,8 +76,13 @@ def checked_preset_value(path: str, name: str, value, annotation):
     return value
 
 
-def read_preset(path: str, field_types: dict) -> dict:
-    """Load a YAML preset as a flat mapping of field names, rejecting keys the script lacks."""
+def read_preset(path: str, field_types: dict, chain: tuple[Path, ...] = ()) -> dict:
+    """Load a YAML preset as a flat mapping of field names, rejecting keys the script lacks.
+
+    `base: OTHER.yaml` (relative to this file's folder) reads OTHER first, the same way, and this
+    file's values override its values, so a grid of presets can share one base. `chain`: the
+    presets that named this one as their base, to report a cycle instead of recursing forever.
+    """
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"--config {path}: no such file")
@@ -87,10 +92,22 @@ def read_preset(path: str, field_types: dict) -> dict:
         raise UsageError(f"--config {path}: not valid YAML ({first_line(error)})") from None
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of option: value")
+    base = values.pop("base", None)
     unknown = sorted(set(values) - set(field_types))
     if unknown:
         raise UsageError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
-    return {name: checked_preset_value(path, name, value, field_types[name]) for name, value in values.items()}
+    own = {name: checked_preset_value(path, name, value, field_types[name]) for name, value in values.items()}
+    if base is None:
+        return own
+    if not isinstance(base, str):
+        raise UsageError(f"--config {path}: base must be a YAML file name, got {base!r}")
+    base_file, chain = file.parent / base, (*chain, file)
+    if any(base_file.resolve() == seen.resolve() for seen in chain):
+        cycle = " -> ".join(str(seen) for seen in (*chain, base_file))
+        raise UsageError(f"--config {path}: base {base} makes a cycle ({cycle})")
+    if not base_file.is_file():
+        raise UsageError(f"--config {path}: base {base} not found ({base_file} is no file)")
+    return read_preset(str(base_file), field_types, chain) | own
 
 
 def parse_config(config_type: type[ConfigT], argv: list[str] | None = None) -> ConfigT:

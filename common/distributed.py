@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.tracking import filter_trackers
@@ -107,3 +108,15 @@ def all_reduce_sum(accelerator: Accelerator, values: list) -> list[float]:
         tensor = accelerator.reduce(tensor, reduction="sum")
     return tensor.tolist()
 
+
+def all_reduce_tensors(accelerator: Accelerator, values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Sum named tensors of any shape over all ranks in one collective (float64, on the host)."""
+    flat = torch.cat([v.detach().reshape(-1).to(torch.float64) for v in values.values()])
+    if accelerator.num_processes > 1:
+        flat = accelerator.reduce(flat, reduction="sum")
+    flat = flat.cpu().numpy()
+    out, offset = {}, 0
+    for name, value in values.items():
+        out[name] = flat[offset:offset + value.numel()].reshape(value.shape)
+        offset += value.numel()
+    return out

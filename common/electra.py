@@ -17,10 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+from transformers import AutoModelForPreTraining, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from common.modeling_electra_moe import ElectraMoeConfig, ElectraMoeForPreTraining
+
+IGNORE = -100  # label of positions the generator does not predict (as in common.objectives)
 
 GENERATOR_FOLDER = "generator"
 
@@ -92,6 +95,15 @@ class ElectraPair(nn.Module):
         generator = ElectraForMaskedLM(generator_config(discriminator_config, generator_size_divisor))
         return cls(generator, discriminator_class(discriminator_config))
 
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> ElectraPair:
+        """The pair saved by `save_pretrained` (discriminator in `folder`, generator in `folder/generator`),
+        to train further."""
+        generator_folder = Path(folder) / GENERATOR_FOLDER
+        if not (generator_folder / "config.json").is_file():
+            raise OSError(f"{folder} has no {GENERATOR_FOLDER}/ subfolder with the generator ELECTRA training needs")
+        return cls(ElectraForMaskedLM.from_pretrained(generator_folder), AutoModelForPreTraining.from_pretrained(folder))
+
     @property
     def config(self) -> ElectraConfig:
         return self.discriminator.config
@@ -100,7 +112,44 @@ class ElectraPair(nn.Module):
         return self.discriminator.get_input_embeddings()
 
     def get_output_embeddings(self) -> nn.Module:
-        return self.discriminator.get_output_embeddings()
+        """The generator's vocabulary head: the pair's only projection onto the vocabulary."""
+        return self.generator.get_output_embeddings()
+
+    def forward(self, input_ids: torch.Tensor, original_ids: torch.Tensor, labels: torch.Tensor,
+                uniforms: torch.Tensor, token_weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One ELECTRA pass over a batch, as summed loss terms (see `common.objectives.Electra`).
+
+        input_ids: the BERT-masked windows (batch, L); original_ids: the windows before masking;
+        labels: the original token where one was masked, IGNORE elsewhere; uniforms: one U[0, 1)
+        per position, from which the generator's replacement there is drawn; token_weights: 1 for
+        real tokens, 0 for rows that only pad a validation batch.
+
+        The generator's head runs on the masked positions only. The discriminator reads the windows
+        with the generator's samples in the masked positions; a position whose sample equals the
+        original token counts as original, as in the paper.
+        """
+        masked = labels != IGNORE
+        generator_hidden = self.generator.electra(input_ids=input_ids).last_hidden_state[masked]
+        generator_logits = self.generator.generator_lm_head(self.generator.generator_predictions(generator_hidden))
+        generator_loss = F.cross_entropy(generator_logits.float(), labels[masked], reduction="sum")
+
+        corrupted = original_ids.masked_scatter(masked, sample_replacements(generator_logits, uniforms[masked]))
+        replaced = (corrupted != original_ids).float()
+        outputs = self.discriminator(input_ids=corrupted)
+        logits = outputs.logits.float()
+        terms = {
+            "generator_loss": generator_loss,
+            "discriminator_loss": F.binary_cross_entropy_with_logits(logits, replaced, weight=token_weights,
+                                                                     reduction="sum"),
+            "discriminator_accuracy": (((logits > 0).float() == replaced).float() * token_weights).sum().detach(),
+            "replaced_fraction": (replaced * token_weights).sum().detach(),
+        }
+        if isinstance(self.discriminator, ElectraMoeForPreTraining):
+            # Per micro-batch means; a validation batch made only of padding rows contributes nothing.
+            real = (token_weights.sum() > 0).float()
+            terms |= {"router_aux_loss": outputs.aux_loss * real, "router_z_loss": outputs.z_loss * real,
+                      "expert_fraction": outputs.expert_fractions * real}
+        return terms
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         for model in (self.generator, self.discriminator):

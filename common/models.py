@@ -9,18 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transformers import (
-    AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, Gemma2Config, LlamaConfig, Llama4TextConfig,
-    Olmo2Config, PretrainedConfig,
+    AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForPreTraining, BertConfig, ElectraConfig,
+    Gemma2Config, LlamaConfig, Llama4TextConfig, Olmo2Config, PretrainedConfig,
 )
 
+from common.electra import ElectraPair
 from common.errors import UsageError, first_line
+from common.modeling_electra_moe import ElectraMoeConfig
 
 CAUSAL_MODEL_TYPES = ("llama", "gemma2", "olmo2", "llama4")
 # The objectives each model type can train, its default first.
-MODEL_OBJECTIVES = {**{name: ("causal",) for name in CAUSAL_MODEL_TYPES}, "bert": ("mlm",)}
+MODEL_OBJECTIVES = {**{name: ("causal",) for name in CAUSAL_MODEL_TYPES}, "bert": ("mlm",),
+                    "electra": ("electra",), "electra_moe": ("electra",)}
 # Which tokenizer a trained one should be for each objective: BERT's WordPiece for masked models.
-TOKENIZER_KIND = {"causal": "bpe", "mlm": "wordpiece"}
-AUTO_CLASSES = {"causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM}
+TOKENIZER_KIND = {"causal": "bpe", "mlm": "wordpiece", "electra": "wordpiece"}
+# How a saved model is loaded to train it further (ELECTRA: the discriminator, see ElectraPair).
+AUTO_CLASSES = {"causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM, "electra": AutoModelForPreTraining}
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Shape:
     num_attention_heads: int
     intermediate_size: int
     num_key_value_heads: int | None = None   # None: as many as attention heads (no GQA)
+    embedding_size: int | None = None        # ELECTRA's factorised embeddings; None: hidden_size
 
 
 # Parameter counts (with a 16k vocabulary, untied) land near the names; `tiny` is for laptops
@@ -58,8 +63,11 @@ def resolve_shape(size: str, **overrides: int | None) -> Shape:
 
 
 def model_config(model_type: str, shape: Shape, vocab_size: int, max_positions: int, special_ids: dict,
-                 dropout: float | None = None) -> PretrainedConfig:
-    """A `transformers` config for `model_type` with this shape, vocabulary and special tokens."""
+                 dropout: float | None = None, **extras) -> PretrainedConfig:
+    """A `transformers` config for `model_type` with this shape, vocabulary and special tokens.
+
+    extras: further config fields (the experts and router loss weights of `electra_moe`).
+    """
     head_dim = shape.hidden_size // shape.num_attention_heads
     common = dict(
         vocab_size=vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
@@ -67,10 +75,13 @@ def model_config(model_type: str, shape: Shape, vocab_size: int, max_positions: 
         num_key_value_heads=shape.num_key_value_heads or shape.num_attention_heads,
         max_position_embeddings=max_positions, **special_ids,
     )
-    if model_type == "bert":
+    if model_type in ("bert", "electra", "electra_moe"):  # BERT-family encoders: no GQA, BERT's dropouts
         del common["num_key_value_heads"]
         dropouts = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-        return BertConfig(**common, **dropouts)
+        if model_type == "bert":
+            return BertConfig(**common, **dropouts)
+        config_class = ElectraMoeConfig if model_type == "electra_moe" else ElectraConfig
+        return config_class(**common, **dropouts, **extras, embedding_size=shape.embedding_size or shape.hidden_size)
     if dropout is not None:
         common["attention_dropout"] = dropout
     if model_type == "llama":
@@ -92,16 +103,26 @@ def special_token_ids(tokenizer) -> dict[str, int | None]:
 
 
 def build_model(model_type: str, objective: str, shape: Shape, tokenizer, max_positions: int,
-                dropout: float | None = None):
-    config = model_config(model_type, shape, len(tokenizer), max_positions, special_token_ids(tokenizer), dropout)
-    return AUTO_CLASSES[objective].from_config(config)
+                dropout: float | None = None, generator_size_divisor: int = 4, **extras):
+    """A freshly initialised model; for ELECTRA the generator + discriminator pair it trains."""
+    config = model_config(model_type, shape, len(tokenizer), max_positions, special_token_ids(tokenizer), dropout,
+                          **extras)
+    if objective != "electra":
+        return AUTO_CLASSES[objective].from_config(config)
+    try:
+        return ElectraPair.build(config, generator_size_divisor)
+    except ValueError as error:
+        raise UsageError(f"--generator_size_divisor {generator_size_divisor}: {first_line(error)}") from None
 
 
 def load_model(name_or_path: str, objective: str, tokenizer):
     """A saved model to continue training with `objective`; its vocabulary must hold the tokenizer's."""
     try:
         config = AutoConfig.from_pretrained(name_or_path)
-        model = AUTO_CLASSES[objective].from_pretrained(name_or_path)
+        if objective == "electra":
+            model = ElectraPair.from_pretrained(name_or_path)
+        else:
+            model = AUTO_CLASSES[objective].from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
         raise UsageError(f"--model_name_or_path {name_or_path}: cannot load a model for --objective {objective} "
                          f"({first_line(error)})") from None
@@ -128,12 +149,18 @@ def count_parameters(model, include_embeddings: bool = True) -> int:
 
 
 def matmul_parameters(model) -> int:
-    """Weights that take part in matmuls: all but the input embedding lookup (the output head
-    counts even when it shares the embedding matrix)."""
+    """Weights that take part in a token's matmuls: all but the input embedding lookup (the output
+    head counts even when it shares the embedding matrix), and of a mixture of experts only the
+    k-of-E share that each token runs through."""
     tied_head = model.get_output_embeddings() is not None and \
         model.get_output_embeddings().weight is model.get_input_embeddings().weight
     head = model.get_output_embeddings().weight.numel() if tied_head else 0
-    return count_parameters(model, include_embeddings=False) + head
+    total = count_parameters(model, include_embeddings=False) + head
+    num_experts = getattr(model.config, "num_experts", None)
+    if num_experts:
+        experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+        total -= experts - experts * model.config.num_experts_per_tok // num_experts
+    return total
 
 
 def training_flops_per_token(config: PretrainedConfig, non_embedding_params: int, seq_length: int) -> float:

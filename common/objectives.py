@@ -1,26 +1,110 @@
-"""Training objectives: how token windows become model inputs and a summed loss.
+"""Training objectives: how token windows become model inputs, and which loss terms they train.
 
-Every objective returns the loss *summed* over its target tokens and says how many targets a
-batch has, so the loop can normalise by the target count of the whole global batch (all
-micro-batches, all ranks) and results do not depend on accumulation or world size.
+An objective has three parts:
+- `make_batch` turns windows of L+1 tokens into the tensors one forward takes (masks and sampling
+  randomness are drawn per global sample index, so they survive resume and any world size);
+- a *training module* (`training_module`) wraps the model so that its forward returns the loss terms
+  of a batch as *sums* (`{"loss": summed cross-entropy}`, or ELECTRA's generator, discriminator
+  and router terms). The loop calls that one module, so DDP and DeepSpeed see one forward per
+  micro-batch, and saves the model(s) inside it with `save_pretrained`;
+- `terms`: for each summed quantity, the count that normalises it and its weight in the loss.
+
+The loop all-reduces the counts of the whole global batch (all micro-batches, all ranks) before
+the forward and trains on sum(weight x term_sum / global_count), so results do not depend on the
+accumulation steps or the world size. Terms of weight 0 are only reported (an accuracy, say).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from common.errors import UsageError
 
 IGNORE = -100
 TRAIN_STREAM, EVAL_STREAM = 1, 2  # separate random streams for training and validation masks
+SAMPLING_STREAM_OFFSET = 10       # ELECTRA's generator sampling: streams 11 (training) and 12 (validation)
+
+
+@dataclass(frozen=True)
+class Term:
+    count: str           # the count that normalises the summed term ("targets", "masked", "tokens", ...)
+    weight: float = 0.0  # its weight in the training loss; 0: reported, not trained on
+
+
+class TrainingModule(nn.Module):
+    """A Hugging Face model wrapped so that forward returns the objective's summed loss terms.
+
+    `save_pretrained` saves the wrapped model alone (a state dict given to it, e.g. gathered under
+    ZeRO-3, has this module's `model.` prefix, which is taken off), so what is saved loads with the
+    stock `transformers` Auto classes.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.model.get_output_embeddings()
+
+    def gradient_checkpointing_enable(self, **kwargs) -> None:
+        self.model.gradient_checkpointing_enable(**kwargs)
+
+    def save_pretrained(self, folder: str | Path, state_dict: dict | None = None, **kwargs) -> None:
+        if state_dict is not None:
+            state_dict = {key.removeprefix("model."): value for key, value in state_dict.items()}
+        self.model.save_pretrained(folder, state_dict=state_dict, **kwargs)
+
+
+class CausalLMTraining(TrainingModule):
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.model(input_ids=input_ids).logits
+        return {"loss": F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+                                        reduction="sum")}
+
+
+class MaskedLMTraining(TrainingModule):
+    """Runs the vocabulary head on the masked positions only: with 15% masking that skips 85% of the
+    largest matmul of a small encoder (hidden x vocabulary), which `*ForMaskedLM.forward` computes
+    for every position."""
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = self.model.base_model(input_ids=input_ids).last_hidden_state
+        masked = labels != IGNORE
+        logits = masked_lm_head(self.model)(hidden[masked])
+        return {"loss": F.cross_entropy(logits.float(), labels[masked], reduction="sum")}
+
+
+def masked_lm_head(model: nn.Module) -> nn.Module:
+    """The prediction head of a `*ForMaskedLM` (hidden states -> vocabulary logits)."""
+    for name in ("cls", "lm_head"):  # BERT, RoBERTa
+        if hasattr(model, name):
+            return getattr(model, name)
+    raise UsageError(f"{type(model).__name__}: no masked-LM head found (expected a BERT- or RoBERTa-style model)")
 
 
 class CausalLM:
     """Next-token prediction: inputs are tokens 0..L-1 of a window, targets tokens 1..L."""
 
     name = "causal"
+    terms = {"loss": Term("targets", 1.0)}
+    perplexity_term = "loss"
+
+    @staticmethod
+    def training_module(model: nn.Module) -> nn.Module:
+        return CausalLMTraining(model)
 
     def make_batch(self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False,
                    padding_rows: int = 0) -> dict[str, torch.Tensor]:
@@ -31,14 +115,8 @@ class CausalLM:
         return {"input_ids": tokens[:, :-1], "labels": labels}
 
     @staticmethod
-    def count_targets(batch: dict[str, torch.Tensor]) -> int:
-        return int((batch["labels"] != IGNORE).sum())
-
-    @staticmethod
-    def loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(input_ids=batch["input_ids"]).logits
-        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(),
-                               ignore_index=IGNORE, reduction="sum")
+    def count_batch(batch: dict[str, torch.Tensor]) -> dict[str, int]:
+        return {"targets": int((batch["labels"] != IGNORE).sum())}
 
 
 def mask_tokens(tokens: np.ndarray, sample_ids, special: np.ndarray, replacement_ids: np.ndarray, mask_id: int,
@@ -64,33 +142,103 @@ def mask_tokens(tokens: np.ndarray, sample_ids, special: np.ndarray, replacement
     return inputs, labels
 
 
+def sampling_uniforms(sample_ids, length: int, seed: int, stream: int) -> np.ndarray:
+    """One U[0, 1) per position of each row, from a generator seeded by (seed, stream, sample id):
+    ELECTRA's generator samples its replacement at a masked position from this number, so the
+    replacements, like the masks, depend on nothing but the sample."""
+    return np.stack([np.random.default_rng([seed, stream, int(sample)]).random(length, dtype=np.float32)
+                     for sample in sample_ids])
+
+
 class MaskedLM:
     """BERT-style masked language modelling on windows of L tokens; targets are the masked ones."""
 
     name = "mlm"
+    terms = {"loss": Term("targets", 1.0)}
+    perplexity_term = "loss"
 
     def __init__(self, tokenizer, probability: float, seed: int):
         if tokenizer.mask_token_id is None:
-            raise UsageError("--objective mlm needs a tokenizer with a mask token (e.g. a WordPiece tokenizer "
-                             "trained here, or bert-base-uncased)")
+            raise UsageError(f"--objective {self.name} needs a tokenizer with a mask token (e.g. a WordPiece "
+                             f"tokenizer trained here, or bert-base-uncased)")
         self.mask_id, self.probability, self.seed = tokenizer.mask_token_id, probability, seed
         self.special = np.zeros(len(tokenizer), dtype=bool)
         self.special[tokenizer.all_special_ids] = True
         self.replacement_ids = np.flatnonzero(~self.special)
 
-    def make_batch(self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False,
-                   padding_rows: int = 0) -> dict[str, torch.Tensor]:
-        inputs, labels = mask_tokens(windows[:, :-1], sample_ids, self.special, self.replacement_ids, self.mask_id,
+    @staticmethod
+    def training_module(model: nn.Module) -> nn.Module:
+        return MaskedLMTraining(model)
+
+    def masked_windows(self, windows: np.ndarray, sample_ids, evaluation: bool, padding_rows: int):
+        """(original tokens, masked inputs, labels) of the first L tokens of each window."""
+        tokens = windows[:, :-1]
+        inputs, labels = mask_tokens(tokens, sample_ids, self.special, self.replacement_ids, self.mask_id,
                                      self.probability, self.seed, EVAL_STREAM if evaluation else TRAIN_STREAM)
         if padding_rows:
             labels[-padding_rows:] = IGNORE
+        return tokens, inputs, labels
+
+    def make_batch(self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False,
+                   padding_rows: int = 0) -> dict[str, torch.Tensor]:
+        _, inputs, labels = self.masked_windows(windows, sample_ids, evaluation, padding_rows)
         return {"input_ids": torch.from_numpy(inputs).to(device), "labels": torch.from_numpy(labels).to(device)}
 
-    count_targets = staticmethod(CausalLM.count_targets)
-    loss_sum = staticmethod(CausalLM.loss_sum)
+    count_batch = staticmethod(CausalLM.count_batch)
+
+
+class Electra(MaskedLM):
+    """ELECTRA's replaced-token detection: the generator fills BERT-masked windows by sampling, the
+    discriminator tells, for every token, whether it was replaced (see `ElectraPair.forward`).
+
+    Loss = generator MLM loss (per masked token) + disc_weight x discriminator BCE (per token)
+    [+ the MoE router's balancing and z-losses, per micro-batch, weighted by their coefficients].
+    """
+
+    name = "electra"
+    perplexity_term = "generator_loss"
+
+    def __init__(self, tokenizer, probability: float, seed: int, disc_weight: float,
+                 router_loss_weights: dict[str, float] | None = None):
+        super().__init__(tokenizer, probability, seed)
+        self.terms = {
+            "generator_loss": Term("masked", 1.0),
+            "discriminator_loss": Term("tokens", disc_weight),
+            "discriminator_accuracy": Term("tokens"),
+            "replaced_fraction": Term("tokens"),
+        }
+        if router_loss_weights is not None:
+            self.terms |= {"router_aux_loss": Term("batches", router_loss_weights["aux"]),
+                           "router_z_loss": Term("batches", router_loss_weights["z"]),
+                           "expert_fraction": Term("batches")}
+
+    @staticmethod
+    def training_module(model: nn.Module) -> nn.Module:
+        return model  # an ElectraPair computes its terms itself
+
+    def make_batch(self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False,
+                   padding_rows: int = 0) -> dict[str, torch.Tensor]:
+        tokens, inputs, labels = self.masked_windows(windows, sample_ids, evaluation, padding_rows)
+        stream = (EVAL_STREAM if evaluation else TRAIN_STREAM) + SAMPLING_STREAM_OFFSET
+        token_weights = np.ones(tokens.shape, dtype=np.float32)
+        if padding_rows:
+            token_weights[-padding_rows:] = 0.0
+        arrays = {"input_ids": inputs, "original_ids": tokens, "labels": labels,
+                  "uniforms": sampling_uniforms(sample_ids, tokens.shape[1], self.seed, stream),
+                  "token_weights": token_weights}
+        return {name: torch.from_numpy(np.ascontiguousarray(array)).to(device) for name, array in arrays.items()}
+
+    @staticmethod
+    def count_batch(batch: dict[str, torch.Tensor]) -> dict[str, int]:
+        tokens = int(batch["token_weights"].sum())
+        return {"masked": int((batch["labels"] != IGNORE).sum()), "tokens": tokens, "batches": int(tokens > 0)}
 
 
 def objective_for(name: str, tokenizer, cfg):
     if name == "mlm":
         return MaskedLM(tokenizer, cfg.mlm_probability, cfg.seed)
+    if name == "electra":
+        router = ({"aux": cfg.router_aux_loss_coef, "z": cfg.router_z_loss_coef}
+                  if cfg.model_type == "electra_moe" else None)
+        return Electra(tokenizer, cfg.mlm_probability, cfg.seed, cfg.disc_weight, router)
     return CausalLM()

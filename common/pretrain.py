@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from common import checkpoint
 from common.config import write_config_yaml
-from common.distributed import all_reduce_sum, configure_deepspeed, describe, log, uses_deepspeed
+from common.distributed import all_reduce_sum, all_reduce_tensors, configure_deepspeed, describe, log, uses_deepspeed
 from common.errors import TrainingStopped, UsageError
 from common.milestones import due, save_snapshot
 from common.models import matmul_parameters, training_flops_per_token
@@ -72,6 +72,48 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 1_009 + rank
 
 
+def add_terms(total: dict | None, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Running sums of the loss terms of several micro-batches (detached)."""
+    return add_arrays(total, {name: value.detach().to(torch.float64) for name, value in terms.items()})
+
+
+def term_means(terms: dict, sums: dict, counts: dict) -> dict:
+    """Each summed term over its count (a vector term, such as expert fractions, stays a vector)."""
+    return {name: sums[name] / max(counts[term.count], 1) for name, term in terms.items()}
+
+
+def training_loss(terms: dict, means: dict) -> float:
+    """The loss the model trains on: the weighted sum of the term means."""
+    return float(sum(term.weight * means[name] for name, term in terms.items() if term.weight))
+
+
+def term_metrics(prefix: str, terms: dict, sums: dict, counts: dict) -> dict[str, float]:
+    """`prefix/loss` and, for objectives of several terms, each term (a vector term, e.g. the token
+    fraction of each expert per layer, averaged over all but its last axis: one value per expert)."""
+    means = term_means(terms, sums, counts)
+    metrics = {f"{prefix}/loss": training_loss(terms, means)}
+    if len(terms) > 1:
+        for name, mean in means.items():
+            if np.ndim(mean) == 0:
+                metrics[f"{prefix}/{name}"] = float(mean)
+            else:
+                per_last_axis = np.asarray(mean).reshape(-1, np.shape(mean)[-1]).mean(axis=0)
+                metrics |= {f"{prefix}/{name}_{i}": float(v) for i, v in enumerate(per_last_axis)}
+    return metrics
+
+
+def add_arrays(total: dict | None, *parts: dict) -> dict:
+    """Element-wise sum of dicts of numbers or arrays with the same keys (None: nothing yet)."""
+    for part in parts:
+        total = dict(part) if total is None else {name: total[name] + part[name] for name in total}
+    return total
+
+
+def new_interval() -> dict:
+    """What the loop accumulates between two logging steps."""
+    return {"sums": None, "counts": None, "tokens": 0, "seconds": 0.0}
+
+
 def planned_steps(cfg, windows_per_epoch: int, global_batch: int) -> int:
     if cfg.max_steps > 0:
         return cfg.max_steps
@@ -94,6 +136,7 @@ class Pretraining:
         self.global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * self.world
         self.total_steps = planned_steps(cfg, self.sampler.windows_per_epoch, self.global_batch)
         self.warmup = warmup_steps_for(self.total_steps, cfg.warmup_ratio, cfg.warmup_steps)
+        model = objective.training_module(model)  # its forward returns the objective's summed loss terms
         self.flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), cfg.seq_length)
         self.peak_flops = peak_flops
         self.anchors = cfg.anchors()
@@ -107,8 +150,8 @@ class Pretraining:
                                       fused=accelerator.device.type in ("cpu", "cuda"))
         configure_deepspeed(accelerator, cfg.per_device_train_batch_size, cfg.max_grad_norm)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        # Only the training step is compiled: evaluation's other batch shape would recompile.
-        self.training_loss = torch.compile(objective.loss_sum) if cfg.torch_compile else objective.loss_sum
+        # Only the training forward is compiled: evaluation's other batch shape would recompile.
+        self.training_terms = torch.compile(self.forward_terms) if cfg.torch_compile else self.forward_terms
         self.progress = Progress()
         self.last = {"train/loss": None, "val/loss": None}
         self.stop = StopRequest()
@@ -128,7 +171,7 @@ class Pretraining:
             self.snapshot(self.output_dir / "milestones" / "init", {"name": "init"})
         initial_eval = self.evaluate()
         self.record(initial_eval)
-        interval = {"loss_sum": 0.0, "targets": 0, "seconds": 0.0}
+        interval = new_interval()
         bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="pretraining", unit="step",
                    disable=not accelerator.is_local_main_process)
         try:
@@ -136,14 +179,16 @@ class Pretraining:
                 started = time.perf_counter()
                 result = self.train_step()
                 interval["seconds"] += time.perf_counter() - started
-                interval["loss_sum"] += result["loss_sum"]
-                interval["targets"] += result["targets"]
+                interval["tokens"] += self.global_batch * cfg.seq_length
+                if result["finite"]:
+                    interval["sums"] = add_arrays(interval["sums"], result["sums"])
+                    interval["counts"] = add_arrays(interval["counts"], result["counts"])
                 bar.update(1)
                 step = self.progress.step
                 if step % cfg.logging_steps == 0 or step == self.total_steps:
                     self.log_training(result, interval)
                     bar.set_postfix(loss=f"{self.last['train/loss']:.3f}")
-                    interval = {"loss_sum": 0.0, "targets": 0, "seconds": 0.0}
+                    interval = new_interval()
                 evaluated = self.save_due_milestones()
                 if step % cfg.eval_steps == 0 and step < self.total_steps and not evaluated:
                     self.record(self.evaluate())
@@ -189,26 +234,31 @@ class Pretraining:
             windows = self.sampler.windows(indices)
             local_words += count_words(windows, self.word_tables)
             batches.append(self.objective.make_batch(windows, accelerator.device, indices))
-        local_targets = sum(self.objective.count_targets(b) for b in batches)
-        targets, words, stop_votes = all_reduce_sum(
-            accelerator, [local_targets, local_words, float(self.stop.signal_name is not None)])
+        local_counts = add_arrays(None, *(self.objective.count_batch(b) for b in batches))
+        *count_values, words, stop_votes = all_reduce_sum(
+            accelerator, [*local_counts.values(), local_words, float(self.stop.signal_name is not None)])
+        counts = dict(zip(local_counts, count_values))
         # Backends average gradients over ranks and divide by the accumulation steps; undo both so
-        # the gradient is that of (sum of token losses in the global batch) / (global targets).
-        scale = self.world * cfg.gradient_accumulation_steps / max(targets, 1)  # an MLM batch may mask nothing
+        # the gradient is that of sum(weight x summed term in the global batch / its global count).
+        # Counts are floored at 1: an MLM batch may mask nothing.
+        scale = self.world * cfg.gradient_accumulation_steps
+        weights = {name: term.weight * scale / max(counts[term.count], 1)
+                   for name, term in self.objective.terms.items() if term.weight}
         self.model.train()
-        local_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        local_sums = None
         for batch in batches:
             with accelerator.accumulate(self.model):
-                loss_sum = self.training_loss(self.model, batch)
-                accelerator.backward(loss_sum * scale)
-                local_loss += loss_sum.detach()
-        (loss_sum_global,) = all_reduce_sum(accelerator, [local_loss])
+                terms = self.training_terms(batch)
+                accelerator.backward(sum(weight * terms[name] for name, weight in weights.items()))
+                local_sums = add_terms(local_sums, terms)
+        sums = all_reduce_tensors(accelerator, local_sums)
+        loss = training_loss(self.objective.terms, term_means(self.objective.terms, sums, counts))
         grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm or float("inf"))
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         # With fp16 the GradScaler skips overflowing steps itself (and must see every step to
         # adjust its scale); DeepSpeed already stepped inside backward(). Otherwise skip here.
         self_skipping = accelerator.scaler is not None or uses_deepspeed(accelerator)
-        finite = math.isfinite(loss_sum_global) and (self_skipping or math.isfinite(grad_norm))
+        finite = math.isfinite(loss) and (self_skipping or math.isfinite(grad_norm))
         if finite or self_skipping:
             self.optimizer.step()
         if not finite:
@@ -220,17 +270,23 @@ class Pretraining:
         progress.cursor += self.global_batch
         progress.tokens_seen += self.global_batch * cfg.seq_length  # input tokens (= targets when causal)
         progress.words_seen += int(words)
-        return {"loss_sum": loss_sum_global if finite else 0.0, "targets": int(targets) if finite else 0,
-                "lr": lr, "grad_norm": grad_norm, "stop_votes": stop_votes}
+        return {"sums": sums, "counts": counts, "finite": finite, "lr": lr, "grad_norm": grad_norm,
+                "stop_votes": stop_votes}
+
+    def forward_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model(**batch)
 
     # --- records -------------------------------------------------------------------------------
 
     def log_training(self, result: dict, interval: dict) -> None:
-        loss = interval["loss_sum"] / interval["targets"] if interval["targets"] else float("nan")
-        tokens_per_s = interval["targets"] / interval["seconds"] if interval["seconds"] else 0.0
-        self.last["train/loss"] = loss
+        if interval["sums"] is None:  # every step of the interval was skipped as non-finite
+            losses = {"train/loss": float("nan")}
+        else:
+            losses = term_metrics("train", self.objective.terms, interval["sums"], interval["counts"])
+        tokens_per_s = interval["tokens"] / interval["seconds"] if interval["seconds"] else 0.0
+        self.last["train/loss"] = losses["train/loss"]
         self.record({
-            "train/loss": loss, "train/lr": result["lr"], "train/grad_norm": result["grad_norm"],
+            **losses, "train/lr": result["lr"], "train/grad_norm": result["grad_norm"],
             "train/tokens_seen": self.progress.tokens_seen, "train/words_seen": self.progress.words_seen,
             "train/nonfinite_steps": self.progress.nonfinite_steps,
             "perf/tokens_per_s": tokens_per_s,
@@ -241,8 +297,11 @@ class Pretraining:
     def record(self, values: dict) -> None:
         if "val/loss" in values:
             self.last["val/loss"] = values["val/loss"]
-            log.info("step %d: validation loss %.4f, perplexity %.2f",
-                     self.progress.step, values["val/loss"], values["val/ppl"])
+            parts = [f"{name.removeprefix('val/')} {value:.4f}" for name, value in values.items()
+                     if name not in ("val/loss", "val/ppl") and "expert_fraction" not in name]
+            which = self.objective.perplexity_term.removesuffix("loss").replace("_", " ")
+            log.info("step %d: validation loss %.4f%s, %sperplexity %.2f", self.progress.step, values["val/loss"],
+                     f" ({', '.join(parts)})" if parts else "", which, values["val/ppl"])
         self.log.log(values, self.progress.step, self.progress.tokens_seen)
 
     @torch.no_grad()
@@ -261,19 +320,20 @@ class Pretraining:
         padding = per_rank - len(mine)
         window_ids = np.array(mine + [0] * padding, dtype=np.int64)
         self.model.eval()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.accelerator.device)
-        targets = 0
+        local_sums, local_counts = None, None
         for start in range(0, per_rank, cfg.per_device_eval_batch_size):
             chunk = window_ids[start:start + cfg.per_device_eval_batch_size]
             chunk_padding = max(0, start + len(chunk) - len(mine))
             batch = self.objective.make_batch(read_windows(self.val_tokens, chunk, cfg.seq_length),
                                               self.accelerator.device, chunk, evaluation=True,
                                               padding_rows=min(chunk_padding, len(chunk)))
-            loss_sum += self.objective.loss_sum(self.model, batch)
-            targets += self.objective.count_targets(batch)
-        total_loss, total_targets = all_reduce_sum(self.accelerator, [loss_sum, targets])
-        loss = total_loss / total_targets
-        return {"val/loss": loss, "val/ppl": math.exp(min(loss, 700.0))}
+            local_sums = add_terms(local_sums, self.model(**batch))
+            local_counts = add_arrays(local_counts, self.objective.count_batch(batch))
+        sums = all_reduce_tensors(self.accelerator, local_sums)
+        counts = dict(zip(local_counts, all_reduce_sum(self.accelerator, list(local_counts.values()))))
+        metrics = term_metrics("val", self.objective.terms, sums, counts)
+        perplexity_mean = term_means(self.objective.terms, sums, counts)[self.objective.perplexity_term]
+        return {**metrics, "val/ppl": math.exp(min(float(perplexity_mean), 700.0))}
 
     # --- saving --------------------------------------------------------------------------------
 
@@ -325,7 +385,7 @@ def model_signature(config, tokenizer_digest: str, seq_length: int, objective: s
     """What a checkpoint is only valid for: the model's shape, its tokenizer, the window length
     and the objective."""
     keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "intermediate_size")
+            "num_key_value_heads", "intermediate_size", "embedding_size", "num_experts", "num_experts_per_tok")
     return {**{key: getattr(config, key, None) for key in keys}, "tokenizer_hash": tokenizer_digest,
             "seq_length": seq_length, "objective": objective}
 

@@ -35,9 +35,11 @@ class PretrainConfig:
     vocab_size: int = option(8000, "vocabulary size of the trained tokenizer")
     # --- model ---
     model_type: Literal[tuple(MODEL_OBJECTIVES)] = option("llama", "architecture to train")
-    objective: Optional[Literal["causal", "mlm"]] = option(None, "training objective (default: the model "
-                                                                 "type's own: causal for decoders, mlm for bert)")
-    mlm_probability: float = option(0.15, "fraction of tokens masked for --objective mlm (80/10/10 replacement)")
+    objective: Optional[Literal["causal", "mlm", "electra"]] = option(
+        None, "training objective (default: the model type's own: causal for decoders, mlm for bert, "
+              "electra for electra and electra_moe)")
+    mlm_probability: float = option(0.15, "fraction of tokens masked for --objective mlm and electra "
+                                          "(80/10/10 replacement)")
     dropout: Optional[float] = option(None, "dropout of hidden states and attention (default: the model's own)")
     model_size: Literal[tuple(SIZE_PRESETS)] = option("tiny", "size preset; the shape flags below override it")
     hidden_size: Optional[int] = option(None, "hidden size (overrides the preset)")
@@ -46,6 +48,16 @@ class PretrainConfig:
     num_key_value_heads: Optional[int] = option(None, "key/value heads for grouped-query attention (default: all)")
     intermediate_size: Optional[int] = option(None, "feed-forward width (overrides the preset)")
     max_position_embeddings: Optional[int] = option(None, "position table size (default: --seq_length)")
+    # --- ELECTRA and ELECTRA-MoE ---
+    embedding_size: Optional[int] = option(None, "ELECTRA: embedding width, projected to --hidden_size when it "
+                                                 "differs (default: the hidden size)")
+    generator_size_divisor: int = option(4, "ELECTRA: the generator's hidden size, heads and FFN width are the "
+                                            "discriminator's divided by this (4 as in ELECTRA-Small)")
+    disc_weight: float = option(50.0, "ELECTRA: weight of the discriminator loss next to the generator's")
+    num_experts: int = option(4, "ELECTRA-MoE: experts per feed-forward layer")
+    num_experts_per_tok: int = option(1, "ELECTRA-MoE: experts each token is routed to (top-k)")
+    router_aux_loss_coef: float = option(0.01, "ELECTRA-MoE: weight of the Switch load-balancing loss")
+    router_z_loss_coef: float = option(0.0, "ELECTRA-MoE: weight of the router z-loss (0: off)")
     model_name_or_path: Optional[str] = option(None, "continue training this saved model instead of a new one")
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
     torch_compile: bool = option(False, "compile the training forward + loss with torch.compile (fuses the "
@@ -90,7 +102,8 @@ class PretrainConfig:
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
         non_negative = ("max_grad_norm", "warmup_steps", "max_steps", "checkpointing_steps",
-                        "checkpoints_total_limit", "max_nonfinite_steps", "weight_decay")
+                        "checkpoints_total_limit", "max_nonfinite_steps", "weight_decay", "disc_weight",
+                        "router_aux_loss_coef", "router_z_loss_coef")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name} must not be negative, got {getattr(self, name)}")
@@ -117,6 +130,15 @@ class PretrainConfig:
                              f"(it trains: {', '.join(allowed)})")
         if not 0 < self.mlm_probability < 1:
             raise UsageError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if self.embedding_size is not None and self.model_type not in ("electra", "electra_moe"):
+            raise UsageError(f"--embedding_size applies to --model_type electra and electra_moe, "
+                             f"not {self.model_type}")
+        for name in ("embedding_size", "generator_size_divisor", "num_experts", "num_experts_per_tok"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.num_experts_per_tok > self.num_experts:
+            raise UsageError(f"--num_experts_per_tok {self.num_experts_per_tok} is more than --num_experts "
+                             f"{self.num_experts}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         self.anchors()  # malformed milestone lists fail here, before any work
@@ -134,4 +156,14 @@ class PretrainConfig:
 
     def shape_overrides(self) -> dict:
         return {name: getattr(self, name) for name in
-                ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")}
+                ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+                 "embedding_size")}
+
+    def model_options(self) -> dict:
+        """`build_model`'s keyword arguments beyond the shape: the ELECTRA generator's size and the
+        experts and router loss weights of ELECTRA-MoE."""
+        options = {"dropout": self.dropout, "generator_size_divisor": self.generator_size_divisor}
+        if self.model_type == "electra_moe":
+            options |= {name: getattr(self, name) for name in
+                        ("num_experts", "num_experts_per_tok", "router_aux_loss_coef", "router_z_loss_coef")}
+        return options

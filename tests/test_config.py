@@ -120,6 +120,75 @@ def test_preset_plain_integer_counts_are_accepted(tmp_path, line, check):
     assert check(parse_config(PretrainConfig, ["--config", preset(tmp_path, line + "\n")]))
 
 
+def write(folder, name: str, text: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text, encoding="utf-8")
+    return str(folder / name)
+
+
+def test_preset_inherits_its_base(tmp_path):
+    write(tmp_path, "base.yaml", "seq_length: 64\nvocab_size: 500\n")
+    path = write(tmp_path, "child.yaml", "base: base.yaml\nlearning_rate: 0.002\n")
+    config = parse_config(PretrainConfig, ["--config", path])
+    assert (config.seq_length, config.vocab_size, config.learning_rate) == (64, 500, 0.002)
+
+
+def test_preset_overrides_its_base_and_the_command_line_overrides_both(tmp_path):
+    write(tmp_path, "base.yaml", "seq_length: 64\nvocab_size: 500\n")
+    path = write(tmp_path, "child.yaml", "base: base.yaml\nseq_length: 32\n")
+    assert parse_config(PretrainConfig, ["--config", path]).seq_length == 32
+    config = parse_config(PretrainConfig, ["--config", path, "--seq_length", "16", "--vocab_size", "600"])
+    assert (config.seq_length, config.vocab_size) == (16, 600)
+
+
+def test_base_is_found_beside_the_preset_not_in_the_working_directory(tmp_path, monkeypatch):
+    write(tmp_path / "configs", "base.yaml", "seq_length: 64\n")
+    write(tmp_path, "base.yaml", "seq_length: 8\n")
+    write(tmp_path / "configs" / "grid", "child.yaml", "base: ../base.yaml\n")
+    monkeypatch.chdir(tmp_path)
+    assert parse_config(PretrainConfig, ["--config", "configs/grid/child.yaml"]).seq_length == 64
+
+
+def test_chain_of_two_bases(tmp_path):
+    write(tmp_path, "grand.yaml", "seq_length: 64\nvocab_size: 500\nlearning_rate: 0.001\n")
+    write(tmp_path, "parent.yaml", "base: grand.yaml\nvocab_size: 600\nlearning_rate: 0.003\n")
+    path = write(tmp_path, "child.yaml", "base: parent.yaml\nlearning_rate: 0.002\n")
+    config = parse_config(PretrainConfig, ["--config", path])
+    assert (config.seq_length, config.vocab_size, config.learning_rate) == (64, 600, 0.002)
+
+
+@pytest.mark.parametrize("files", [
+    {"a.yaml": "base: a.yaml\n"},
+    {"a.yaml": "base: b.yaml\n", "b.yaml": "base: c.yaml\n", "c.yaml": "base: a.yaml\n"},
+], ids=["itself", "three"])
+def test_base_cycle_is_a_usage_error_naming_the_files(tmp_path, files):
+    for name, text in files.items():
+        write(tmp_path, name, text)
+    with pytest.raises(UsageError, match="makes a cycle") as error:
+        parse_config(PretrainConfig, ["--config", str(tmp_path / "a.yaml")])
+    message = str(error.value)
+    assert "\n" not in message
+    assert all(name in message for name in files)
+
+
+def test_missing_base_is_a_usage_error_naming_both_files(tmp_path):
+    path = write(tmp_path, "child.yaml", "base: gone.yaml\nseq_length: 64\n")
+    with pytest.raises(UsageError, match=r"--config .*child.yaml: base gone.yaml not found"):
+        parse_config(PretrainConfig, ["--config", path])
+
+
+def test_error_in_a_base_names_the_base(tmp_path):
+    write(tmp_path, "base.yaml", "bogus_option: 1\n")
+    path = write(tmp_path, "child.yaml", "base: base.yaml\n")
+    with pytest.raises(UsageError, match=r"--config .*base.yaml: unknown option\(s\) bogus_option"):
+        parse_config(PretrainConfig, ["--config", path])
+
+
+def test_base_that_is_not_a_file_name_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="base must be a YAML file name"):
+        parse_config(PretrainConfig, ["--config", preset(tmp_path, "base: [a.yaml, b.yaml]\n")])
+
+
 # --- PretrainConfig validation -----------------------------------------------------------------
 
 

@@ -1,0 +1,143 @@
+"""The objectives' training modules and the loop's term arithmetic, against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertForMaskedLM, ElectraConfig
+
+from common.electra import ElectraPair, sample_replacements
+from common.modeling_electra_moe import ElectraMoeConfig
+from common.models import count_parameters, matmul_parameters
+from common.objectives import IGNORE, Electra, MaskedLMTraining, Term, sampling_uniforms
+from common.pretrain import term_metrics, training_loss, term_means
+from common.tokenizer import train_tokenizer
+
+VOCAB, LENGTH = 120, 16
+
+
+def masked_batch(rows=3, seed=0, padding_rows=0):
+    """A batch in `Electra.make_batch`'s layout, masks drawn here (15%, all [MASK]=1)."""
+    rng = np.random.default_rng(seed)
+    original = torch.from_numpy(rng.integers(5, VOCAB, size=(rows, LENGTH)))
+    chosen = torch.from_numpy(rng.random((rows, LENGTH)) < 0.15)
+    chosen[:, 0] = True  # at least one masked position per row
+    labels = torch.where(chosen, original, torch.full_like(original, IGNORE))
+    weights = torch.ones(rows, LENGTH)
+    if padding_rows:
+        labels[-padding_rows:] = IGNORE
+        weights[-padding_rows:] = 0
+    return {"input_ids": torch.where(chosen, torch.ones_like(original), original), "original_ids": original,
+            "labels": labels, "uniforms": torch.from_numpy(rng.random((rows, LENGTH), dtype=np.float32)),
+            "token_weights": weights}
+
+
+def electra_config(moe: bool = False):
+    shape = dict(vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64, max_position_embeddings=LENGTH, hidden_dropout_prob=0.0,
+                 attention_probs_dropout_prob=0.0)
+    return ElectraMoeConfig(**shape, num_experts=4, num_experts_per_tok=2) if moe else ElectraConfig(**shape)
+
+
+def test_masked_lm_head_on_masked_positions_equals_the_full_forward():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=64, hidden_dropout_prob=0.0,
+                                       attention_probs_dropout_prob=0.0)).eval()
+    batch = masked_batch()
+    count = int((batch["labels"] != IGNORE).sum())
+    ours = MaskedLMTraining(model)(input_ids=batch["input_ids"], labels=batch["labels"])["loss"]
+    reference = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss * count
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["electra", "electra_moe"])
+def test_electra_terms_equal_a_direct_computation(moe):
+    torch.manual_seed(0)
+    pair = ElectraPair.build(electra_config(moe), generator_size_divisor=2).eval()
+    batch = masked_batch(rows=4, padding_rows=1)
+    terms = pair(**batch)
+
+    masked = batch["labels"] != IGNORE
+    generator_logits = pair.generator(input_ids=batch["input_ids"]).logits[masked]
+    torch.testing.assert_close(terms["generator_loss"],
+                               F.cross_entropy(generator_logits, batch["labels"][masked], reduction="sum"))
+    corrupted = batch["original_ids"].clone()
+    corrupted[masked] = sample_replacements(generator_logits, batch["uniforms"][masked])
+    replaced = (corrupted != batch["original_ids"]).float()
+    real = batch["token_weights"].bool()
+    logits = pair.discriminator(input_ids=corrupted).logits
+    torch.testing.assert_close(terms["discriminator_loss"],
+                               F.binary_cross_entropy_with_logits(logits[real], replaced[real], reduction="sum"))
+    assert terms["replaced_fraction"] == replaced[real].sum()
+    assert terms["discriminator_accuracy"] == ((logits[real] > 0).float() == replaced[real]).sum()
+    assert (corrupted[~masked] == batch["original_ids"][~masked]).all()  # only masked positions change
+    if moe:
+        fractions = terms["expert_fraction"]
+        assert fractions.shape == (2, 4)
+        torch.testing.assert_close(fractions.sum(dim=1), torch.ones(2))
+        assert terms["router_aux_loss"] > 0 and terms["router_z_loss"] > 0
+
+
+def test_electra_terms_reach_both_networks_and_the_shared_embeddings():
+    torch.manual_seed(0)
+    pair = ElectraPair.build(electra_config(), generator_size_divisor=2)
+    terms = pair(**masked_batch())
+    (terms["generator_loss"] + 50 * terms["discriminator_loss"]).backward()
+    for name in ("generator.electra.encoder.layer.0.attention.self.query.weight",
+                 "discriminator.electra.encoder.layer.0.attention.self.query.weight",
+                 "discriminator.electra.embeddings.word_embeddings.weight",
+                 "discriminator.discriminator_predictions.dense_prediction.weight"):
+        assert pair.get_parameter(name).grad.abs().sum() > 0, name
+
+
+def test_electra_batches_depend_only_on_sample_ids():
+    tokenizer = train_tokenizer("wordpiece", ["the dog runs . the cats run ."] * 50, 300)
+    objective = Electra(tokenizer, 0.15, seed=3, disc_weight=50.0)
+    windows = np.random.default_rng(0).integers(5, len(tokenizer), size=(4, LENGTH + 1))
+    together = objective.make_batch(windows, torch.device("cpu"), [10, 11, 12, 13])
+    apart = objective.make_batch(windows[2:], torch.device("cpu"), [12, 13])
+    for name in ("input_ids", "labels", "uniforms"):
+        torch.testing.assert_close(together[name][2:], apart[name])
+    later_epoch = objective.make_batch(windows[2:], torch.device("cpu"), [112, 113])
+    assert not torch.equal(later_epoch["uniforms"], apart["uniforms"])
+    validation = objective.make_batch(windows[2:], torch.device("cpu"), [12, 13], evaluation=True)
+    assert not torch.equal(validation["uniforms"], apart["uniforms"])
+    assert objective.count_batch(together) == {"masked": int((together["labels"] != IGNORE).sum()),
+                                               "tokens": 4 * LENGTH, "batches": 1}
+    padded = objective.make_batch(windows, torch.device("cpu"), [10, 11, 12, 13], evaluation=True, padding_rows=4)
+    assert objective.count_batch(padded) == {"masked": 0, "tokens": 0, "batches": 0}
+
+
+def test_sampling_uniforms_are_in_the_unit_interval_and_seeded():
+    first = sampling_uniforms([1, 2], 1000, seed=0, stream=11)
+    assert first.shape == (2, 1000) and first.min() >= 0 and first.max() < 1
+    np.testing.assert_array_equal(first, sampling_uniforms([1, 2], 1000, seed=0, stream=11))
+    assert not np.array_equal(first, sampling_uniforms([1, 2], 1000, seed=1, stream=11))
+
+
+def test_term_arithmetic_weights_means_and_averages_vectors_over_layers():
+    terms = {"generator_loss": Term("masked", 1.0), "discriminator_loss": Term("tokens", 50.0),
+             "discriminator_accuracy": Term("tokens"), "expert_fraction": Term("batches")}
+    sums = {"generator_loss": 40.0, "discriminator_loss": 10.0, "discriminator_accuracy": 90.0,
+            "expert_fraction": np.array([[0.5, 1.5], [1.0, 1.0]])}
+    counts = {"masked": 10, "tokens": 100, "batches": 2}
+    means = term_means(terms, sums, counts)
+    assert training_loss(terms, means) == pytest.approx(4.0 + 50 * 0.1)
+    metrics = term_metrics("train", terms, sums, counts)
+    assert metrics["train/loss"] == pytest.approx(9.0)
+    assert metrics["train/discriminator_accuracy"] == pytest.approx(0.9)
+    assert metrics["train/expert_fraction_0"] == pytest.approx(0.375)  # mean over the two layers of 0.25, 0.5
+    assert metrics["train/expert_fraction_1"] == pytest.approx(0.625)
+    assert term_metrics("val", {"loss": Term("targets", 1.0)}, {"loss": 6.0}, {"targets": 3}) == {"val/loss": 2.0}
+
+
+def test_flops_count_only_the_active_experts():
+    dense = ElectraPair.build(electra_config(), generator_size_divisor=2)
+    moe = ElectraPair.build(electra_config(moe=True), generator_size_divisor=2)
+    experts = sum(p.numel() for name, p in moe.named_parameters() if ".experts." in name)
+    assert matmul_parameters(moe) == count_parameters(moe, include_embeddings=False) + \
+        moe.get_output_embeddings().weight.numel() - experts // 2  # top-2 of 4 experts run per token
+    assert matmul_parameters(dense) < matmul_parameters(moe)  # the router and the extra expert's share
