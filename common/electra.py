@@ -115,6 +115,15 @@ class ElectraPair(nn.Module):
         """The generator's vocabulary head: the pair's only projection onto the vocabulary."""
         return self.generator.get_output_embeddings()
 
+    def corrupt(self, input_ids: torch.Tensor, original_ids: torch.Tensor, labels: torch.Tensor,
+                uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the generator's logits at the masked positions, the windows with its samples there)."""
+        masked = labels != IGNORE
+        generator_hidden = self.generator.electra(input_ids=input_ids).last_hidden_state[masked]
+        generator_logits = self.generator.generator_lm_head(self.generator.generator_predictions(generator_hidden))
+        corrupted = original_ids.masked_scatter(masked, sample_replacements(generator_logits, uniforms[masked]))
+        return generator_logits, corrupted
+
     def forward(self, input_ids: torch.Tensor, original_ids: torch.Tensor, labels: torch.Tensor,
                 uniforms: torch.Tensor, token_weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """One ELECTRA pass over a batch, as summed loss terms (see `common.objectives.Electra`).
@@ -129,11 +138,8 @@ class ElectraPair(nn.Module):
         original token counts as original, as in the paper.
         """
         masked = labels != IGNORE
-        generator_hidden = self.generator.electra(input_ids=input_ids).last_hidden_state[masked]
-        generator_logits = self.generator.generator_lm_head(self.generator.generator_predictions(generator_hidden))
+        generator_logits, corrupted = self.corrupt(input_ids, original_ids, labels, uniforms)
         generator_loss = F.cross_entropy(generator_logits.float(), labels[masked], reduction="sum")
-
-        corrupted = original_ids.masked_scatter(masked, sample_replacements(generator_logits, uniforms[masked]))
         replaced = (corrupted != original_ids).float()
         outputs = self.discriminator(input_ids=corrupted)
         logits = outputs.logits.float()

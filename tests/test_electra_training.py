@@ -1,0 +1,144 @@
+"""ELECTRA and ELECTRA-MoE through train_pretrain.py: what a run logs and saves, exact resume, and
+the refusals of flags that cannot work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, ElectraForPreTraining
+
+from common.modeling_electra_moe import ElectraMoeForPreTraining
+from common.tokenizer import train_tokenizer
+from tests.helpers import TINY_DATA, TINY_MODEL, error_line, read_metrics, run_and_preempt, run_script, train_losses
+
+ELECTRA_TERMS = {"train/generator_loss", "train/discriminator_loss", "train/discriminator_accuracy",
+                 "train/replaced_fraction"}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def electra_args(output_dir, cache_dir, *extra: str) -> list[str]:
+    return ["--model_type", "electra", *TINY_MODEL, *TINY_DATA, "--generator_size_divisor", "2",
+            "--output_dir", str(output_dir), "--cache_dir", str(cache_dir), "--logging_steps", "1",
+            "--eval_steps", "1000", "--max_eval_samples", "32", "--checkpointing_steps", "0", *extra]
+
+
+def scalar_tags(run_dir) -> set[str]:
+    events = EventAccumulator(str(next((run_dir / "tb").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+def test_electra_moe_run_logs_its_terms_and_its_folder_loads_alone_in_a_fresh_process(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    run_script("train_pretrain.py", electra_args(out, cache_dir, "--model_type", "electra_moe", "--num_experts", "8",
+                                                 "--num_experts_per_tok", "2", "--max_steps", "6",
+                                                 "--router_z_loss_coef", "0.001"))
+    records = [r for r in read_metrics(out) if "train/loss" in r]
+    fractions = [[r[f"train/expert_fraction_{e}"] for e in range(8)] for r in records]
+    assert all(abs(sum(f) - 1) < 1e-6 for f in fractions)  # every token reaches exactly k of the experts
+    for r in records:
+        expected = (r["train/generator_loss"] + 50 * r["train/discriminator_loss"]
+                    + 0.01 * r["train/router_aux_loss"] + 0.001 * r["train/router_z_loss"])
+        assert r["train/loss"] == pytest.approx(expected, rel=1e-6)
+        assert 0 <= r["train/discriminator_accuracy"] <= 1
+        assert 0 < r["train/replaced_fraction"] < 0.2
+    assert ELECTRA_TERMS | {"train/router_aux_loss", "train/expert_fraction_7", "val/discriminator_accuracy"} \
+        <= scalar_tags(out)
+
+    final = tmp_path / "elsewhere" / "model"  # the folder alone, away from this repository's code
+    shutil.copytree(out / "final", final)
+    assert (final / "modeling_electra_moe.py").is_file() and (final / "generator" / "config.json").is_file()
+    ids = [[2, 40, 41, 42, 43, 44, 3]]
+    script = ("import json, sys, torch; from transformers import AutoModelForPreTraining as A; "
+              "m = A.from_pretrained(sys.argv[1], trust_remote_code=True).eval(); "
+              "print(json.dumps([type(m).__name__, m(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits.tolist()]))")
+    result = subprocess.run([sys.executable, "-c", script, str(final), json.dumps(ids)], cwd=final.parent,
+                            capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin",
+                                                                               "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    class_name, remote_logits = json.loads(result.stdout.strip().splitlines()[-1])
+    assert class_name == "ElectraMoeForPreTraining"
+    local = AutoModelForPreTraining.from_pretrained(out / "final").eval()
+    assert isinstance(local, ElectraMoeForPreTraining)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.tensor(remote_logits), local(input_ids=torch.tensor(ids)).logits)
+
+
+def test_electra_run_saves_the_discriminator_with_its_generator(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    run_script("train_pretrain.py", electra_args(out, cache_dir, "--max_steps", "4", "--embedding_size", "32"))
+    assert ELECTRA_TERMS <= scalar_tags(out)
+    discriminator = AutoModelForPreTraining.from_pretrained(out / "final")
+    assert isinstance(discriminator, ElectraForPreTraining)
+    assert discriminator.config.embedding_size == 32 and discriminator.config.hidden_size == 64
+    assert type(AutoModel.from_pretrained(out / "final")).__name__ == "ElectraModel"
+    generator = AutoModelForMaskedLM.from_pretrained(out / "final" / "generator")
+    assert generator.config.hidden_size == 32  # --generator_size_divisor 2
+    torch.testing.assert_close(generator.get_input_embeddings().weight,
+                               discriminator.get_input_embeddings().weight)  # shared while training
+    info = json.loads((out / "final" / "milestone.json").read_text())
+    assert info["objective"] == "electra" and info["embedding_size"] == 32
+
+
+def test_electra_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
+    """The masks and the generator's samples are functions of the sample index, so a resumed run
+    draws the very replacements the uninterrupted one drew."""
+    steps = ["--max_steps", "12", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2"]
+    reference = tmp_path / "uninterrupted"
+    run_script("train_pretrain.py", electra_args(reference, cache_dir, *steps))
+
+    resumed = tmp_path / "interrupted"
+    returncode, stderr, stopped_at = run_and_preempt(
+        [sys.executable, "train_pretrain.py", *electra_args(resumed, cache_dir, *steps)], resumed, after_step=3)
+    assert returncode == 75, stderr[-3000:]
+    assert 3 <= stopped_at < 12
+    run_script("train_pretrain.py", electra_args(resumed, cache_dir, *steps, "--resume_from_checkpoint", "auto"))
+
+    expected = {r["step"]: r for r in read_metrics(reference) if "train/loss" in r}
+    got = {r["step"]: r for r in read_metrics(resumed) if "train/loss" in r}
+    after = [step for step in expected if step > stopped_at]
+    assert after
+    for step in after:
+        for name in ("train/loss", "train/generator_loss", "train/discriminator_loss", "train/replaced_fraction"):
+            assert got[step][name] == expected[step][name], (step, name, got[step][name], expected[step][name])
+    assert train_losses(resumed)[12] == train_losses(reference)[12]
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bpe")
+    train_tokenizer("bpe", ["the dog runs . the cats run ."] * 50, 300).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--model_type", "bert", "--objective", "electra"], "--objective electra cannot train --model_type bert"),
+    (["--model_type", "llama", "--objective", "electra"], "--objective electra cannot train --model_type llama"),
+    (["--model_type", "electra_moe", "--num_experts", "2", "--num_experts_per_tok", "3"],
+     "--num_experts_per_tok 3 is more than --num_experts 2"),
+    (["--model_type", "electra", "--generator_size_divisor", "3"],
+     "--generator_size_divisor 3: hidden_size=64 is not divisible by size_divisor=3"),
+    (["--model_type", "electra", "--hidden_size", "65"], "--hidden_size 65 is not divisible by --num_attention_heads 2"),
+    (["--model_type", "llama", "--embedding_size", "32"], "--embedding_size applies to --model_type electra"),
+    (["--model_type", "electra", "--tokenizer_name_or_path", "BPE"],
+     "--objective electra needs a tokenizer with a mask token"),
+])
+def test_flags_that_cannot_work_fail_with_one_line_before_any_work(tmp_path, cache_dir, bpe_tokenizer_dir, flags,
+                                                                    expected):
+    flags = [str(bpe_tokenizer_dir) if flag == "BPE" else flag for flag in flags]
+    out = tmp_path / "run"
+    result = run_script("train_pretrain.py", [*TINY_MODEL, *TINY_DATA, "--output_dir", str(out), "--cache_dir",
+                                              str(cache_dir), *flags], check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in error_line(result)
+    assert not (out / "config.yaml").exists()
