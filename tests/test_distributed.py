@@ -4,14 +4,16 @@ and train like one process on the same global batch; a resumed 2-process run con
 from __future__ import annotations
 
 import json
+import math
 
 import psutil
 import pytest
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForPreTraining, AutoTokenizer
 
-from tests.helpers import (TINY_DATA, TINY_MODEL, accelerate_launch, launch_command, run_and_preempt, run_script,
-                           train_losses)
+import common.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
+from tests.helpers import (TINY_DATA, TINY_MODEL, accelerate_launch, launch_command, read_metrics, run_and_preempt,
+                           run_script, train_losses)
 
 STEPS = ["--max_steps", "5", "--logging_steps", "1", "--eval_steps", "1000", "--max_eval_samples", "32",
          "--checkpointing_steps", "0", "--warmup_steps", "1"]
@@ -96,3 +98,25 @@ def test_two_process_resume_matches_uninterrupted_run_and_one_process_can_take_o
     for step in (s for s in expected if s > stopped_at):
         assert abs(two[step] - expected[step]) <= 1e-5, (step, two[step], expected[step])
         assert abs(one[step] - expected[step]) <= 1e-4, (step, one[step], expected[step])
+
+
+@pytest.mark.parametrize("model_type", ["electra", "electra_moe"])
+def test_electra_trains_under_zero2_with_two_processes(tmp_path, cache_dir, model_type):
+    out = tmp_path / "run"
+    extra = ["--num_experts", "4", "--num_experts_per_tok", "2"] if model_type == "electra_moe" else []
+    accelerate_launch("deepspeed_zero2", "train_pretrain.py",
+                      ["--model_type", model_type, *extra, *TINY_MODEL, *TINY_DATA, *STEPS,
+                       "--generator_size_divisor", "2", "--per_device_train_batch_size", "4",
+                       "--output_dir", str(out), "--cache_dir", str(cache_dir)])
+    launch = yaml.safe_load((out / "config.yaml").read_text())["provenance"]["launch"]
+    assert (launch["num_processes"], launch["distributed_type"], launch["zero_stage"]) == (2, "DEEPSPEED", 2)
+    records = [r for r in read_metrics(out) if "train/loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert all(math.isfinite(r["train/loss"]) and 0 < r["train/replaced_fraction"] < 0.2 for r in records)
+    assert records[-1]["train/generator_loss"] < records[0]["train/generator_loss"]
+    final = json.loads((out / "final" / "milestone.json").read_text())
+    assert final["tokens_seen"] == 5 * 8 * 32 and final["model_type"] == model_type
+    discriminator = AutoModelForPreTraining.from_pretrained(out / "final")
+    assert type(discriminator).__name__ == ("ElectraMoeForPreTraining" if model_type == "electra_moe"
+                                           else "ElectraForPreTraining")
+    assert (out / "final" / "generator" / "model.safetensors").is_file()
