@@ -8,13 +8,18 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, ElectraForPreTraining
 
+from common.electra import ElectraPair
 from common.modeling_electra_moe import ElectraMoeForPreTraining
-from common.tokenizer import train_tokenizer
+from common.objectives import Electra
+from common.synthetic import synthetic_documents
+from common.tokenizer import load_tokenizer, train_tokenizer
 from tests.helpers import TINY_DATA, TINY_MODEL, error_line, read_metrics, run_and_preempt, run_script, train_losses
 
 ELECTRA_TERMS = {"train/generator_loss", "train/discriminator_loss", "train/discriminator_accuracy",
@@ -72,6 +77,37 @@ def test_electra_moe_run_logs_its_terms_and_its_folder_loads_alone_in_a_fresh_pr
     assert isinstance(local, ElectraMoeForPreTraining)
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(remote_logits), local(input_ids=torch.tensor(ids)).logits)
+
+
+def replaced_token_auc(folder, windows: int = 400, length: int = 64) -> float:
+    """How well the saved discriminator ranks replaced tokens above original ones (ROC AUC) on
+    fresh synthetic text corrupted by the saved generator, as in training. Any constant predictor,
+    the all-original one included, scores 0.5."""
+    pair, tokenizer = ElectraPair.from_pretrained(folder).eval(), load_tokenizer(str(folder))
+    ids = np.concatenate([tokenizer(doc)["input_ids"] for doc in synthetic_documents(60_000, seed=7)])
+    rows = np.stack([ids[i * (length + 1):(i + 1) * (length + 1)] for i in range(windows)])
+    batch = Electra(tokenizer, 0.15, seed=0, disc_weight=50.0).make_batch(rows, torch.device("cpu"), range(windows),
+                                                                         evaluation=True)
+    with torch.no_grad():
+        _, corrupted = pair.corrupt(batch["input_ids"], batch["original_ids"], batch["labels"], batch["uniforms"])
+        scores = pair.discriminator(input_ids=corrupted).logits
+    return roc_auc_score((corrupted != batch["original_ids"]).flatten().numpy(), scores.flatten().numpy())
+
+
+def test_electra_discriminator_beats_the_all_original_baseline_after_a_short_run(tmp_path, cache_dir):
+    """At this size the discriminator's accuracy stays at the all-original rate for hundreds of steps
+    (the generator learns the unigram distribution within a few dozen, and its replacements can then
+    only be told apart by context); its ranking of replaced over original tokens rises above the
+    constant predictor's 0.5 much sooner (measured here: 0.517 after these 120 steps, 0.47 untrained, 0.53 after 300)."""
+    out = tmp_path / "run"
+    run_script("train_pretrain.py", ["--model_type", "electra", "--hidden_size", "64", "--num_hidden_layers", "2",
+                                     "--num_attention_heads", "2", "--intermediate_size", "128", "--seq_length", "64",
+                                     "--vocab_size", "800", "--synthetic_words", "40000", "--max_steps", "120",
+                                     "--learning_rate", "2e-3", "--generator_size_divisor", "2", "--eval_steps",
+                                     "1000", "--max_eval_samples", "64", "--logging_steps", "20", "--save_init",
+                                     "--output_dir", str(out), "--cache_dir", str(cache_dir)])
+    trained, untrained = replaced_token_auc(out / "final"), replaced_token_auc(out / "milestones" / "init")
+    assert trained > 0.505 and trained > untrained + 0.01, (trained, untrained)
 
 
 def test_electra_run_saves_the_discriminator_with_its_generator(tmp_path, cache_dir):
