@@ -1,27 +1,43 @@
 """Training throughput of train_pretrain.py against the Hugging Face Trainer recipe, on the CPU.
 
-Both sides train the same LLaMA (hidden 256, 4 layers, 4 heads, intermediate 1024, untied head),
-on the same text, with the same BPE tokenizer, windows of 256 tokens, batches of 16, fp32, the
-same AdamW settings and the same warmup + cosine schedule, for the same number of optimizer
-steps, one after the other and with the same number of torch threads:
+Both sides train the same model (hidden 256, 4 layers, 4 heads, intermediate 1024) from the same
+initial weights, on the same text with the same tokenizer, windows of 256 tokens, batches of 16,
+fp32, the same AdamW settings and the same warmup + cosine schedule, for the same number of
+optimizer steps, one after the other and with the same number of torch threads. `--objective`
+picks the model and the Trainer's recipe:
 
-* ours: `python train_pretrain.py --dataset text ...`, run like a user would. Its tokens/s comes
-  from the run's metrics.jsonl (time inside its training steps only, no evaluation).
-* the Trainer: the usual recipe (documents -> `datasets.map` tokenize + EOS -> `group_texts`
-  into 256-token blocks -> `Trainer.train()`), in a child process of this script, with the
-  tokenizer that our run trained. Its tokens/s comes from a callback that notes the time at
-  the end of every step, so it covers the training steps only (no tokenization). It follows
-  ours' learning-rate curve and weight-decay groups exactly (a subclass: the stock warmup starts
-  at lr 0), so the losses can be compared step by step; its optimizer stays the stock one
-  (fused AdamW on this torch).
+* causal (default): a LLaMA (untied head) with our byte-level BPE; the Trainer gets blocks with
+  labels = inputs and `default_data_collator` (the run_clm recipe).
+* mlm: a BERT (`BertForMaskedLM`) with our WordPiece, 15% of the tokens masked 80/10/10; the
+  Trainer gets blocks and `DataCollatorForLanguageModeling(mlm_probability=0.15)` (the run_mlm
+  recipe), which draws its own masks. Ours runs the vocabulary head on the masked positions only.
+  ELECTRA and ELECTRA-MoE (8 experts, top-2) run too, ours only: their discriminator has the
+  BERT's shape (the generator a quarter of its width), so their tokens/s sit next to the MLM's.
 
-Tokens/s counts input tokens on both sides (16 x 256 per step), and both skip their first
-logging interval (warm-up: allocator, thread pools, first-touch of the data). MFU puts both
-against one matmul peak measured here (common.perf.measure_matmul_peak) with the same FLOPs per
-token (common.models.training_flops_per_token). Quality: the training losses logged at the
-same steps (so after the same tokens), and both final models' loss on the same held-out blocks.
+The sides:
 
-    python benchmarks/bench_pretrain.py                       # 40 steps on the TinyStories sample
+* ours: `python train_pretrain.py --dataset text ... --save_init true`, run like a user would. Its
+  tokens/s comes from the run's metrics.jsonl (time inside its training steps only, no evaluation).
+* the Trainer: the usual recipe (documents -> `datasets.map` tokenize + a boundary token (EOS;
+  [CLS] for WordPiece, as ours) -> `group_texts` into 256-token blocks -> `Trainer.train()`), in a
+  child process of this script, with the tokenizer that our run trained and the model that our run
+  saved before its first step (milestones/init: the same config and initial weights). Its tokens/s
+  comes from a callback that notes the time at the end of every step, so it covers the training
+  steps only (no tokenization). It follows ours' learning-rate curve and weight-decay groups
+  exactly (a subclass: the stock warmup starts at lr 0), so the losses can be compared step by
+  step; its optimizer stays the stock one (fused AdamW on this torch).
+
+Tokens/s counts input tokens on every side (16 x 256 per step), and all skip their first logging
+interval (warm-up: allocator, thread pools, first-touch of the data). MFU puts all against one
+matmul peak measured here (common.perf.measure_matmul_peak) with ours' FLOPs per token (from its
+metrics: common.models.training_flops_per_token), the Trainer with the same figure as ours. That
+figure counts the vocabulary head at every position, so for MLM it is the Trainer's work, and
+ours' MFU is nominal (in step with its tokens/s). Quality: the training losses logged at the same
+steps (so after the same tokens), and both final models' loss on the same held-out windows
+(next-token loss, or for MLM the loss on masked tokens under one fixed set of masks).
+
+    python benchmarks/bench_pretrain.py                       # causal, 40 steps on the TinyStories sample
+    python benchmarks/bench_pretrain.py --objective mlm       # BERT vs the Trainer, and ELECTRA(-MoE)
     python benchmarks/bench_pretrain.py --steps 20 --threads 2 --output /tmp/pretrain_cpu.json
     python benchmarks/bench_pretrain.py --skip_trainer        # ours only
 
@@ -30,7 +46,7 @@ common.synthetic is written to a temporary file. Temporary run folders are remov
 
 On a shared 2-core machine other processes steal whole cores. Each run's report says how many
 cores other processes used meanwhile (from /proc/stat, less the run's own CPU time); with
---repeats N both sides run N times, alternating, and the best tokens/s of each side counts.
+--repeats N every side runs N times, alternating, and the best tokens/s of each side counts.
 """
 
 from __future__ import annotations
@@ -49,16 +65,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as `python benchmarks/bench_pretrain.py`: make `common` importable
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
-from common.models import matmul_parameters, training_flops_per_token  # noqa: E402
+from common.models import AUTO_CLASSES  # noqa: E402
+from common.objectives import IGNORE, CausalLM, MaskedLM  # noqa: E402
+from common.packing import boundary_token_id  # noqa: E402
 from common.perf import measure_matmul_peak, mfu  # noqa: E402
 from common.schedule import learning_rate_at  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "pretrain" / "tinystories_valid.txt"
 SYNTHETIC_WORDS = 300_000
 
-# The workload of the issue. The shape goes to both sides; everything else must match too.
+# The workload of the issue. The shape goes to every side; everything else must match too.
 SHAPE = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024}
 SEQ_LENGTH = 256
 BATCH_SIZE = 16
@@ -68,6 +88,21 @@ VALIDATION_PERCENT = 1.0  # ours holds out 1% of the documents; the Trainer gets
 OPTIMIZER = {"learning_rate": 1e-3, "weight_decay": 0.1, "adam_beta1": 0.9, "adam_beta2": 0.95,
              "adam_epsilon": 1e-8, "max_grad_norm": 1.0}
 MIN_LR_RATIO = 0.1  # ours decays to 10% of the peak (cosine); the Trainer gets the same curve
+MLM_PROBABILITY = 0.15
+
+MASKING = ("--mlm_probability", str(MLM_PROBABILITY))
+# Ours' model for each objective (the one the Trainer runs too).
+OURS_MODEL = {"causal": ("--model_type", "llama"), "mlm": ("--model_type", "bert", *MASKING)}
+# The MLM benchmark's ours-only rows. Their discriminator gets SHAPE like the BERT; the generator
+# is a quarter of its width and the discriminator loss weighs 50 (ELECTRA-Small's settings),
+# spelled out so that a changed default does not silently change the workload.
+ELECTRA_FLAGS = (*MASKING, "--generator_size_divisor", "4", "--disc_weight", "50")
+ELECTRA_VARIANTS = {
+    "ELECTRA": ("--model_type", "electra", *ELECTRA_FLAGS),
+    "ELECTRA-MoE": ("--model_type", "electra_moe", "--num_experts", "8", "--num_experts_per_tok", "2",
+                    *ELECTRA_FLAGS),
+}
+VARIANT_LABELS = {"ELECTRA": "ELECTRA", "ELECTRA-MoE": "ELECTRA-MoE (8 experts, top-2)"}
 
 
 def usable_cores() -> int:
@@ -76,16 +111,20 @@ def usable_cores() -> int:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--objective", choices=tuple(OURS_MODEL), default="causal",
+                        help="causal: LLaMA vs the run_clm recipe; mlm: BERT vs the run_mlm recipe, "
+                             "plus ours' ELECTRA and ELECTRA-MoE at the same discriminator shape")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps for each side")
     parser.add_argument("--logging_steps", type=int, default=5,
-                        help="log interval of both sides; the first interval is warm-up and not timed")
+                        help="log interval of every side; the first interval is warm-up and not timed")
     parser.add_argument("--data_file", default=None, help=f"training text (default: {DEFAULT_DATA} if present, "
                                                           "else a synthetic corpus)")
     parser.add_argument("--threads", type=int, default=usable_cores(),
-                        help="torch threads for both sides (default: every core this process may use)")
+                        help="torch threads for every side (default: every core this process may use)")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="run both sides this many times, alternating; report each side's best")
+                        help="run every side this many times, alternating; report each side's best")
     parser.add_argument("--skip_trainer", action="store_true", help="only run train_pretrain.py")
+    parser.add_argument("--skip_electra", action="store_true", help="--objective mlm without the ELECTRA rows")
     parser.add_argument("--torch_compile", action="store_true", help="ours with --torch_compile")
     parser.add_argument("--trainer_torch_compile", action="store_true",
                         help="the Trainer with its own torch_compile=True (for a like-for-like compiled comparison)")
@@ -104,10 +143,10 @@ def warmup_steps(steps: int) -> int:
     return max(1, round(0.1 * steps))
 
 
-# --- running both sides ------------------------------------------------------------------------
+# --- running the sides -------------------------------------------------------------------------
 
 def thread_env(threads: int) -> dict:
-    """The environment of both children: the same thread count, no network, fp32 (no mixed
+    """The environment of every child: the same thread count, no network, fp32 (no mixed
     precision from an accelerate environment)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ACCELERATE_")}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), ACCELERATE_MIXED_PRECISION="no",
@@ -154,41 +193,54 @@ def run_child(name: str, command: list[str], env: dict, log_path: Path) -> dict:
     return {"wall_s": wall, "other_cores": others}
 
 
-def run_ours(data_file: Path, workdir: Path, args, env: dict, round_: int) -> dict:
-    run_dir = workdir / f"ours-{round_}"
+def flag_pairs(values: dict) -> list[str]:
+    return [item for name, value in values.items() for item in (f"--{name}", str(value))]
+
+
+def run_ours(name: str, model_flags: tuple, data_file: Path, workdir: Path, args, env: dict, round_: int) -> dict:
+    """One train_pretrain.py run of `model_flags` (model type and objective settings) on the
+    benchmark's shape, data and optimizer; its init is saved for the Trainer to start from."""
+    run_dir = workdir / f"{name.lower()}-{round_}"
     command = [
         sys.executable, "train_pretrain.py", "--dataset", "text", "--data_files", str(data_file),
-        "--vocab_size", str(VOCAB_SIZE), "--model_type", "llama",
-        *[item for name, value in SHAPE.items() for item in (f"--{name}", str(value))],
+        "--vocab_size", str(VOCAB_SIZE), *model_flags, *flag_pairs(SHAPE),
         "--seq_length", str(SEQ_LENGTH), "--per_device_train_batch_size", str(BATCH_SIZE),
         "--max_steps", str(args.steps), "--output_dir", str(run_dir), "--cache_dir", str(workdir / "cache"),
         "--logging_steps", str(args.logging_steps), "--eval_steps", str(args.steps),  # no mid-run evaluation
-        "--max_eval_samples", "64", "--checkpointing_steps", "0", "--seed", str(SEED),
+        "--max_eval_samples", "64", "--checkpointing_steps", "0", "--seed", str(SEED), "--save_init", "true",
         "--validation_split_percentage", str(VALIDATION_PERCENT),
         "--lr_scheduler_type", "cosine", "--min_lr_ratio", str(MIN_LR_RATIO),
-        "--warmup_steps", str(warmup_steps(args.steps)),
-        *[item for name, value in OPTIMIZER.items() for item in (f"--{name}", str(value))],
+        "--warmup_steps", str(warmup_steps(args.steps)), *flag_pairs(OPTIMIZER),
         *(["--torch_compile"] if args.torch_compile else []),
     ]
-    child = run_child("ours", command, env, workdir / f"ours-{round_}.log")
+    child = run_child(name, command, env, workdir / f"{run_dir.name}.log")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in records if r.get("train/loss") is not None]
-    # Each record covers the steps since the previous one; weight by time, skip the warm-up one.
-    tokens, seconds, previous = 0, 0.0, train[0]["tokens_seen"]
-    for record in train[1:]:
-        interval = record["tokens_seen"] - previous
-        tokens, seconds, previous = tokens + interval, seconds + interval / record["perf/tokens_per_s"], \
-            record["tokens_seen"]
-    return {"tokens_per_s": tokens / seconds, "timed_steps": args.steps - train[0]["step"],
-            "losses": {r["step"]: r["train/loss"] for r in train}, "tokens_seen": train[-1]["tokens_seen"],
-            **child, "model_dir": str(run_dir / "final"),
+    last = train[-1]
+    return {"tokens_per_s": timed_tokens_per_s(train), "timed_steps": args.steps - train[0]["step"],
+            "losses": {r["step"]: r["train/loss"] for r in train}, "tokens_seen": last["tokens_seen"],
+            "flops_per_token": last["perf/tflops_per_process"] * 1e12 / last["perf/tokens_per_s"],
+            **child, "model_dir": str(run_dir / "final"), "init_dir": str(run_dir / "milestones" / "init"),
             "tokenizer_dir": str(run_dir / "tokenizer")}
 
 
-def run_trainer(data_file: Path, workdir: Path, args, env: dict, tokenizer_dir: str, round_: int) -> dict:
+def timed_tokens_per_s(train_records: list[dict]) -> float:
+    """Tokens over seconds of every logged interval but the first (warm-up). Each record covers
+    the steps since the previous one, so intervals weigh by their time."""
+    tokens, seconds, previous = 0, 0.0, train_records[0]["tokens_seen"]
+    for record in train_records[1:]:
+        interval = record["tokens_seen"] - previous
+        tokens, seconds, previous = tokens + interval, seconds + interval / record["perf/tokens_per_s"], \
+            record["tokens_seen"]
+    return tokens / seconds
+
+
+def run_trainer(data_file: Path, workdir: Path, args, env: dict, ours: dict, round_: int) -> dict:
+    """The Trainer recipe in a child process, starting from `ours`' tokenizer and initial model."""
     run_dir = workdir / f"trainer-{round_}"
-    spec = {"data_file": str(data_file), "tokenizer_dir": tokenizer_dir, "run_dir": str(run_dir),
-            "steps": args.steps, "logging_steps": args.logging_steps, "threads": args.threads,
+    spec = {"objective": args.objective, "data_file": str(data_file), "tokenizer_dir": ours["tokenizer_dir"],
+            "init_dir": ours["init_dir"], "run_dir": str(run_dir), "steps": args.steps,
+            "logging_steps": args.logging_steps, "threads": args.threads,
             "torch_compile": args.trainer_torch_compile, "result": str(run_dir.with_suffix(".json"))}
     spec_path = workdir / f"trainer-{round_}-spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
@@ -200,25 +252,41 @@ def run_trainer(data_file: Path, workdir: Path, args, env: dict, tokenizer_dir: 
     return {**result, **child, "model_dir": str(run_dir / "final")}
 
 
+def run_rounds(data_file: Path, workdir: Path, args, env: dict) -> dict[str, list[dict]]:
+    """Every side --repeats times, alternating, so that a slow spell of the machine hits all of
+    them. Keys: "ours", "trainer" (unless skipped), then the ELECTRA variants (MLM only)."""
+    variants = ELECTRA_VARIANTS if args.objective == "mlm" and not args.skip_electra else {}
+    runs = {"ours": [], **({} if args.skip_trainer else {"trainer": []}), **{name: [] for name in variants}}
+    for round_ in range(1, args.repeats + 1):
+        runs["ours"].append(run_ours("ours", OURS_MODEL[args.objective], data_file, workdir, args, env, round_))
+        if "trainer" in runs:
+            runs["trainer"].append(run_trainer(data_file, workdir, args, env, runs["ours"][0], round_))
+        for name, flags in variants.items():
+            runs[name].append(run_ours(name, flags, data_file, workdir, args, env, round_))
+    return runs
+
+
 # --- the Trainer side (runs in a child process) ------------------------------------------------
 
-def group_texts(examples: dict, block_size: int) -> dict:
-    """The run_clm recipe: concatenate, drop the remainder, cut into blocks; labels = inputs."""
+def group_texts(examples: dict, block_size: int, with_labels: bool) -> dict:
+    """The run_clm / run_mlm recipe: concatenate, drop the remainder, cut into blocks; for causal
+    models labels = inputs (the MLM collator makes its own)."""
     ids = [token for row in examples["input_ids"] for token in row]
     usable = len(ids) // block_size * block_size
     blocks = [ids[start:start + block_size] for start in range(0, usable, block_size)]
-    return {"input_ids": blocks, "labels": [list(block) for block in blocks]}
+    return {"input_ids": blocks, **({"labels": [list(block) for block in blocks]} if with_labels else {})}
 
 
-def token_blocks(documents: list[str], tokenizer, block_size: int):
-    """Documents -> a datasets.Dataset of `block_size` blocks, each document followed by EOS."""
+def token_blocks(documents: list[str], tokenizer, block_size: int, with_labels: bool):
+    """Documents -> a datasets.Dataset of `block_size` blocks, each document followed by the token
+    that separates documents in ours' packed data (EOS, or [CLS] for WordPiece)."""
     from datasets import Dataset
 
-    eos = tokenizer.eos_token_id
+    boundary = boundary_token_id(tokenizer)
     raw = Dataset.from_dict({"text": documents})
-    tokenized = raw.map(lambda batch: {"input_ids": [ids + [eos] for ids in tokenizer(
+    tokenized = raw.map(lambda batch: {"input_ids": [ids + [boundary] for ids in tokenizer(
         batch["text"], add_special_tokens=False)["input_ids"]]}, batched=True, remove_columns=["text"])
-    return tokenized.map(group_texts, batched=True, fn_kwargs={"block_size": block_size})
+    return tokenized.map(group_texts, batched=True, fn_kwargs={"block_size": block_size, "with_labels": with_labels})
 
 
 def corpus_documents(data_file: str) -> tuple[list[str], list[str]]:
@@ -230,21 +298,27 @@ def corpus_documents(data_file: str) -> tuple[list[str], list[str]]:
     return list(corpus.train_documents()), list(corpus.validation_documents())
 
 
+def trainer_collator(objective: str, tokenizer):
+    """The stock collator of each recipe: blocks as they are, or BERT's 80/10/10 masking."""
+    from transformers import DataCollatorForLanguageModeling, default_data_collator
+
+    if objective == "causal":
+        return default_data_collator
+    return DataCollatorForLanguageModeling(tokenizer, mlm_probability=MLM_PROBABILITY)
+
+
 def trainer_main(spec_path: str) -> None:
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Trainer, TrainerCallback,
-                              TrainingArguments, default_data_collator, set_seed)
+    from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    objective = spec["objective"]
     torch.set_num_threads(spec["threads"])
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
     train_documents, _ = corpus_documents(spec["data_file"])
-    dataset = token_blocks(train_documents, tokenizer, SEQ_LENGTH)
+    dataset = token_blocks(train_documents, tokenizer, SEQ_LENGTH, with_labels=objective == "causal")
 
-    set_seed(SEED)  # the same seed and config as ours: the same initial weights
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=SEQ_LENGTH, **SHAPE,
-                         num_key_value_heads=SHAPE["num_attention_heads"], bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model = AutoModelForCausalLM.from_config(config)
+    set_seed(SEED)  # dropout, the data order and the collator's masks
+    model = AUTO_CLASSES[objective].from_pretrained(spec["init_dir"])  # ours' config and initial weights
 
     class MatchedTrainer(Trainer):
         """The stock Trainer with ours' learning-rate curve and decay groups. Neither costs time,
@@ -282,7 +356,7 @@ def trainer_main(spec_path: str) -> None:
         seed=SEED, data_seed=SEED, torch_compile=spec["torch_compile"])
     clock = StepClock()
     trainer = MatchedTrainer(model=model, args=training_args, train_dataset=dataset,
-                             data_collator=default_data_collator, callbacks=[clock])
+                             data_collator=trainer_collator(objective, tokenizer), callbacks=[clock])
     trainer.train()
     trainer.save_model(str(run_dir / "final"))
 
@@ -298,49 +372,51 @@ def trainer_main(spec_path: str) -> None:
 
 # --- measuring and comparing -------------------------------------------------------------------
 
-def flops_per_token(model_dir: str) -> float:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
-    return training_flops_per_token(model.config, matmul_parameters(model), SEQ_LENGTH)
-
-
-def same_architecture(ours_dir: str, theirs_dir: str) -> list[str]:
-    """Config fields that differ between the two saved models (should be none)."""
-    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "intermediate_size", "max_position_embeddings", "tie_word_embeddings",
-            "rms_norm_eps", "rope_parameters", "hidden_act", "attention_bias", "mlp_bias")
-    ours, theirs = (json.loads((Path(d) / "config.json").read_text()) for d in (ours_dir, theirs_dir))
-    return [f"{key}: {ours.get(key)} vs {theirs.get(key)}" for key in keys if ours.get(key) != theirs.get(key)]
+def evaluation_objective(objective: str, tokenizer) -> CausalLM | MaskedLM:
+    """Ours' batch maker for held-out windows: next-token targets, or masks drawn from its fixed
+    validation stream, so both models are scored on the same masked positions."""
+    return CausalLM() if objective == "causal" else MaskedLM(tokenizer, MLM_PROBABILITY, SEED)
 
 
 @torch.no_grad()
-def held_out_loss(model_dir: str, blocks: torch.Tensor) -> float:
-    """Mean next-token loss over the same held-out blocks, the same definition for both models."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+def held_out_loss(model_dir: str, windows: np.ndarray, objective: CausalLM | MaskedLM) -> float:
+    """Mean loss per target token over the same held-out windows, one definition for both models."""
+    model = AUTO_CLASSES[objective.name].from_pretrained(model_dir).eval()
     total, count = 0.0, 0
-    for batch in blocks.split(BATCH_SIZE):
-        logits = model(input_ids=batch[:, :-1]).logits
-        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(),
-                                                   reduction="sum").item()
-        count += batch[:, 1:].numel()
+    for start in range(0, len(windows), BATCH_SIZE):
+        rows = windows[start:start + BATCH_SIZE]
+        batch = objective.make_batch(rows, torch.device("cpu"), range(start, start + len(rows)), evaluation=True)
+        logits = model(input_ids=batch["input_ids"]).logits
+        total += F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE,
+                                 reduction="sum").item()
+        count += int((batch["labels"] != IGNORE).sum())
     return total / count
 
 
-def held_out_blocks(data_file: str, tokenizer_dir: str) -> torch.Tensor | None:
-    """The held-out documents as windows of SEQ_LENGTH + 1 tokens (SEQ_LENGTH targets each)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+def held_out_windows(data_file: str, tokenizer) -> np.ndarray | None:
+    """The held-out documents, each after the boundary token as in ours' packed data, as windows
+    of SEQ_LENGTH + 1 tokens (ours' layout: SEQ_LENGTH next-token targets, or SEQ_LENGTH tokens
+    to mask)."""
     _, documents = corpus_documents(data_file)
-    ids = [token for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]
-           for token in [tokenizer.eos_token_id, *ids]]
+    boundary = boundary_token_id(tokenizer)
+    ids = [token for ids in tokenizer(documents, add_special_tokens=False)["input_ids"] for token in [boundary, *ids]]
     count = (len(ids) - 1) // SEQ_LENGTH
     if count == 0:
         return None
-    return torch.tensor([ids[i * SEQ_LENGTH:i * SEQ_LENGTH + SEQ_LENGTH + 1] for i in range(count)])
+    return np.array([ids[i * SEQ_LENGTH:i * SEQ_LENGTH + SEQ_LENGTH + 1] for i in range(count)], dtype=np.int64)
+
+
+def held_out_comparison(data_file: str, objective: str, ours: dict, theirs: dict) -> dict | None:
+    """Both final models' loss on the held-out documents (None when they fill no window)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ours["tokenizer_dir"])
+    windows = held_out_windows(data_file, tokenizer)
+    if windows is None:
+        return None
+    scorer = evaluation_objective(objective, tokenizer)
+    return {"windows": len(windows), "ours": held_out_loss(ours["model_dir"], windows, scorer),
+            "trainer": held_out_loss(theirs["model_dir"], windows, scorer)}
 
 
 def tail_mean(losses: dict[int, float], count: int = 5) -> float:
@@ -355,27 +431,68 @@ def synthetic_text_file(path: Path) -> Path:
     return path
 
 
-# --- report ------------------------------------------------------------------------------------
-
 def summarise(runs: list[dict], per_token: float, peak: float) -> dict:
     """One side over its rounds: the best tokens/s (least disturbed), losses of the first round
     (the runs are seeded, so later rounds train the same way)."""
     best = max(runs, key=lambda run: run["tokens_per_s"])
     first = runs[0]
     return {**first, "tokens_per_s": best["tokens_per_s"], "mfu": mfu(best["tokens_per_s"], per_token, peak, 1),
+            "flops_per_token": per_token,
             "rounds": [{key: run[key] for key in ("tokens_per_s", "other_cores", "wall_s")} for run in runs],
             "final_loss": first["losses"][max(first["losses"])], "tail_loss": tail_mean(first["losses"])}
 
 
+def compare(runs: dict[str, list[dict]], data_file: Path, args, peak: float) -> dict:
+    """Every side summarised; the Trainer against ours, the ELECTRA variants against ours' MLM."""
+    per_token = runs["ours"][0]["flops_per_token"]  # the Trainer trains the same model
+    ours = summarise(runs["ours"], per_token, peak)
+    results = {"objective": args.objective, "steps": args.steps, "threads": args.threads, "repeats": args.repeats,
+               "data": str(data_file), "tokens_per_step": BATCH_SIZE * SEQ_LENGTH, "peak_gflops": peak / 1e9,
+               "flops_per_token": per_token, "ours": ours,
+               "torch_compile": {"ours": args.torch_compile, "trainer": args.trainer_torch_compile}}
+    if runs.get("trainer"):
+        theirs = results["trainer"] = summarise(runs["trainer"], per_token, peak)
+        results["ratio"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
+        results["loss_gap"] = ours["tail_loss"] - theirs["tail_loss"]
+        held_out = held_out_comparison(str(data_file), args.objective, ours, theirs)
+        if held_out:
+            results["held_out"] = held_out
+    variants = {name: summarise(side, side[0]["flops_per_token"], peak) for name, side in runs.items()
+                if name in ELECTRA_VARIANTS}
+    for variant in variants.values():
+        variant["ratio_vs_mlm"] = variant["tokens_per_s"] / ours["tokens_per_s"]
+    if variants:
+        results["variants"] = variants
+    return results
+
+
+# --- report ------------------------------------------------------------------------------------
+
+MODEL_NAMES = {"causal": "LLaMA, causal LM", "mlm": "BERT, masked LM"}
+
+
 def report(results: dict) -> None:
-    ours, theirs = results["ours"], results.get("trainer")
-    both = lambda fmt, key: (fmt.format(ours[key]), fmt.format(theirs[key]) if theirs else "-")  # noqa: E731
+    print_setup(results)
+    print_comparison(results)
+    if results.get("variants"):
+        print_objectives(results)
+    print_rounds(results)
+    if results.get("trainer"):
+        print_losses(results)
+
+
+def print_setup(results: dict) -> None:
     compiled = {True: "torch.compile", False: "eager"}
-    print(f"\nours: {compiled[results['torch_compile']['ours']]}, "
+    print(f"\n{MODEL_NAMES[results['objective']]}; ours: {compiled[results['torch_compile']['ours']]}, "
           f"HF Trainer: {compiled[results['torch_compile']['trainer']]}")
     print(f"pretraining throughput, CPU, {results['threads']} threads, fp32, {results['steps']} steps "
           f"({results['tokens_per_step']} tokens/step), data: {results['data']}")
     print(f"matmul peak {results['peak_gflops']:.1f} GFLOP/s, {results['flops_per_token'] / 1e6:.1f} MFLOP/token\n")
+
+
+def print_comparison(results: dict) -> None:
+    ours, theirs = results["ours"], results.get("trainer")
+    both = lambda fmt, key: (fmt.format(ours[key]), fmt.format(theirs[key]) if theirs else "-")  # noqa: E731
     best_of = f" (best of {results['repeats']})" if results["repeats"] > 1 else ""
     rows = [("", "ours", "HF Trainer"),
             (f"tokens/s{best_of}", *both("{:.0f}", "tokens_per_s")),
@@ -387,19 +504,44 @@ def report(results: dict) -> None:
         rows.append((f"held-out loss ({held['windows']} windows)", f"{held['ours']:.4f}", f"{held['trainer']:.4f}"))
     for label, a, b in rows:
         print(f"  {label:<32} {a:>12} {b:>12}")
-    print("\n  round  side        tokens/s  cores used by others  wall s (incl. setup)")
-    for side, summary in (("ours", ours), ("Trainer", theirs)):
+
+
+def print_objectives(results: dict) -> None:
+    """Ours' objectives at the same (discriminator) shape: tokens/s and its ratio to the MLM's."""
+    print(f"\n  {'ours, same encoder shape':<32} {'tokens/s':>10} {'x MLM':>7} {'MFU':>7} {'MFLOP/token':>12}")
+    rows = [("MLM (BERT)", {**results["ours"], "ratio_vs_mlm": 1.0}),
+            *((VARIANT_LABELS[name], side) for name, side in results["variants"].items())]
+    for label, side in rows:
+        print(f"  {label:<32} {side['tokens_per_s']:>10.0f} {side['ratio_vs_mlm']:>7.2f} {side['mfu']:>7.1%} "
+              f"{side['flops_per_token'] / 1e6:>12.1f}")
+
+
+def print_rounds(results: dict) -> None:
+    sides = [("ours", results["ours"]), ("Trainer", results.get("trainer")), *results.get("variants", {}).items()]
+    print("\n  round  side           tokens/s  cores used by others  wall s (incl. setup)")
+    for side, summary in sides:
         for number, run in enumerate(summary["rounds"] if summary else [], 1):
             others = "?" if run["other_cores"] is None else f"{run['other_cores']:.2f}"
-            print(f"  {number:>5}  {side:<9} {run['tokens_per_s']:>10.0f}  {others:>20}  {run['wall_s']:>20.0f}")
-    if theirs:
-        print(f"\n  ratio ours / Trainer tokens/s: {results['ratio']:.3f}  (target >= 1.3)")
-        print(f"  loss gap (last-5 mean, ours - Trainer): {results['loss_gap']:+.4f} nats")
-        print("\n  step  ours loss  Trainer loss")
-        for step in sorted(ours["losses"]):
-            print(f"  {step:>4} {ours['losses'][step]:>10.4f} {theirs['losses'].get(step, float('nan')):>13.4f}")
-        for difference in results["config_differences"]:
-            print(f"  WARNING: model configs differ: {difference}")
+            print(f"  {number:>5}  {side:<12} {run['tokens_per_s']:>10.0f}  {others:>20}  {run['wall_s']:>20.0f}")
+
+
+def print_losses(results: dict) -> None:
+    ours, theirs = results["ours"], results["trainer"]
+    print(f"\n  ratio ours / Trainer tokens/s: {results['ratio']:.3f}  (target >= 1.3)")
+    print(f"  loss gap (last-5 mean, ours - Trainer): {results['loss_gap']:+.4f} nats")
+    if results["objective"] == "mlm":
+        print("  (MLM: the two sides draw different masks, so their losses agree only roughly)")
+    print("\n  step  ours loss  Trainer loss")
+    for step in sorted(ours["losses"]):
+        print(f"  {step:>4} {ours['losses'][step]:>10.4f} {theirs['losses'].get(step, float('nan')):>13.4f}")
+
+
+def data_file_for(args, workdir: Path) -> Path:
+    if args.data_file:
+        return Path(args.data_file).resolve()
+    if DEFAULT_DATA.is_file():
+        return DEFAULT_DATA
+    return synthetic_text_file(workdir / "synthetic.txt")
 
 
 def main() -> None:
@@ -410,36 +552,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="bench_pretrain-"))
     try:
-        if args.data_file:
-            data_file = Path(args.data_file).resolve()
-        elif DEFAULT_DATA.is_file():
-            data_file = DEFAULT_DATA
-        else:
-            data_file = synthetic_text_file(workdir / "synthetic.txt")
-        env = thread_env(args.threads)
-        ours_runs, trainer_runs = [], []
-        for round_ in range(1, args.repeats + 1):  # alternating, so slow spells hit both sides
-            ours_runs.append(run_ours(data_file, workdir, args, env, round_))
-            if not args.skip_trainer:
-                trainer_runs.append(run_trainer(data_file, workdir, args, env, ours_runs[0]["tokenizer_dir"], round_))
-
+        data_file = data_file_for(args, workdir)
+        runs = run_rounds(data_file, workdir, args, thread_env(args.threads))
         # Measured after the runs, with nothing of ours running, for 2 s rather than 0.5 s.
         peak = measure_matmul_peak(torch.device("cpu"), torch.float32, seconds=2.0)
-        per_token = flops_per_token(ours_runs[0]["model_dir"])
-        ours = summarise(ours_runs, per_token, peak)
-        results = {"steps": args.steps, "threads": args.threads, "repeats": args.repeats, "data": str(data_file),
-                   "tokens_per_step": BATCH_SIZE * SEQ_LENGTH, "peak_gflops": peak / 1e9,
-                   "flops_per_token": per_token, "ours": ours,
-                   "torch_compile": {"ours": args.torch_compile, "trainer": args.trainer_torch_compile}}
-        if trainer_runs:
-            theirs = results["trainer"] = summarise(trainer_runs, per_token, peak)
-            results["ratio"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
-            results["loss_gap"] = ours["tail_loss"] - theirs["tail_loss"]
-            results["config_differences"] = same_architecture(ours["model_dir"], theirs["model_dir"])
-            blocks = held_out_blocks(str(data_file), ours["tokenizer_dir"])
-            if blocks is not None:
-                results["held_out"] = {"windows": len(blocks), "ours": held_out_loss(ours["model_dir"], blocks),
-                                       "trainer": held_out_loss(theirs["model_dir"], blocks)}
+        results = compare(runs, data_file, args, peak)
         report(results)
         if args.output:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)

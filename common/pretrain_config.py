@@ -82,7 +82,7 @@ class PretrainConfig:
     min_lr_ratio: float = option(0.1, "final learning rate as a fraction of the peak")
     num_train_epochs: float = option(1.0, "passes over the training windows (when neither limit below is set)")
     max_steps: int = option(0, "optimizer steps to train (> 0 overrides epochs and tokens)")
-    max_train_tokens: Optional[str] = option(None, "train until this many target tokens (e.g. 100M)")
+    max_train_tokens: Optional[str] = option(None, "train until this many input tokens (e.g. 100M)")
     # --- records ---
     logging_steps: int = option(10, "log training scalars every N steps")
     eval_steps: int = option(200, "validation loss every N steps (and before and after training)")
