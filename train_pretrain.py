@@ -13,9 +13,11 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
+from common.blimp import check_pairs_fit, evaluate_snapshot, report
 from common.config import parse_config
 from common.distributed import attach_tensorboard, build_accelerator, main_process_value, training_dtype
 from common.errors import UsageError, run_main
+from common.minimal_pairs import PairSet, load_pair_set
 from common.models import TOKENIZER_KIND, build_model, load_model, max_positions, resolve_shape
 from common.objectives import objective_for
 from common.packing import packed_corpus
@@ -23,6 +25,7 @@ from common.perf import measure_matmul_peak
 from common.pretrain import Pretraining, model_signature, save_run_files
 from common.pretrain_config import PretrainConfig
 from common.rundir import claim_output_dir, default_run_dir
+from common.sentence_scoring import ScoringOptions
 from common.sources import load_corpus
 from common.tokenizer import load_tokenizer, tokenizer_hash, trained_or_cached_tokenizer
 
@@ -46,8 +49,16 @@ def obtain_model(cfg: PretrainConfig, tokenizer):
                        cfg.max_position_embeddings or cfg.seq_length, **cfg.model_options())
 
 
+def end_of_training_pairs(cfg: PretrainConfig) -> PairSet | None:
+    """The minimal pairs final/ is scored on: --blimp_dir's, or the synthetic corpus's own pairs."""
+    if not cfg.blimp_at_end or (cfg.dataset != "synthetic" and not cfg.blimp_dir):
+        return None
+    return load_pair_set(cfg.blimp_dir)
+
+
 def main():
     cfg = parse_config(PretrainConfig)
+    blimp_pairs = end_of_training_pairs(cfg)
     accelerator = build_accelerator(cfg.gradient_accumulation_steps)
     default_dir = default_run_dir(cfg.model_type, cfg.model_size, cfg.dataset)
     output_dir = Path(cfg.output_dir or main_process_value(accelerator, str(default_dir)))
@@ -65,6 +76,8 @@ def main():
 
     set_seed(cfg.seed)
     model = obtain_model(cfg, tokenizer)
+    if blimp_pairs:
+        check_pairs_fit(blimp_pairs, tokenizer, max_positions(model.config))
     made_for = model_signature(model.config, tokenizer_digest, cfg.seq_length, objective.name)
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
 
@@ -78,6 +91,10 @@ def main():
         resumed = f" (this launch resumed at step {summary['start_step']})" if summary["start_step"] else ""
         accelerator.print(f"validation loss {before['val/loss']:.4f} -> {after['val/loss']:.4f}, "
                           f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}{resumed}")
+    if blimp_pairs:
+        results = evaluate_snapshot(accelerator, output_dir / "final", blimp_pairs, ScoringOptions(),
+                                    tensorboard_dir=output_dir / "tb" / f"blimp-{blimp_pairs.name}")
+        accelerator.print(report(results))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ ConfigT = TypeVar("ConfigT")
 PROVENANCE_PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "tokenizers", "datasets")
 
 
+def option(default, help: str, **kwargs):
+    """A dataclass field with its help text (shown by --help)."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
 def split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     """Take `--config FILE` (or `--config=FILE`) out of argv; return (FILE or None, the rest)."""
     rest, config_path, i = [], None, 0

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Optional
 
+from common.config import option
 from common.errors import UsageError
 from common.milestones import parse_anchors, parse_count
 from common.models import MODEL_OBJECTIVES, SIZE_PRESETS
 from common.schedule import SCHEDULES
-
-
-def option(default, help: str, **kwargs):
-    """A dataclass field with its help text (shown by --help)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
-    return field(default=default, metadata={"help": help, **kwargs})
 
 
 @dataclass(frozen=True)
@@ -94,6 +88,11 @@ class PretrainConfig:
     milestones_words: Optional[str] = option(None, "word anchors for HF snapshots named chck_<N>M, e.g. 1M,2M,10M")
     save_init: bool = option(False, "also snapshot the randomly initialised model as milestones/init")
     max_nonfinite_steps: int = option(20, "stop (with a checkpoint) after this many steps with a non-finite loss")
+    # --- evaluation of the final model ---
+    blimp_at_end: bool = option(True, "score final/ on minimal pairs when training ends (eval_blimp.py's "
+                                      "defaults): the synthetic corpus's own pairs, or --blimp_dir's")
+    blimp_dir: Optional[str] = option(None, "BLiMP JSONL folder (or nyu-mll/blimp) for the end-of-training "
+                                            "evaluation; without it only synthetic-corpus runs are scored")
 
     def __post_init__(self):
         positive = ("vocab_size", "seq_length", "per_device_train_batch_size", "per_device_eval_batch_size",

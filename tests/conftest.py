@@ -15,3 +15,31 @@ def training_documents() -> list[str]:
 def bpe_tokenizer(training_documents):
     # Tests must not mutate it: it is shared by the whole session.
     return train_tokenizer("bpe", training_documents, 400)
+
+
+def train_small_run(folder, model_type: str, *extra: str):
+    """A short train_pretrain.py run (seconds on 2 cores) whose snapshots the evaluation tests score."""
+    from tests.helpers import TINY_MODEL, run_script
+
+    run_script("train_pretrain.py", [*TINY_MODEL, "--synthetic_words", "60000", "--model_type", model_type,
+                                     "--max_steps", "60", "--logging_steps", "20", "--blimp_at_end", "false",
+                                     "--max_position_embeddings", "128",  # room for real BLiMP sentences
+                                     "--output_dir", str(folder), *extra])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def causal_run(tmp_path_factory):
+    """A tiny LLaMA run with an init snapshot and two token milestones before final/."""
+    return train_small_run(tmp_path_factory.mktemp("causal") / "run", "llama", "--save_init",
+                           "--milestones", "5K,20K")
+
+
+@pytest.fixture(scope="session")
+def masked_run(tmp_path_factory):
+    return train_small_run(tmp_path_factory.mktemp("masked") / "run", "bert")
+
+
+@pytest.fixture(scope="session")
+def electra_run(tmp_path_factory):
+    return train_small_run(tmp_path_factory.mktemp("electra") / "run", "electra")

@@ -1,0 +1,296 @@
+"""eval_blimp.py as a user runs it: data folders, run folders, processes, outputs and bad input."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import accelerate
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoTokenizer
+
+from common.blimp import evaluate_model, evaluate_run
+from common.minimal_pairs import PairSet, read_pair_folder, select_paradigms, synthetic_pair_set
+from common.sentence_scoring import ScoringOptions, load_scorer
+from tests.helpers import REPO, TINY_DATA, TINY_MODEL, accelerate_launch, error_line, quiet_env, run_script, \
+    shared_data_dir
+
+SOME_PARADIGMS = ["simple_subject_verb_agreement", "determiner_noun_agreement", "npi_ever_licensed_by_no"]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_jsonl(path: Path, records: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
+
+
+def blimp_record(uid: str, number: int, key: str = "pairID", **extra) -> dict:
+    return {"sentence_good": f"The cat sleeps {number}.", "sentence_bad": f"The cat sleep {number}.",
+            "field": "morphology", "linguistics_term": "subject_verb_agreement", "UID": uid, key: str(number), **extra}
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def test_real_blimp_paradigms_parse_and_score(causal_run, tmp_path):
+    real = shared_data_dir()
+    if real is None:
+        pytest.skip("../shared/data (real BLiMP sample) is not beside this checkout")
+    pair_set = read_pair_folder(real / "blimp")
+    assert len(pair_set.paradigms) == 6 and len(pair_set.pairs) == 6000
+    assert {p.field for p in pair_set.pairs} == {"morphology", "syntax", "semantics"}
+    assert all(p.good and p.bad and p.good != p.bad for p in pair_set.pairs)
+
+    out = tmp_path / "results"
+    result = run_script("eval_blimp.py", ["--model_name_or_path", str(causal_run / "final"),
+                                          "--blimp_dir", str(real / "blimp"), "--output_dir", str(out)])
+    results = read_json(out / "results.json")
+    assert results["data"] == {"name": "blimp", "source": str((real / "blimp").resolve()), "paradigms": 6,
+                               "pairs": 6000, "sentences": results["data"]["sentences"]}
+    paradigms = results["accuracy"]["paradigms"]
+    assert sorted(paradigms) == sorted(path.stem for path in (real / "blimp").glob("*.jsonl"))
+    assert all(0.0 <= p["accuracy"] <= 1.0 and p["pairs"] == 1000 for p in paradigms.values())
+    with open(out / "results.csv", encoding="utf-8") as rows:
+        by_level = {}
+        for row in csv.DictReader(rows):
+            by_level.setdefault(row["level"], []).append(row)
+    assert sorted(row["name"] for row in by_level["field"]) == ["morphology", "semantics", "syntax"]
+    assert len(by_level["paradigm"]) == 6 and len(by_level["overall"]) == 1
+    macro = sum(p["accuracy"] for p in paradigms.values()) / 6
+    assert float(by_level["overall"][0]["accuracy"]) == pytest.approx(macro)
+    assert "[overall]" in result.stdout and "adjunct_island" in result.stdout
+
+
+def test_babylm_filtered_files_use_pair_id_and_may_lack_a_field(tmp_path):
+    write_jsonl(tmp_path / "filtered" / "hypernym.jsonl",
+                [{"sentence_good": "A dog is an animal.", "sentence_bad": "An animal is a dog.", "UID": "hypernym",
+                  "pair_id": 7}])
+    write_jsonl(tmp_path / "filtered" / "agreement.jsonl", [blimp_record("agreement", 0, key="pair_id")])
+    pair_set = read_pair_folder(tmp_path / "filtered")
+    assert pair_set.name == "filtered"
+    by_uid = {p.uid: p for p in pair_set.pairs}
+    assert by_uid["hypernym"].pair_id == "7" and by_uid["hypernym"].field == "other"
+    assert by_uid["agreement"].field == "morphology"
+
+
+def test_a_bad_line_is_named_or_skipped_on_request(causal_run, tmp_path):
+    folder = tmp_path / "pairs"
+    write_jsonl(folder / "agreement.jsonl", [blimp_record("agreement", i) for i in range(2)]
+                + ['{"sentence_good": "The cat sleeps."}'] + [blimp_record("agreement", 3)])
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", str(causal_run / "final"), "--blimp_dir", str(folder), "--output_dir", str(out)]
+    refused = run_script("eval_blimp.py", args, check=False)
+    assert refused.returncode == 2
+    line = error_line(refused)
+    assert f"{folder / 'agreement.jsonl'}:3" in line and "sentence_bad" in line and "--skip_bad_lines" in line
+    assert not out.exists()
+
+    run_script("eval_blimp.py", [*args, "--skip_bad_lines"])
+    assert read_json(out / "results.json")["data"]["pairs"] == 3
+
+
+# --- scoring rules -----------------------------------------------------------------------------
+
+
+def flatten_head(folder: Path, kind: str, out: Path) -> Path:
+    """A copy of a saved model whose output layer is all zeros: every logit is the same constant."""
+    scorer = load_scorer(str(folder), None, ScoringOptions(), torch.device("cpu"))
+    model = scorer.model
+    with torch.no_grad():
+        if kind == "causal":
+            model.lm_head.weight.zero_()
+        elif kind == "masked":
+            model.cls.predictions.decoder.weight.zero_()
+            model.cls.predictions.bias.zero_()
+        else:
+            model.discriminator_predictions.dense_prediction.weight.zero_()
+            model.discriminator_predictions.dense_prediction.bias.zero_()
+    model.save_pretrained(out)
+    scorer.tokenizer.save_pretrained(out)
+    return out
+
+
+def same_length_pairs(tokenizer, count: int = 150) -> PairSet:
+    """Synthetic pairs whose two sentences have the same number of tokens (so constant logits tie)."""
+    pairs = synthetic_pair_set(100).pairs
+    length = lambda sentence: len(tokenizer(sentence, add_special_tokens=False)["input_ids"])  # noqa: E731
+    kept = tuple(p for p in pairs if length(p.good) == length(p.bad))[:count]
+    assert len(kept) >= 50
+    return PairSet("same_length", "synthetic pairs of equal token length", kept)
+
+
+@pytest.mark.parametrize("kind, run_fixture", [("causal", "causal_run"), ("masked", "masked_run"),
+                                               ("electra", "electra_run")])
+def test_constant_logits_score_zero_not_one_hundred(kind, run_fixture, request, tmp_path):
+    folder = flatten_head(request.getfixturevalue(run_fixture) / "final", kind, tmp_path / "flat")
+    pair_set = same_length_pairs(AutoTokenizer.from_pretrained(folder))
+    results, pair_scores = evaluate_model(accelerate.Accelerator(cpu=True), str(folder), pair_set, ScoringOptions())
+    overall = results["accuracy"]["overall"]
+    assert overall["ties"] == overall["pairs"] == len(pair_set.pairs)
+    assert overall["accuracy"] == 0.0 and overall["micro_accuracy"] == 0.0
+    assert all(row["score_good"] == row["score_bad"] and not row["correct"] for row in pair_scores)
+
+
+def test_electra_can_be_scored_by_its_generator(electra_run):
+    accelerator = accelerate.Accelerator(cpu=True)
+    pair_set = synthetic_pair_set(20)
+    by_discriminator, _ = evaluate_model(accelerator, str(electra_run / "final"), pair_set, ScoringOptions())
+    by_generator, scores = evaluate_model(accelerator, str(electra_run / "final"), pair_set,
+                                          ScoringOptions(electra_scorer="generator"))
+    assert by_discriminator["scorer"].startswith("ELECTRA discriminator")
+    assert by_generator["scorer"].startswith("masked, pseudo-log-likelihood")
+    assert by_generator["settings"]["electra_scorer"] == "generator"
+    assert all(row["score_good"] < 0 for row in scores)  # PLLs are sums of log-probabilities
+
+
+def test_pair_order_does_not_matter(masked_run):
+    accelerator = accelerate.Accelerator(cpu=True)
+    pairs = synthetic_pair_set(30).pairs
+    forward, forward_scores = evaluate_model(accelerator, str(masked_run / "final"), PairSet("a", "a", pairs),
+                                             ScoringOptions())
+    backward, backward_scores = evaluate_model(accelerator, str(masked_run / "final"),
+                                               PairSet("a", "a", pairs[::-1]), ScoringOptions(batch_size=9))
+    assert forward["accuracy"] == backward["accuracy"]
+    assert sorted(forward_scores, key=json.dumps) == sorted(backward_scores, key=json.dumps)
+
+
+# --- processes, runs, outputs ------------------------------------------------------------------
+
+
+def test_two_processes_give_the_same_scores_as_one(masked_run, tmp_path):
+    args = ["--model_name_or_path", str(masked_run / "final"), "--paradigms", *SOME_PARADIGMS, "--save_pair_scores",
+            "--batch_size", "32"]
+    run_script("eval_blimp.py", [*args, "--output_dir", str(tmp_path / "one")])
+    launched = accelerate_launch("cpu", "eval_blimp.py", [*args, "--output_dir", str(tmp_path / "two")])
+    one, two = read_json(tmp_path / "one" / "results.json"), read_json(tmp_path / "two" / "results.json")
+    assert (one["num_processes"], two["num_processes"]) == (1, 2)
+    assert one["accuracy"] == two["accuracy"]
+    assert (tmp_path / "one" / "pair_scores.jsonl").read_text() == (tmp_path / "two" / "pair_scores.jsonl").read_text()
+    assert len((tmp_path / "two" / "pair_scores.jsonl").read_text().splitlines()) == 600  # no pair twice
+    assert launched.stdout.count("[overall]") == 1  # one report, from the main process
+
+
+def test_run_dir_scores_every_snapshot_draws_the_curve_and_skips_scored_ones(causal_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(causal_run, run)
+    args = ["--run_dir", str(run), "--paradigms", *SOME_PARADIGMS]
+    first = run_script("eval_blimp.py", args)
+    snapshots = ["init", "tokens-5K", "tokens-20K", "final"]
+    folders = [run / "milestones" / name for name in snapshots[:-1]] + [run / "final"]
+    results = [read_json(folder / "blimp" / "synthetic" / "results.json") for folder in folders]
+    tokens = [r["snapshot"]["tokens_seen"] for r in results]
+    assert tokens[0] == 0 and tokens == sorted(tokens) and len(set(tokens)) == 4
+
+    with open(run / "blimp" / "synthetic" / "learning_curve.csv", encoding="utf-8") as rows:
+        curve = list(csv.DictReader(rows))
+    assert [row["snapshot"] for row in curve] == snapshots
+    assert [int(row["tokens_seen"]) for row in curve] == tokens
+    assert {"overall", "overall_micro", "morphology", "semantics"} <= set(curve[0])
+    assert [float(row["overall"]) for row in curve] == pytest.approx([r["accuracy"]["overall"]["accuracy"]
+                                                                      for r in results])
+    assert (run / "blimp" / "synthetic" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+    events = EventAccumulator(str(run / "tb" / "blimp-synthetic"))
+    events.Reload()
+    logged = events.Scalars("blimp/overall")
+    assert [e.step for e in logged] == tokens
+    assert [e.value for e in logged] == pytest.approx([float(row["overall"]) for row in curve])
+    assert "blimp/field/morphology" in events.Tags()["scalars"]
+    assert "[overall]" in first.stdout and "learning_curve.png" in first.stdout
+
+    stamps = [(folder / "blimp" / "synthetic" / "results.json").stat().st_mtime_ns for folder in folders]
+    second = run_script("eval_blimp.py", args)
+    assert second.stderr.count("already scored") == 4
+    assert stamps == [(folder / "blimp" / "synthetic" / "results.json").stat().st_mtime_ns for folder in folders]
+    pair_set = select_paradigms(synthetic_pair_set(), SOME_PARADIGMS)
+    evaluate_run(accelerate.Accelerator(cpu=True), run, pair_set, ScoringOptions(bos=False))  # other options
+    assert all(read_json(folder / "blimp" / "synthetic" / "results.json")["settings"]["bos"] is False
+               for folder in folders)
+
+
+def test_hub_model_revision_from_the_cache(causal_run, tmp_path):
+    """A Hub id with --revision, served offline from a Hugging Face cache (as on a compute node)."""
+    repo = tmp_path / "hub" / "models--babylm--tiny-llama"
+    for ref, source in (("main", causal_run / "final"), ("chck_10M", causal_run / "milestones" / "tokens-5K")):
+        commit = hashlib.sha1(ref.encode()).hexdigest()
+        shutil.copytree(source, repo / "snapshots" / commit)
+        write_ref = repo / "refs" / ref
+        write_ref.parent.mkdir(parents=True, exist_ok=True)
+        write_ref.write_text(commit)
+    env = {**quiet_env(), "HF_HUB_CACHE": str(tmp_path / "hub")}
+
+    def evaluate(*args):
+        return subprocess.run([sys.executable, "eval_blimp.py", "--paradigms", *SOME_PARADIGMS, *args], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "hub_results"
+    done = evaluate("--model_name_or_path", "babylm/tiny-llama", "--revision", "chck_10M", "--output_dir", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    local, _ = evaluate_model(accelerate.Accelerator(cpu=True), str(causal_run / "milestones" / "tokens-5K"),
+                              select_paradigms(synthetic_pair_set(), SOME_PARADIGMS), ScoringOptions())
+    assert read_json(out / "results.json")["accuracy"] == local["accuracy"]
+    assert read_json(out / "results.json")["revision"] == "chck_10M"
+
+    missing = evaluate("--model_name_or_path", "babylm/tiny-llama", "--revision", "chck_99M")
+    assert missing.returncode == 2
+    assert "--revision chck_99M" in error_line(missing)
+
+
+# --- bad input and the end of pretraining ------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_args, expected", [
+    (lambda run, tmp: ["--model_name_or_path", str(run / "final"), "--blimp_dir", str(tmp / "nope")],
+     "--blimp_dir {tmp}/nope: no such folder"),
+    (lambda run, tmp: ["--model_name_or_path", str(tmp / "no" / "model")], "no such folder"),
+    (lambda run, tmp: ["--model_name_or_path", str(run / "final"), "--paradigms", "island_effects"],
+     "--paradigms island_effects: not in"),
+    (lambda run, tmp: ["--run_dir", str(tmp)], "no milestones/*/ or final/ snapshots"),
+])
+def test_bad_input_gets_one_line(causal_run, tmp_path, make_args, expected):
+    result = run_script("eval_blimp.py", make_args(causal_run, tmp_path), check=False)
+    assert result.returncode == 2
+    assert expected.format(tmp=tmp_path) in error_line(result)
+
+
+def test_a_model_that_cannot_score_sentences_is_refused(masked_run, tmp_path):
+    from transformers import BertModel
+
+    encoder = BertModel.from_pretrained(masked_run / "final")
+    encoder.save_pretrained(tmp_path / "encoder")
+    AutoTokenizer.from_pretrained(masked_run / "final").save_pretrained(tmp_path / "encoder")
+    result = run_script("eval_blimp.py", ["--model_name_or_path", str(tmp_path / "encoder")], check=False)
+    assert result.returncode == 2
+    assert "BertModel model cannot score sentences" in error_line(result)
+    assert not (tmp_path / "encoder" / "blimp").exists()
+
+
+def test_pretraining_ends_with_the_blimp_table(tmp_path):
+    out = tmp_path / "run"
+    result = run_script("train_pretrain.py", [*TINY_MODEL, *TINY_DATA, "--max_steps", "8", "--blimp_at_end", "true",
+                                              "--output_dir", str(out)])
+    assert "[overall]" in result.stdout and "BLiMP (synthetic, 2000 pairs" in result.stdout
+    results = read_json(out / "final" / "blimp" / "synthetic" / "results.json")
+    assert results["snapshot"]["name"] == "final" and results["snapshot"]["step"] == 8
+    assert len(results["accuracy"]["paradigms"]) == 10
+    assert any(name.startswith("events") for name in os.listdir(out / "tb" / "blimp-synthetic"))
+
+
+def test_pretraining_refuses_pairs_longer_than_its_positions_before_training(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY_MODEL, *TINY_DATA, "--seq_length", "8", "--blimp_at_end", "true", "--output_dir", str(out)]
+    result = run_script("train_pretrain.py", args, check=False)
+    assert result.returncode == 2
+    assert "--blimp_at_end false" in error_line(result) and "8 positions" in error_line(result)
+    assert not (out / "config.yaml").exists()

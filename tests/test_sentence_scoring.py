@@ -1,0 +1,153 @@
+"""Sentence scores: batching plans, PLL masks, head detection, and agreement with minicons."""
+
+from __future__ import annotations
+
+import json
+
+import accelerate
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, LlamaConfig
+
+from common.blimp_results import pair_outcomes
+from common.errors import UsageError
+from common.minimal_pairs import read_pair_folder, synthetic_pair_set
+from common.sentence_scoring import (
+    ScoringOptions, load_scorer, plan_batches, pll_masks, score_sentences, scorer_kind,
+)
+from tests.helpers import shared_data_dir
+
+minicons_scorer = pytest.importorskip("minicons.scorer", reason="minicons (a test dependency) is not installed")
+
+
+@pytest.fixture(scope="module")
+def accelerator():
+    return accelerate.Accelerator(cpu=True)
+
+
+def evaluation_sentences(count_per_source: int = 60) -> list[str]:
+    """Synthetic pair sentences plus, when the real data is beside the checkout, real BLiMP ones."""
+    pairs = list(synthetic_pair_set(20).pairs)[::3][:count_per_source // 2]
+    real = shared_data_dir()
+    if real is not None:
+        pairs += list(read_pair_folder(real / "blimp").pairs)[::97][:count_per_source // 2]
+    return list(dict.fromkeys(s for pair in pairs for s in (pair.good, pair.bad)))
+
+
+def test_plan_batches_sorts_by_length_and_respects_both_limits():
+    lengths = [5, 3, 9, 3, 5, 12, 4]
+    batches = plan_batches(lengths, batch_size=3, max_batch_tokens=20)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    flat = [i for batch in batches for i in batch]
+    assert [lengths[i] for i in flat] == sorted(lengths)  # length order, ties by index
+    for batch in batches:
+        assert len(batch) <= 3
+        assert max(lengths[i] for i in batch) * len(batch) <= 20 or len(batch) == 1
+    assert plan_batches(lengths, batch_size=3, max_batch_tokens=20) == batches  # deterministic
+
+
+def test_pll_masks_original_and_within_word():
+    special = [1, 0, 0, 0, 0, 1]            # [CLS] a b c d [SEP]
+    words = [None, 0, 1, 1, 2, None]         # "b c" are two pieces of one word
+    assert pll_masks(special, None) == [(1, (1,)), (2, (2,)), (3, (3,)), (4, (4,))]
+    assert pll_masks(special, words) == [(1, (1,)), (2, (2, 3)), (3, (3,)), (4, (4,))]
+
+
+def test_scorer_kind_from_architectures():
+    assert scorer_kind(LlamaConfig(architectures=["LlamaForCausalLM"])) == "causal"
+    assert scorer_kind(AutoConfig.for_model("gpt2", architectures=["GPT2LMHeadModel"])) == "causal"
+    assert scorer_kind(BertConfig(architectures=["BertForMaskedLM"])) == "masked"
+    assert scorer_kind(AutoConfig.for_model("electra", architectures=["ElectraForPreTraining"])) == "electra"
+    assert scorer_kind(AutoConfig.for_model("electra", architectures=["ElectraForMaskedLM"])) == "masked"
+    with pytest.raises(UsageError, match="cannot score sentences"):
+        scorer_kind(BertConfig(architectures=["BertForSequenceClassification"]))
+
+
+def test_a_tie_is_wrong():
+    correct, ties = pair_outcomes(np.array([-3.0, -2.0, -5.0]), np.array([-3.0, -4.0, -1.0]))
+    assert correct.tolist() == [False, True, False]
+    assert ties.tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_causal_scores_match_minicons(causal_run, accelerator, bos):
+    sentences = evaluation_sentences()
+    scorer = load_scorer(str(causal_run / "final"), None, ScoringOptions(bos=bos, batch_size=16), accelerator.device)
+    ours = score_sentences(scorer, sentences, accelerator, progress=False)
+    reference = minicons_scorer.IncrementalLMScorer(scorer.model, device="cpu", tokenizer=scorer.tokenizer)
+    theirs = np.array(reference.sequence_score(sentences, reduction=lambda x: x.sum(0).item(), bos_token=bos))
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+    assert_same_decisions(ours, theirs, sentences)
+
+
+@pytest.mark.parametrize("variant, minicons_name", [("original", "original"), ("word_l2r", "within_word_l2r")])
+def test_masked_pll_matches_minicons(masked_run, accelerator, variant, minicons_name):
+    sentences = evaluation_sentences()
+    options = ScoringOptions(pll_variant=variant, batch_size=64)
+    scorer = load_scorer(str(masked_run / "final"), None, options, accelerator.device)
+    ours = score_sentences(scorer, sentences, accelerator, progress=False)
+    reference = minicons_scorer.MaskedLMScorer(scorer.model, device="cpu", tokenizer=minicons_tokenizer(masked_run))
+    theirs = np.array(reference.sequence_score(sentences, reduction=lambda x: x.sum(0).item(),
+                                               PLL_metric=minicons_name))
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+    assert_same_decisions(ours, theirs, sentences)
+
+
+def minicons_tokenizer(run):
+    """The run's tokenizer for minicons 0.3.39, whose masked scorer still calls `batch_encode_plus`
+    (removed in transformers 5; calling the tokenizer does the same)."""
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    tokenizer.batch_encode_plus = tokenizer.__call__
+    return tokenizer
+
+
+def assert_same_decisions(ours: np.ndarray, theirs: np.ndarray, sentences: list[str]) -> None:
+    """Pair consecutive sentences (good, bad as listed) and compare who wins each pair."""
+    ours_wins = ours[0::2] > ours[1::2]
+    theirs_wins = theirs[0::2] > theirs[1::2]
+    assert ours_wins.tolist() == theirs_wins.tolist(), f"decisions differ for {len(sentences) // 2} pairs"
+
+
+def test_word_l2r_differs_from_original_when_words_split(masked_run, accelerator):
+    # A made-up long word is split into pieces by the small WordPiece vocabulary.
+    sentences = ["The zorblaxifying cats sleep.", "The cats sleep."]
+    scores = {}
+    for variant in ("original", "word_l2r"):
+        scorer = load_scorer(str(masked_run / "final"), None, ScoringOptions(pll_variant=variant), accelerator.device)
+        scores[variant] = score_sentences(scorer, sentences, accelerator, progress=False)
+    assert scores["original"][0] != pytest.approx(scores["word_l2r"][0])
+    assert scores["original"][1] == pytest.approx(scores["word_l2r"][1], abs=1e-5)  # one piece per word: the same
+    word_ids = scorer.tokenizer(sentences[1]).word_ids()
+    assert len(set(word_ids) - {None}) == len(word_ids) - 2
+
+
+def test_discriminator_score_is_the_sum_of_log_p_original(electra_run, accelerator):
+    scorer = load_scorer(str(electra_run / "final"), None, ScoringOptions(), accelerator.device)
+    sentences = ["The cats sleep.", "No dog ever barks at the cats."]
+    ours = score_sentences(scorer, sentences, accelerator, progress=False)
+    for sentence, score in zip(sentences, ours):
+        encoded = scorer.tokenizer(sentence, return_tensors="pt")
+        with torch.no_grad():
+            logits = scorer.model(**encoded).logits[0, 1:-1]  # without [CLS] and [SEP]
+        assert score == pytest.approx(float(torch.nn.functional.logsigmoid(-logits).sum()), abs=1e-4)
+
+
+def test_scores_do_not_depend_on_batching_or_order(masked_run, accelerator):
+    sentences = evaluation_sentences(40)
+    big = load_scorer(str(masked_run / "final"), None, ScoringOptions(batch_size=256), accelerator.device)
+    small = load_scorer(str(masked_run / "final"), None, ScoringOptions(batch_size=7), accelerator.device)
+    forward = score_sentences(big, sentences, accelerator, progress=False)
+    backward = score_sentences(small, sentences[::-1], accelerator, progress=False)[::-1]
+    np.testing.assert_allclose(forward, backward, atol=1e-5, rtol=0)
+
+
+def test_a_model_without_a_scoring_head_is_refused(tmp_path, masked_run):
+    tokenizer_files = masked_run / "final"
+    BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tokenizer_files / name).read_bytes())
+    with pytest.raises(UsageError, match="BertModel model cannot score sentences"):
+        load_scorer(str(tmp_path), None, ScoringOptions(), torch.device("cpu"))
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["BertModel"]
