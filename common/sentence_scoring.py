@@ -130,15 +130,19 @@ class SentenceScorer:
     def score_rows(self, rows: list[Row]) -> torch.Tensor:
         raise NotImplementedError
 
-    def padded(self, rows: list[Row]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded input ids and attention mask of a batch."""
+    def padded(self, rows: list[Row], mask_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded input ids and attention mask of a batch, on the model's device; with
+        mask_id, each row's `masked` positions hold it. Built on the host in one piece, so a
+        batch costs one copy to the GPU, not one small kernel per row."""
         width = max(len(row.ids) for row in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        attention = np.zeros((len(rows), width), dtype=np.int64)
         for i, row in enumerate(rows):
-            ids[i, :len(row.ids)] = torch.tensor(row.ids)
+            ids[i, :len(row.ids)] = row.ids
             attention[i, :len(row.ids)] = 1
-        return ids.to(self.device), attention.to(self.device)
+            if mask_id is not None:
+                ids[i, list(row.masked)] = mask_id
+        return torch.from_numpy(ids).to(self.device), torch.from_numpy(attention).to(self.device)
 
     def check_lengths(self, rows: list[Row], sentences: list[str]) -> None:
         limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -188,10 +192,8 @@ class MaskedScorer(SentenceScorer):
         return rows
 
     def score_rows(self, rows: list[Row]) -> torch.Tensor:
-        ids, attention = self.padded(rows)
+        ids, attention = self.padded(rows, mask_id=self.tokenizer.mask_token_id)
         originals = torch.tensor([row.ids[row.target] for row in rows], device=self.device)
-        for i, row in enumerate(rows):
-            ids[i, list(row.masked)] = self.tokenizer.mask_token_id
         targets = torch.tensor([row.target for row in rows], device=self.device)
         logits = masked_position_logits(self.model, self.head, ids, attention, targets)
         return -F.cross_entropy(logits.float(), originals, reduction="none").double()
@@ -201,19 +203,26 @@ class DiscriminatorScorer(SentenceScorer):
     name = "ELECTRA discriminator, sum of log P(original)"
 
     def rows(self, sentences: list[str]) -> list[Row]:
+        # Row.masked holds the special-token positions here: they are not scored.
         encoded = self.tokenizer(sentences, return_special_tokens_mask=True)
         return [Row(i, ids, masked=tuple(p for p, s in enumerate(special) if s))
                 for i, (ids, special) in enumerate(zip(encoded["input_ids"], encoded["special_tokens_mask"]))]
 
     def score_rows(self, rows: list[Row]) -> torch.Tensor:
-        # Row.masked holds the special-token positions here: they are not scored.
         ids, attention = self.padded(rows)
-        scored = attention.bool()
-        for i, row in enumerate(rows):
-            scored[i, list(row.masked)] = False
+        scored = torch.from_numpy(scored_positions(rows, ids.shape[1])).to(self.device)
         replaced_logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
         log_original = F.logsigmoid(-replaced_logits).masked_fill(~scored, 0.0)
         return log_original.double().sum(dim=1)
+
+
+def scored_positions(rows: list[Row], width: int) -> np.ndarray:
+    """(rows, width) booleans: the real, non-special tokens of each row."""
+    scored = np.zeros((len(rows), width), dtype=bool)
+    for i, row in enumerate(rows):
+        scored[i, :len(row.ids)] = True
+        scored[i, list(row.masked)] = False
+    return scored
 
 
 def pll_masks(special_mask: list[int], word_ids: list[int | None] | None) -> list[tuple[int, tuple[int, ...]]]:
