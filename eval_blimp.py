@@ -47,8 +47,10 @@ class BlimpConfig:
     electra_scorer: Literal["discriminator", "generator"] = option(
         "discriminator", "ELECTRA: score with the discriminator, or with the generator's pseudo-log-likelihood "
                          "(from the model's generator/ subfolder)")
-    batch_size: int = option(128, "rows (sentences, or masked copies of them) per forward pass")
-    max_batch_tokens: int = option(16384, "padded tokens per forward pass (long sentences make smaller batches)")
+    batch_size: Optional[int] = option(None, "rows (sentences, or masked copies of them) per forward pass "
+                                             "(default: 512 on a GPU, 64 on the CPU)")
+    max_batch_tokens: int = option(16384, "padded tokens per forward pass (long sentences make smaller batches; causal "
+                                                     "models also keep their logits under 1 GiB)")
     dtype: Literal[tuple(DTYPES)] = option("float32", "weights' dtype (bfloat16 is faster on GPUs; float32 is "
                                                       "what published numbers use)")
     output_dir: Optional[str] = option(None, "where results go for --model_name_or_path (default: inside a local "
@@ -65,7 +67,7 @@ class BlimpConfig:
         if self.output_dir and self.run_dir:
             raise UsageError("--output_dir goes with --model_name_or_path; a run's results go inside its snapshots")
         for name in ("batch_size", "max_batch_tokens", "synthetic_pairs_per_paradigm"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
 
     def scoring_options(self) -> ScoringOptions:

@@ -6,12 +6,14 @@ the tokenizing and scoring of all of them (not the loading of the model):
 
 * causal: a LLaMA at `--model_size`, summed token log-probabilities after BOS. minicons:
   `IncrementalLMScorer.sequence_score(batch, reduction=sum, bos_token=True)` over the pairs'
-  sentences in data order, `--batch_size` sentences a call. Ours: `score_sentences`, batches of
-  `--batch_size` rows sorted by length, each distinct sentence once.
+  sentences in data order. Ours: `score_sentences` (rows sorted by length into batches of
+  up to `--ours_batches` rows / 16384 tokens, each distinct sentence once).
 * masked: a BERT at `--model_size`, the original pseudo-log-likelihood. minicons:
   `MaskedLMScorer.sequence_score(batch, PLL_metric="original")`, whose one forward per call holds
-  every masked copy of its sentences; it gets as many sentences a call as make `--batch_size`
-  masked copies on average, so both sides run forwards of about the same number of rows.
+  every masked copy of its sentences. Ours: the same batching, the MLM head on the masked
+  position only.
+
+Each side runs once for each of a few batch sizes, and its fastest counts.
 
 Untrained weights (speed does not depend on them) with a BPE / WordPiece tokenizer of
 `--vocab_size` trained on the synthetic corpus. The two sides' scores are compared too (the
@@ -74,33 +76,46 @@ def run_side(name: str, work) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     scores = work()
     seconds = time.perf_counter() - started
-    print(f"  {name:>9}: {seconds:7.2f} s", flush=True)
+    print(f"  {name:>34}: {seconds:7.2f} s", flush=True)
     return scores, seconds
 
 
-def compare(kind: str, model, tokenizer, pairs: list, batch_size: int, accelerator) -> dict:
+def compare(kind: str, model, tokenizer, pairs: list, ours_batches: list[int], minicons_batches: list[int],
+            accelerator) -> dict:
     sentences = [s for pair in pairs for s in (pair.good, pair.bad)]  # minicons: in data order, as given
-    options = ScoringOptions(batch_size=batch_size)
-    ours_scorer = (CausalScorer if kind == "causal" else MaskedScorer)(model, tokenizer, options)
     tokens_per_sentence = float(np.mean([len(ids) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]]))
-    minicons_batch = batch_size if kind == "causal" else max(1, round(batch_size / tokens_per_sentence))
-    print(f"{kind}: {len(pairs)} pairs, {tokens_per_sentence:.1f} tokens a sentence; minicons gets "
-          f"{minicons_batch} sentences a call", flush=True)
+    print(f"{kind}: {len(pairs)} pairs, {tokens_per_sentence:.1f} tokens a sentence", flush=True)
+    distinct = list(dict.fromkeys(sentences))
+    scorer_class = CausalScorer if kind == "causal" else MaskedScorer
     with torch.inference_mode():
-        score_sentences(ours_scorer, sentences[:64], accelerator, progress=False)  # warm-up: threads, allocator
-        distinct = list(dict.fromkeys(sentences))
-        ours, ours_seconds = run_side("ours", lambda: score_sentences(ours_scorer, distinct, accelerator,
-                                                                      progress=False))
-        theirs, theirs_seconds = run_side("minicons", lambda: minicons_scores(kind, model, tokenizer, sentences,
-                                                                              minicons_batch, str(accelerator.device)))
+        score_sentences(scorer_class(model, tokenizer, ScoringOptions()), sentences[:64], accelerator,
+                        progress=False)  # warm-up: threads, allocator
+        ours_sweep = {}
+        for size in ours_batches:  # ours' best batch size counts too
+            scorer = scorer_class(model, tokenizer, ScoringOptions(batch_size=size))
+            ours_sweep[size] = run_side(f"ours, {size} rows a batch",
+                                        lambda: score_sentences(scorer, distinct, accelerator, progress=False))
+        ours_batch = min(ours_sweep, key=lambda size: ours_sweep[size][1])
+        ours, ours_seconds = ours_sweep[ours_batch]
+        sweep = {}
+        for size in minicons_batches:  # minicons' best batch size counts
+            sweep[size] = run_side(f"minicons, {size} sentences a call",
+                                   lambda: minicons_scores(kind, model, tokenizer, sentences, size,
+                                                           str(accelerator.device)))
+        minicons_batch = min(sweep, key=lambda size: sweep[size][1])
+        theirs, theirs_seconds = sweep[minicons_batch]
     index = {sentence: i for i, sentence in enumerate(distinct)}
     ours_all = ours[[index[s] for s in sentences]]
     agree = float(np.mean((ours_all[0::2] > ours_all[1::2]) == (theirs[0::2] > theirs[1::2])))
     result = {"pairs": len(pairs), "ours_pairs_per_s": len(pairs) / ours_seconds,
               "minicons_pairs_per_s": len(pairs) / theirs_seconds, "speedup": theirs_seconds / ours_seconds,
               "max_abs_score_difference": float(np.max(np.abs(ours_all - theirs))), "decisions_agree": agree,
-              "minicons_sentences_per_call": minicons_batch, "rows_per_forward": batch_size}
-    print(f"  ours {result['ours_pairs_per_s']:.1f} pairs/s, minicons {result['minicons_pairs_per_s']:.1f} pairs/s: "
+              "minicons_sentences_per_call": minicons_batch,
+              "minicons_seconds_by_batch": {size: seconds for size, (_, seconds) in sweep.items()},
+              "ours_rows_per_batch": ours_batch,
+              "ours_seconds_by_batch": {size: seconds for size, (_, seconds) in ours_sweep.items()}}
+    print(f"  ours (best, {ours_batch} rows a batch) {result['ours_pairs_per_s']:.1f} pairs/s, minicons (best, {minicons_batch} sentences a call) "
+          f"{result['minicons_pairs_per_s']:.1f} pairs/s: "
           f"{result['speedup']:.2f}x; scores differ by at most {result['max_abs_score_difference']:.2e}, "
           f"decisions agree on {100 * agree:.1f}% of pairs", flush=True)
     return result
@@ -111,7 +126,12 @@ def main():
     parser.add_argument("--model_size", default="20m", choices=["tiny", "20m", "60m", "180m"])
     parser.add_argument("--vocab_size", type=int, default=8000)
     parser.add_argument("--pairs", type=int, default=1000)
-    parser.add_argument("--batch_size", type=int, default=128, help="rows per forward (ours' --batch_size)")
+    parser.add_argument("--ours_batches", type=int, nargs="+", default=[64, 512],
+                        help="ours' rows a batch to try (its best counts; 64 and 512 are its CPU and GPU defaults)")
+    parser.add_argument("--causal_batches", type=int, nargs="+", default=[32, 128, 512],
+                        help="minicons' sentences a call to try for the causal model (its best counts)")
+    parser.add_argument("--masked_batches", type=int, nargs="+", default=[4, 16, 64],
+                        help="minicons' sentences a call to try for the masked model (its best counts)")
     parser.add_argument("--blimp_dir", type=Path, default=DEFAULT_BLIMP)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is there")
@@ -135,7 +155,8 @@ def main():
         tokenizer = train_tokenizer(tokenizer_kind, documents, args.vocab_size)
         torch.manual_seed(0)
         model = build_model(model_type, objective, shape, tokenizer, max_positions=128).eval().to(accelerator.device)
-        report[kind] = compare(kind, model, tokenizer, pairs, args.batch_size, accelerator)
+        batches = args.causal_batches if kind == "causal" else args.masked_batches
+        report[kind] = compare(kind, model, tokenizer, pairs, args.ours_batches, batches, accelerator)
     print(json.dumps(report, indent=2))
     if args.output:
         args.output.write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +33,8 @@ from common.errors import UsageError, first_line
 SCORER_KINDS = ("causal", "masked", "electra")
 ELECTRA_TYPES = ("electra", "electra_moe")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A causal forward holds (tokens x vocabulary) logits: at most this many, 1 GiB in fp32.
+MAX_LOGITS = 2**28
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,9 @@ class ScoringOptions:
     bos: bool = True                       # causal: prepend BOS so the first token is scored too
     pll_variant: str = "original"          # masked: original | word_l2r
     electra_scorer: str = "discriminator"  # ELECTRA: discriminator | generator (its PLL)
-    batch_size: int = 128                  # rows per forward
+    batch_size: int | None = None          # rows per forward (None: 512 on a GPU, 64 on the CPU)
     max_batch_tokens: int = 16384          # padded tokens per forward
     dtype: str = "float32"
-
-
-class Row(NamedTuple):
-    sentence: int                 # index into the sentence list
-    ids: list[int]
-    target: int = -1              # masked scoring: the position whose token is predicted
-    masked: tuple[int, ...] = ()  # masked scoring: every position replaced by the mask token
 
 
 # --- which head scores a model ---------------------------------------------------------------
@@ -114,6 +108,73 @@ def looks_like_path(name: str) -> bool:
 # --- scorers: rows of token ids in, one float per row out -------------------------------------
 
 
+@dataclass(frozen=True)
+class Rows:
+    """The forward rows of a scoring job as arrays, so that a batch of any size is assembled by
+    a few numpy operations (on a GPU, host-side Python per row would cost more than the model).
+
+    A row is a sentence's tokens, for masked scoring with the span target..mask_end replaced by
+    the mask token (one position for the original PLL, the rest of the word too for word_l2r).
+    """
+    tokens: np.ndarray      # (sentences, longest): token ids, padded
+    scored: np.ndarray      # (sentences, longest): True where a token counts (not special, not padding)
+    sentence: np.ndarray    # (rows,): the sentence of each row
+    length: np.ndarray      # (rows,): its number of tokens
+    target: np.ndarray      # (rows,): masked scoring: the position predicted (else -1)
+    mask_end: np.ndarray    # (rows,): masked scoring: the last position masked with it (else -1)
+
+    def __len__(self) -> int:
+        return len(self.sentence)
+
+    def batch(self, indices: np.ndarray, mask_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, attention) of these rows, cut to their longest, masked when mask_id is given."""
+        width = int(self.length[indices].max())
+        ids = self.tokens[self.sentence[indices], :width].copy()
+        columns = np.arange(width)
+        attention = (columns < self.length[indices, None]).astype(np.int64)
+        if mask_id is not None:
+            span = (columns >= self.target[indices, None]) & (columns <= self.mask_end[indices, None])
+            ids[span] = mask_id
+        return ids, attention
+
+
+def sentence_rows(encoded: list[list[int]], special: list[list[int]] | None, pad_id: int) -> Rows:
+    """One row per sentence (causal and discriminator scoring)."""
+    lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
+    tokens = np.full((len(encoded), max(lengths, default=1)), pad_id, dtype=np.int64)
+    scored = np.zeros(tokens.shape, dtype=bool)
+    for i, ids in enumerate(encoded):
+        tokens[i, :len(ids)] = ids
+        scored[i, :len(ids)] = True if special is None else ~np.array(special[i], dtype=bool)
+    none = np.full(len(encoded), -1, dtype=np.int64)
+    return Rows(tokens, scored, np.arange(len(encoded)), lengths, none, none)
+
+
+def pll_rows(sentences: Rows, word_ids: list[list[int | None]] | None) -> Rows:
+    """One row per scored token of every sentence, masking it (and, with word_ids, the later
+    pieces of its word: a word's pieces are consecutive, so that is a span)."""
+    sentence, target, mask_end = [], [], []
+    for i in range(len(sentences.sentence)):
+        positions = np.flatnonzero(sentences.scored[i])
+        ends = positions if word_ids is None else word_span_ends(positions, word_ids[i])
+        sentence.append(np.full(len(positions), i))
+        target.append(positions)
+        mask_end.append(ends)
+    sentence = np.concatenate(sentence).astype(np.int64)
+    return Rows(sentences.tokens, sentences.scored, sentence, sentences.length[sentence],
+                np.concatenate(target).astype(np.int64), np.concatenate(mask_end).astype(np.int64))
+
+
+def word_span_ends(positions: np.ndarray, word_ids: list[int | None]) -> np.ndarray:
+    """For each scored position, the last scored position of the same word."""
+    ends = positions.copy()
+    for k in range(len(positions) - 2, -1, -1):
+        here, after = word_ids[positions[k]], word_ids[positions[k + 1]]
+        if here is not None and here == after and positions[k + 1] == positions[k] + 1:
+            ends[k] = ends[k + 1]
+    return ends
+
+
 class SentenceScorer:
     """Turns sentences into rows and a batch of rows into one log-likelihood term per row."""
 
@@ -124,32 +185,29 @@ class SentenceScorer:
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def rows(self, sentences: list[str]) -> list[Row]:
+    def rows(self, sentences: list[str]) -> Rows:
         raise NotImplementedError
 
-    def score_rows(self, rows: list[Row]) -> torch.Tensor:
+    def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
         raise NotImplementedError
 
-    def padded(self, rows: list[Row], mask_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded input ids and attention mask of a batch, on the model's device; with
-        mask_id, each row's `masked` positions hold it. Built on the host in one piece, so a
-        batch costs one copy to the GPU, not one small kernel per row."""
-        width = max(len(row.ids) for row in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        attention = np.zeros((len(rows), width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, :len(row.ids)] = row.ids
-            attention[i, :len(row.ids)] = 1
-            if mask_id is not None:
-                ids[i, list(row.masked)] = mask_id
-        return torch.from_numpy(ids).to(self.device), torch.from_numpy(attention).to(self.device)
+    def rows_per_batch(self) -> int:
+        # Measured: on a GPU small models are bound by kernel launches, so bigger batches win; on
+        # the CPU matmuls that fit the caches do.
+        return self.options.batch_size or (512 if self.device.type == "cuda" else 64)
 
-    def check_lengths(self, rows: list[Row], sentences: list[str]) -> None:
+    def tokens_per_batch(self) -> int:
+        return self.options.max_batch_tokens
+
+    def on_device(self, *arrays: np.ndarray) -> list[torch.Tensor]:
+        return [torch.from_numpy(array).to(self.device) for array in arrays]
+
+    def check_lengths(self, rows: Rows, sentences: list[str]) -> None:
         limit = getattr(self.model.config, "max_position_embeddings", None)
-        longest = max(rows, key=lambda row: len(row.ids), default=None)
-        if limit and longest and len(longest.ids) > limit:
-            raise UsageError(f"the sentence {sentences[longest.sentence]!r} takes {len(longest.ids)} tokens, more "
-                             f"than the model's {limit} positions")
+        longest = int(np.argmax(rows.length)) if len(rows) else None
+        if limit and longest is not None and rows.length[longest] > limit:
+            raise UsageError(f"the sentence {sentences[rows.sentence[longest]]!r} takes {rows.length[longest]} "
+                             f"tokens, more than the model's {limit} positions")
 
 
 class CausalScorer(SentenceScorer):
@@ -160,13 +218,17 @@ class CausalScorer(SentenceScorer):
             raise UsageError("the tokenizer has neither a BOS nor an EOS token to prepend; pass --no_bos")
         self.name = "causal, sum of token log-probabilities" + (" after BOS" if options.bos else "")
 
-    def rows(self, sentences: list[str]) -> list[Row]:
+    def tokens_per_batch(self) -> int:
+        # Logits come for every position, so a large vocabulary (GPT-2's 50k) makes batches smaller.
+        return max(1, min(self.options.max_batch_tokens, MAX_LOGITS // self.model.config.vocab_size))
+
+    def rows(self, sentences: list[str]) -> Rows:
         encoded = self.tokenizer(sentences, add_special_tokens=False)["input_ids"]
         prefix = [self.bos_id] if self.options.bos else []
-        return [Row(i, prefix + ids) for i, ids in enumerate(encoded)]
+        return sentence_rows([prefix + ids for ids in encoded], None, self.pad_id)
 
-    def score_rows(self, rows: list[Row]) -> torch.Tensor:
-        ids, attention = self.padded(rows)
+    def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
+        ids, attention = self.on_device(*rows.batch(indices))
         logits = self.model(input_ids=ids, attention_mask=attention).logits[:, :-1]
         targets = ids[:, 1:].masked_fill(attention[:, 1:] == 0, -100)
         token_logp = -F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
@@ -183,18 +245,16 @@ class MaskedScorer(SentenceScorer):
         self.head = prediction_head(model)
         self.name = f"masked, pseudo-log-likelihood ({options.pll_variant})"
 
-    def rows(self, sentences: list[str]) -> list[Row]:
+    def rows(self, sentences: list[str]) -> Rows:
         encoded = self.tokenizer(sentences, return_special_tokens_mask=True)
-        rows = []
-        for i, (ids, special) in enumerate(zip(encoded["input_ids"], encoded["special_tokens_mask"])):
-            words = encoded.word_ids(i) if self.options.pll_variant == "word_l2r" else None
-            rows += [Row(i, ids, position, masked) for position, masked in pll_masks(special, words)]
-        return rows
+        words = [encoded.word_ids(i) for i in range(len(sentences))] if self.options.pll_variant == "word_l2r" \
+            else None
+        return pll_rows(sentence_rows(encoded["input_ids"], encoded["special_tokens_mask"], self.pad_id), words)
 
-    def score_rows(self, rows: list[Row]) -> torch.Tensor:
-        ids, attention = self.padded(rows, mask_id=self.tokenizer.mask_token_id)
-        originals = torch.tensor([row.ids[row.target] for row in rows], device=self.device)
-        targets = torch.tensor([row.target for row in rows], device=self.device)
+    def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
+        ids, attention = rows.batch(indices, mask_id=self.tokenizer.mask_token_id)
+        originals = rows.tokens[rows.sentence[indices], rows.target[indices]]
+        ids, attention, targets, originals = self.on_device(ids, attention, rows.target[indices], originals)
         logits = masked_position_logits(self.model, self.head, ids, attention, targets)
         return -F.cross_entropy(logits.float(), originals, reduction="none").double()
 
@@ -202,39 +262,17 @@ class MaskedScorer(SentenceScorer):
 class DiscriminatorScorer(SentenceScorer):
     name = "ELECTRA discriminator, sum of log P(original)"
 
-    def rows(self, sentences: list[str]) -> list[Row]:
-        # Row.masked holds the special-token positions here: they are not scored.
+    def rows(self, sentences: list[str]) -> Rows:
         encoded = self.tokenizer(sentences, return_special_tokens_mask=True)
-        return [Row(i, ids, masked=tuple(p for p, s in enumerate(special) if s))
-                for i, (ids, special) in enumerate(zip(encoded["input_ids"], encoded["special_tokens_mask"]))]
+        return sentence_rows(encoded["input_ids"], encoded["special_tokens_mask"], self.pad_id)
 
-    def score_rows(self, rows: list[Row]) -> torch.Tensor:
-        ids, attention = self.padded(rows)
-        scored = torch.from_numpy(scored_positions(rows, ids.shape[1])).to(self.device)
+    def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
+        ids, attention = rows.batch(indices)
+        scored = rows.scored[rows.sentence[indices], :ids.shape[1]]
+        ids, attention, scored = self.on_device(ids, attention, scored)
         replaced_logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
         log_original = F.logsigmoid(-replaced_logits).masked_fill(~scored, 0.0)
         return log_original.double().sum(dim=1)
-
-
-def scored_positions(rows: list[Row], width: int) -> np.ndarray:
-    """(rows, width) booleans: the real, non-special tokens of each row."""
-    scored = np.zeros((len(rows), width), dtype=bool)
-    for i, row in enumerate(rows):
-        scored[i, :len(row.ids)] = True
-        scored[i, list(row.masked)] = False
-    return scored
-
-
-def pll_masks(special_mask: list[int], word_ids: list[int | None] | None) -> list[tuple[int, tuple[int, ...]]]:
-    """(target position, positions to mask) for each scored token of one sentence.
-
-    word_ids given (word_l2r): the target's later pieces of the same word are masked with it.
-    """
-    targets = [p for p, special in enumerate(special_mask) if not special]
-    if word_ids is None:
-        return [(p, (p,)) for p in targets]
-    return [(p, (p, *[q for q in targets if q > p and word_ids[q] is not None and word_ids[q] == word_ids[p]]))
-            for p in targets]
 
 
 def prediction_head(model):
@@ -279,21 +317,23 @@ def score_sentences(scorer: SentenceScorer, sentences: list[str], accelerator, p
     """The log-likelihood score of every sentence (float64), the same on any number of processes."""
     rows = scorer.rows(sentences)
     scorer.check_lengths(rows, sentences)
-    batches = plan_batches([len(row.ids) for row in rows], scorer.options.batch_size, scorer.options.max_batch_tokens)
+    batches = plan_batches(rows.length.tolist(), scorer.rows_per_batch(), scorer.tokens_per_batch())
     mine = batches[accelerator.process_index::accelerator.num_processes]
-    values = []
+    done_rows, done_values = [], []
     bar = tqdm(mine, desc="scoring", unit="batch", disable=not accelerator.is_main_process or not progress or None)
     with torch.inference_mode():
         for batch in bar:
-            scores = scorer.score_rows([rows[i] for i in batch]).cpu().tolist()
-            values += zip(batch, scores)
+            indices = np.array(batch, dtype=np.int64)
+            done_rows.append(indices)
+            done_values.append(scorer.score_rows(rows, indices).cpu().numpy())
+    finished = [(np.concatenate(done_rows or [np.zeros(0, np.int64)]), np.concatenate(done_values or [np.zeros(0)]))]
     if accelerator.num_processes > 1:
-        values = gather_object(values)
+        finished = gather_object(finished)
     row_scores = np.zeros(len(rows), dtype=np.float64)
-    for index, value in values:
-        row_scores[index] = value
+    for indices, values in finished:
+        row_scores[indices] = values
     totals = np.zeros(len(sentences), dtype=np.float64)
-    np.add.at(totals, np.array([row.sentence for row in rows], dtype=np.int64), row_scores)  # in row order
+    np.add.at(totals, rows.sentence, row_scores)  # in row order, whatever the number of processes
     if not np.all(np.isfinite(totals)):
         raise UsageError(f"{int((~np.isfinite(totals)).sum())} sentence scores are not finite (NaN or inf): "
                          f"the model's outputs overflow; try --dtype float32")

@@ -14,7 +14,7 @@ from common.blimp_results import pair_outcomes
 from common.errors import UsageError
 from common.minimal_pairs import read_pair_folder, synthetic_pair_set
 from common.sentence_scoring import (
-    ScoringOptions, load_scorer, plan_batches, pll_masks, score_sentences, scorer_kind,
+    ScoringOptions, load_scorer, plan_batches, pll_rows, score_sentences, scorer_kind, sentence_rows,
 )
 from tests.helpers import shared_data_dir
 
@@ -47,11 +47,18 @@ def test_plan_batches_sorts_by_length_and_respects_both_limits():
     assert plan_batches(lengths, batch_size=3, max_batch_tokens=20) == batches  # deterministic
 
 
-def test_pll_masks_original_and_within_word():
-    special = [1, 0, 0, 0, 0, 1]            # [CLS] a b c d [SEP]
-    words = [None, 0, 1, 1, 2, None]         # "b c" are two pieces of one word
-    assert pll_masks(special, None) == [(1, (1,)), (2, (2,)), (3, (3,)), (4, (4,))]
-    assert pll_masks(special, words) == [(1, (1,)), (2, (2, 3)), (3, (3,)), (4, (4,))]
+def test_pll_rows_mask_one_token_or_the_rest_of_its_word():
+    # [CLS] a b c d [SEP] and a shorter sentence; "b c" are two pieces of one word.
+    sentences = sentence_rows([[101, 5, 6, 7, 8, 102], [101, 9, 102]], [[1, 0, 0, 0, 0, 1], [1, 0, 1]], pad_id=0)
+    original = pll_rows(sentences, None)
+    assert original.sentence.tolist() == [0, 0, 0, 0, 1]
+    assert original.target.tolist() == [1, 2, 3, 4, 1] and original.mask_end.tolist() == [1, 2, 3, 4, 1]
+    within_word = pll_rows(sentences, [[None, 0, 1, 1, 2, None], [None, 0, None]])
+    assert within_word.mask_end.tolist() == [1, 3, 3, 4, 1]
+
+    ids, attention = within_word.batch(np.array([1, 4]), mask_id=-1)
+    assert ids.tolist() == [[101, 5, -1, -1, 8, 102], [101, -1, 102, 0, 0, 0]]
+    assert attention.tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]
 
 
 def test_scorer_kind_from_architectures():
