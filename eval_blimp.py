@@ -53,6 +53,8 @@ class BlimpConfig:
                                                      "models also keep their logits under 1 GiB)")
     dtype: Literal[tuple(DTYPES)] = option("float32", "weights' dtype (bfloat16 is faster on GPUs; float32 is "
                                                       "what published numbers use)")
+    trust_remote_code: bool = option(False, "allow Hub models whose architecture ships as code (e.g. LTG-BERT "
+                                            "baselines); that code runs on this machine")
     output_dir: Optional[str] = option(None, "where results go for --model_name_or_path (default: inside a local "
                                              "model folder under blimp/<data>/, else blimp_results/<model>/<data>)")
     save_pair_scores: bool = option(False, "also write pair_scores.jsonl: both sentences' scores for every pair")
@@ -72,7 +74,8 @@ class BlimpConfig:
 
     def scoring_options(self) -> ScoringOptions:
         return ScoringOptions(bos=not self.no_bos, pll_variant=self.pll_variant, electra_scorer=self.electra_scorer,
-                              batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens, dtype=self.dtype)
+                              batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens, dtype=self.dtype,
+                              trust_remote_code=self.trust_remote_code)
 
 
 def model_output_dir(cfg: BlimpConfig, data_name: str) -> Path:

@@ -24,7 +24,7 @@ from common.sentence_scoring import ScoringOptions, load_scorer, score_sentences
 log = logging.getLogger("babytrain")
 
 # Options that do not change any score (only how the work is batched).
-THROUGHPUT_OPTIONS = ("batch_size", "max_batch_tokens")
+THROUGHPUT_OPTIONS = ("batch_size", "max_batch_tokens", "trust_remote_code")
 
 
 def settings_of(pair_set: PairSet, options: ScoringOptions) -> dict:

@@ -45,6 +45,7 @@ class ScoringOptions:
     batch_size: int | None = None          # rows per forward (None: 512 on a GPU, 64 on the CPU)
     max_batch_tokens: int = 16384          # padded tokens per forward
     dtype: str = "float32"
+    trust_remote_code: bool = False        # for Hub models whose architecture ships as code (LTG-BERT)
 
 
 # --- which head scores a model ---------------------------------------------------------------
@@ -79,6 +80,8 @@ def load_scorer(name_or_path: str, revision: str | None, options: ScoringOptions
     if looks_like_path(name_or_path) and not Path(name_or_path).is_dir():
         raise UsageError(f"{flag}: no such folder")
     hub = {"revision": revision} if revision else {}
+    if options.trust_remote_code:
+        hub["trust_remote_code"] = True
     try:
         config = AutoConfig.from_pretrained(name_or_path, **hub)
         kind = scorer_kind(config)
