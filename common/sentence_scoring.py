@@ -30,7 +30,6 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 import common.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
 from common.errors import UsageError, first_line
 
-SCORER_KINDS = ("causal", "masked", "electra")
 ELECTRA_TYPES = ("electra", "electra_moe")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # A causal forward holds (tokens x vocabulary) logits: at most this many, 1 GiB in fp32.
