@@ -47,7 +47,9 @@ def evaluate_model(accelerator, name_or_path: str, pair_set: PairSet, options: S
     started = time.perf_counter()
     scorer = load_scorer(name_or_path, revision, options, accelerator.device)
     pairs = list(pair_set.pairs)
-    sentences = list(dict.fromkeys(s for pair in pairs for s in (pair.good, pair.bad)))  # each scored once
+    # Each distinct sentence once, in sorted order: the batches (and so every float) cannot depend
+    # on the order of the pairs or of the sentences within a pair.
+    sentences = sorted({s for pair in pairs for s in (pair.good, pair.bad)})
     index = {sentence: i for i, sentence in enumerate(sentences)}
     scores = score_sentences(scorer, sentences, accelerator)
     good = scores[[index[pair.good] for pair in pairs]]
