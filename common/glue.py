@@ -1,0 +1,133 @@
+"""GLUE tasks: their files in the original download layout, their labels and official metrics.
+
+The layout is `<glue_dir>/<TASK>/train.tsv` and `dev.tsv` (MNLI: `dev_matched.tsv` and
+`dev_mismatched.tsv`), tab-separated with no quoting, each task with its own columns: CoLA has no
+header, MRPC may start with a byte-order mark, MNLI/QNLI/RTE carry string labels. Metrics are
+computed with scikit-learn and SciPy, never fetched at run time.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from common.errors import UsageError
+
+csv.field_size_limit(sys.maxsize)  # QQP and MNLI hold a few very long fields
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    name: str                          # the command-line name: cola, sst2, ...
+    folder: str                        # its folder in the GLUE download: CoLA, SST-2, ...
+    text_columns: tuple[str, ...]      # one sentence or a pair
+    label_column: str
+    labels: tuple[str, ...] | None     # label strings in class-index order (nyu-mll/glue's); None: regression
+    metrics: tuple[str, ...]           # the official ones; the task's score is their mean
+    dev_files: dict[str, str] = field(default_factory=lambda: {"dev": "dev.tsv"})
+    columns: tuple[str, ...] | None = None  # for a file without a header row
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+
+BINARY = ("0", "1")
+GLUE_TASKS: dict[str, GlueTask] = {task.name: task for task in (
+    GlueTask("cola", "CoLA", ("sentence",), "label", BINARY, ("matthews_correlation",),
+             columns=("source", "label", "original_label", "sentence")),
+    GlueTask("sst2", "SST-2", ("sentence",), "label", BINARY, ("accuracy",)),
+    GlueTask("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY, ("f1", "accuracy")),
+    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman")),
+    GlueTask("qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY, ("f1", "accuracy")),
+    GlueTask("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label", ("entailment", "neutral", "contradiction"),
+             ("accuracy",), dev_files={"matched": "dev_matched.tsv", "mismatched": "dev_mismatched.tsv"}),
+    GlueTask("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("accuracy",)),
+    GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("accuracy",)),
+    GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("accuracy",)),
+)}
+
+
+@dataclass(frozen=True)
+class Example:
+    texts: tuple[str, ...]
+    label: float | int
+
+
+def glue_tasks(names: list[str]) -> list[GlueTask]:
+    """`all` or task names (case-insensitive, `sst-2` and `sst2` alike) -> tasks."""
+    wanted = [name.lower().replace("-", "") for name in names]
+    if "all" in wanted:
+        return list(GLUE_TASKS.values())
+    unknown = [name for name, key in zip(names, wanted) if key not in GLUE_TASKS]
+    if unknown:
+        raise UsageError(f"--tasks {', '.join(unknown)}: unknown GLUE task (known: {', '.join(GLUE_TASKS)}, all)")
+    return [GLUE_TASKS[key] for key in dict.fromkeys(wanted)]
+
+
+def read_glue_file(path: Path, task: GlueTask) -> list[Example]:
+    """The labelled examples of one GLUE TSV file; a missing column, a short row or a label
+    outside the task's label set is an error naming the file (and line)."""
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file (expected the GLUE layout <glue_dir>/{task.folder}/"
+                         f"{{train.tsv,{','.join(task.dev_files.values())}}})")
+    with open(path, encoding="utf-8-sig", newline="") as lines:  # utf-8-sig drops MRPC's byte-order mark
+        rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = list(task.columns) if task.columns else next(rows, None)
+        if header is None:
+            raise UsageError(f"{path}: empty file")
+        missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
+        if missing:
+            raise UsageError(f"{path}: no column {', '.join(map(repr, missing))} in its header "
+                             f"({', '.join(header)}); is it the {task.folder} file?")
+        wanted = [header.index(c) for c in task.text_columns]
+        label_at = header.index(task.label_column)
+        first_line = 1 if task.columns else 2
+        return [example_from_row(row, wanted, label_at, task, f"{path}:{number}")
+                for number, row in enumerate(rows, start=first_line) if row]
+
+
+def example_from_row(row: list[str], text_at: list[int], label_at: int, task: GlueTask, where: str) -> Example:
+    if len(row) <= max(*text_at, label_at):
+        raise UsageError(f"{where}: {len(row)} fields, expected at least {max(*text_at, label_at) + 1}")
+    text, label = tuple(row[i] for i in text_at), row[label_at].strip()
+    if task.labels is None:
+        try:
+            return Example(text, float(label))
+        except ValueError:
+            raise UsageError(f"{where}: label {label!r} is not a number ({task.folder} is a regression task)") \
+                from None
+    if label not in task.labels:
+        raise UsageError(f"{where}: label {label!r} is not one of {', '.join(task.labels)}")
+    return Example(text, task.labels.index(label))
+
+
+def glue_metrics(task: GlueTask, predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    """The task's official metrics (as fractions; correlations in [-1, 1])."""
+    compute = {
+        "accuracy": lambda: accuracy_score(references, predictions),
+        "f1": lambda: f1_score(references, predictions),
+        "matthews_correlation": lambda: matthews_corrcoef(references, predictions),
+        "pearson": lambda: correlation(pearsonr, predictions, references),
+        "spearman": lambda: correlation(spearmanr, predictions, references),
+    }
+    return {name: float(compute[name]()) for name in task.metrics}
+
+
+def correlation(kind, predictions: np.ndarray, references: np.ndarray) -> float:
+    """A correlation that is 0 (not NaN) when either side is constant, as an untrained
+    regression head's predictions can be."""
+    if np.ptp(predictions) == 0 or np.ptp(references) == 0:
+        return 0.0
+    return float(kind(predictions, references)[0])
+
+
+def task_score(task: GlueTask, metrics: dict[str, float]) -> float:
+    """One number per task, as the GLUE leaderboard averages them: the mean of its metrics."""
+    return float(np.mean([metrics[name] for name in task.metrics]))
