@@ -9,7 +9,6 @@ Medical, biochemistry) and the text `Abstract`, both with stray spaces around th
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from sklearn.model_selection import train_test_split
 
 from common.errors import UsageError, first_line
+from common.jsonl import json_object
 
 csv.field_size_limit(sys.maxsize)  # abstracts can be long
 WOS_COLUMNS = {"text": "Abstract", "label": "Domain"}
@@ -85,13 +85,7 @@ def jsonl_records(path: Path):
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UsageError(f"{path}:{number}: not JSON ({first_line(error)})") from None
-            if not isinstance(record, dict):
-                raise UsageError(f"{path}:{number}: not a JSON object")
-            yield number, record
+            yield number, json_object(line, f"{path}:{number}")
 
 
 def stratified_split(documents: list[Document], seed: int, dev_fraction: float = 0.1,

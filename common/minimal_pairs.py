@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.errors import UsageError, first_line
+from common.jsonl import json_object
 
 log = logging.getLogger("babytrain")
 
@@ -75,15 +76,13 @@ def read_jsonl_pairs(path: Path, skip_bad_lines: bool) -> tuple[list[MinimalPair
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{number}"
             try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                pairs.append(pair_from_record(record, default_uid=path.stem))
-            except (ValueError, KeyError) as error:
-                problem = f"no {error.args[0]!r}" if isinstance(error, KeyError) else first_line(error)
-                message = f"{path}:{number}: not a minimal pair ({problem}); each line needs sentence_good and " \
-                          f"sentence_bad"
+                pairs.append(pair_from_record(json_object(line, where), default_uid=path.stem))
+            except (UsageError, KeyError) as error:
+                problem = f"no {error.args[0]!r}" if isinstance(error, KeyError) else \
+                    first_line(error).removeprefix(f"{where}: ")
+                message = f"{where}: not a minimal pair ({problem}); each line needs sentence_good and sentence_bad"
                 if not skip_bad_lines:
                     raise UsageError(f"{message} (--skip_bad_lines leaves such lines out)") from None
                 log.warning("skipping %s", message)

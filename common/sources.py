@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from common.errors import UsageError, first_line
+from common.jsonl import json_object
 
 # Bump when the cleaning or grouping rules change, so cached tokenizers and token packs
 # built from the old text are not reused.
@@ -257,11 +258,8 @@ def _jsonl_documents(path: Path, text_column: str) -> Iterator[str]:
     for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UsageError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-        if not isinstance(row, dict) or text_column not in row:
+        row = json_object(line, f"{path}:{number}")
+        if text_column not in row:
             raise UsageError(f"{path}:{number}: no field {text_column!r}")
         text = row[text_column]
         if not isinstance(text, str):
