@@ -30,7 +30,7 @@ THROUGHPUT_OPTIONS = ("batch_size", "max_batch_tokens", "trust_remote_code")
 def settings_of(pair_set: PairSet, options: ScoringOptions) -> dict:
     """What a stored result must match to count as already scored."""
     scoring = {k: v for k, v in asdict(options).items() if k not in THROUGHPUT_OPTIONS}
-    return {"data": pair_set.name, "data_fingerprint": pair_set.fingerprint(), **scoring}
+    return {"data": pair_set.name, "data_fingerprint": pair_set.fingerprint, **scoring}
 
 
 def snapshot_info(folder: Path) -> dict:
@@ -47,9 +47,7 @@ def evaluate_model(accelerator, name_or_path: str, pair_set: PairSet, options: S
     started = time.perf_counter()
     scorer = load_scorer(name_or_path, revision, options, accelerator.device)
     pairs = list(pair_set.pairs)
-    # Each distinct sentence once, in sorted order: the batches (and so every float) cannot depend
-    # on the order of the pairs or of the sentences within a pair.
-    sentences = sorted({s for pair in pairs for s in (pair.good, pair.bad)})
+    sentences = pair_set.sentences()
     index = {sentence: i for i, sentence in enumerate(sentences)}
     scores = score_sentences(scorer, sentences, accelerator)
     good = scores[[index[pair.good] for pair in pairs]]
@@ -141,8 +139,8 @@ def report(results: dict) -> str:
 
 def check_pairs_fit(pair_set: PairSet, tokenizer, positions: int) -> None:
     """Refuse, before training, pairs whose sentences will not fit the model being trained."""
-    sentences = list(dict.fromkeys(s for pair in pair_set.pairs for s in (pair.good, pair.bad)))
-    longest = max(len(ids) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]) + 2  # BOS / CLS+SEP
+    encoded = tokenizer(pair_set.sentences(), add_special_tokens=False)["input_ids"]
+    longest = max(len(ids) for ids in encoded) + 2  # BOS / CLS+SEP
     if longest > positions:
         raise UsageError(f"--blimp_at_end: the longest sentence of the minimal pairs ({pair_set.source}) takes "
                          f"{longest} tokens with this tokenizer, more than the model's {positions} positions; raise "

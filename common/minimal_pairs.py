@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from common.errors import UsageError, first_line
@@ -46,8 +47,15 @@ class PairSet:
     def paradigms(self) -> list[str]:
         return list(dict.fromkeys(pair.uid for pair in self.pairs))
 
+    def sentences(self) -> list[str]:
+        """Each distinct sentence once, sorted: whatever order the pairs (or a pair's two
+        sentences) come in, the same list, so scores cannot depend on that order."""
+        return sorted({s for pair in self.pairs for s in (pair.good, pair.bad)})
+
+    @cached_property
     def fingerprint(self) -> str:
-        """A hash of every pair, so stored results can tell whether they scored the same data."""
+        """A hash of every pair, so stored results can tell whether they scored the same data
+        (computed once: a run compares it for every snapshot)."""
         digest = hashlib.sha256()
         for pair in self.pairs:
             digest.update(json.dumps(asdict(pair), sort_keys=True).encode())

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, Llama
 
 from common.blimp_results import pair_outcomes
 from common.errors import UsageError
-from common.minimal_pairs import read_pair_folder, synthetic_pair_set
+from common.minimal_pairs import PairSet, read_pair_folder, synthetic_pair_set
 from common.sentence_scoring import (
     ScoringOptions, load_scorer, plan_batches, pll_rows, score_sentences, scorer_kind, sentence_rows,
 )
@@ -36,7 +36,7 @@ def evaluation_pairs(count_per_source: int = 30) -> list:
 
 
 def distinct_sentences(pairs: list) -> list[str]:
-    return list(dict.fromkeys(s for pair in pairs for s in (pair.good, pair.bad)))
+    return PairSet("test", "test", tuple(pairs)).sentences()
 
 
 def evaluation_sentences(count_per_source: int = 30) -> list[str]:
