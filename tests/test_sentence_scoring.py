@@ -132,11 +132,17 @@ def assert_same_decisions(ours: np.ndarray, theirs: np.ndarray, sentences: list[
 def test_word_l2r_differs_from_original_when_words_split(masked_run, accelerator):
     # A made-up long word is split into pieces by the small WordPiece vocabulary.
     sentences = ["The zorblaxifying cats sleep.", "The cats sleep."]
-    scores = {}
+    scores, spans = {}, {}
     for variant in ("original", "word_l2r"):
         scorer = load_scorer(str(masked_run / "final"), None, ScoringOptions(pll_variant=variant), accelerator.device)
         scores[variant] = score_sentences(scorer, sentences, accelerator, progress=False)
-    assert scores["original"][0] != pytest.approx(scores["word_l2r"][0])
+        rows = scorer.rows(sentences)
+        spans[variant] = (rows.mask_end - rows.target)[rows.sentence == 0]
+    # The split word's first pieces are masked together with the pieces after them; that is a
+    # different input, so a different score (how different depends on the trained model, which a
+    # WordPiece vocabulary trained anew each session changes: only inequality is model-independent).
+    assert spans["original"].max() == 0 and spans["word_l2r"].max() >= 2
+    assert scores["original"][0] != scores["word_l2r"][0]
     assert scores["original"][1] == pytest.approx(scores["word_l2r"][1], abs=1e-5)  # one piece per word: the same
     word_ids = scorer.tokenizer(sentences[1]).word_ids()
     assert len(set(word_ids) - {None}) == len(word_ids) - 2
