@@ -8,15 +8,13 @@ average over pairs beside them.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from common.files import csv_text, save_figure, write_atomically
 from common.minimal_pairs import MinimalPair
 
 OVERALL = "overall"
@@ -84,21 +82,6 @@ def counts_of(group: dict) -> dict:
     return {key: group[key] for key in ("accuracy", "micro_accuracy", "pairs", "correct", "ties")}
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write a file whole or not at all (a crash never leaves half of it)."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def csv_text(rows: list[dict], columns: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def write_results(folder: Path, results: dict, pair_scores: list[dict] | None = None) -> None:
     """results.json, results.csv and (when given) pair_scores.jsonl into folder."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,10 +147,7 @@ def write_learning_curve(folder: Path, results: list[dict], title: str) -> tuple
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
-    tmp = png_path.with_name(f".tmp-{png_path.name}")
-    figure.savefig(tmp, format="png", dpi=120)
-    plt.close(figure)
-    os.replace(tmp, png_path)
+    save_figure(figure, png_path)
     return csv_path, png_path
 
 

@@ -21,6 +21,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from common.errors import UsageError, first_line
+from common.files import write_atomically
 
 ConfigT = TypeVar("ConfigT")
 
@@ -170,7 +171,4 @@ def provenance(**extra) -> dict:
 def write_config_yaml(path: Path, config, **provenance_facts) -> None:
     """Write the resolved config and its provenance as YAML (written whole, then renamed)."""
     document = {"config": dataclasses.asdict(config), "provenance": provenance(**provenance_facts)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    write_atomically(path, yaml.safe_dump(document, sort_keys=False))

@@ -8,6 +8,7 @@ process group must use gloo; without DeepSpeed `cpu=True` gives MULTI_CPU over g
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -83,6 +84,20 @@ def configure_deepspeed(accelerator: Accelerator, micro_batch_size: int, max_gra
     config["train_micro_batch_size_per_gpu"] = micro_batch_size
     if config.get("gradient_clipping", "auto") == "auto":
         config["gradient_clipping"] = max_grad_norm
+
+
+def reset_deepspeed_config(accelerator: Accelerator) -> None:
+    """Give the DeepSpeed config back its "auto" values before another model is prepared in this
+    process (fine-tuning runs one model per task and seed): accelerate fills them in place when it
+    prepares a model, and a later run with another batch size would contradict them."""
+    if not uses_deepspeed(accelerator):
+        return
+    plugin = accelerator.state.deepspeed_plugin
+    config = plugin.deepspeed_config
+    if not hasattr(plugin, "pristine_config"):
+        plugin.pristine_config = copy.deepcopy(config)
+    config.clear()  # in place: the HF integration holds this very dict
+    config.update(copy.deepcopy(plugin.pristine_config))
 
 
 def training_dtype(accelerator: Accelerator) -> torch.dtype:

@@ -27,20 +27,22 @@ WOS_COLUMNS = {"text": "Abstract", "label": "Domain"}
 class Document:
     text: str
     label: str
+    where: str = ""  # file:line, for errors about this document
 
 
-def read_documents(path: Path, text_column: str | None = None, label_column: str | None = None) -> list[Document]:
+def read_documents(path: Path, text_column: str | None = None, label_column: str | None = None,
+                   flag: str = "--data_file") -> list[Document]:
     """Documents of a WOS `Data.txt` (`.txt`/`.tsv`), a `.csv` or a `.jsonl` file; a WOS file
     needs no column names. Text and label are stripped; a row without them names its line."""
     if not path.is_file():
-        raise UsageError(f"--data_file {path}: no such file")
+        raise UsageError(f"{flag} {path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         records = jsonl_records(path)
     elif suffix in (".csv", ".tsv", ".txt"):
         records = table_records(path, delimiter="," if suffix == ".csv" else "\t")
     else:
-        raise UsageError(f"--data_file {path}: expected .txt/.tsv (Web of Science Data.txt), .csv or .jsonl")
+        raise UsageError(f"{flag} {path}: expected .txt/.tsv (Web of Science Data.txt), .csv or .jsonl")
     first, records = peek(records)
     text_column = text_column or (WOS_COLUMNS["text"] if first and WOS_COLUMNS["text"] in first[1] else "text")
     label_column = label_column or (WOS_COLUMNS["label"] if first and WOS_COLUMNS["label"] in first[1] else "label")
@@ -53,9 +55,9 @@ def read_documents(path: Path, text_column: str | None = None, label_column: str
         if not text or not label:
             raise UsageError(f"{path}:{line}: no {'text' if not text else 'label'} "
                              f"(columns {text_column!r}, {label_column!r})")
-        documents.append(Document(text, label))
+        documents.append(Document(text, label, f"{path}:{line}"))
     if not documents:
-        raise UsageError(f"--data_file {path}: holds no documents")
+        raise UsageError(f"{flag} {path}: holds no documents")
     return documents
 
 
@@ -105,6 +107,17 @@ def stratified_split(documents: list[Document], seed: int, dev_fraction: float =
         raise UsageError(f"cannot split {len(documents)} documents of {len(set(labels))} labels by label "
                          f"({first_line(error)})") from None
     return {"train": train, "dev": dev, "test": test}
+
+
+def check_labels(splits: dict[str, list[Document]]) -> list[str]:
+    """The training labels (sorted); a dev or test document with another label is an error."""
+    labels = sorted({d.label for d in splits["train"]})
+    for name, documents in splits.items():
+        for document in documents:
+            if document.label not in labels:
+                raise UsageError(f"{document.where}: label {document.label!r} is not among the training labels "
+                                 f"({', '.join(labels)})")
+    return labels
 
 
 def label_counts(splits: dict[str, list[Document]]) -> dict[str, dict[str, int]]:

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from common.errors import UsageError
+from common.errors import UsageError, first_line
 
 csv.field_size_limit(sys.maxsize)  # QQP and MNLI hold a few very long fields
 
@@ -30,7 +30,9 @@ class GlueTask:
     label_column: str
     labels: tuple[str, ...] | None     # label strings in class-index order (nyu-mll/glue's); None: regression
     metrics: tuple[str, ...]           # the official ones; the task's score is their mean
+    hub_text_columns: tuple[str, ...]  # the same texts' columns in the Hub data set nyu-mll/glue
     dev_files: dict[str, str] = field(default_factory=lambda: {"dev": "dev.tsv"})
+    hub_dev_splits: dict[str, str] = field(default_factory=lambda: {"dev": "validation"})
     columns: tuple[str, ...] | None = None  # for a file without a header row
 
     @property
@@ -38,19 +40,27 @@ class GlueTask:
         return 1 if self.labels is None else len(self.labels)
 
 
+HUB_GLUE = "nyu-mll/glue"
 BINARY = ("0", "1")
 GLUE_TASKS: dict[str, GlueTask] = {task.name: task for task in (
-    GlueTask("cola", "CoLA", ("sentence",), "label", BINARY, ("matthews_correlation",),
+    GlueTask("cola", "CoLA", ("sentence",), "label", BINARY, ("matthews_correlation",), ("sentence",),
              columns=("source", "label", "original_label", "sentence")),
-    GlueTask("sst2", "SST-2", ("sentence",), "label", BINARY, ("accuracy",)),
-    GlueTask("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY, ("f1", "accuracy")),
-    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman")),
-    GlueTask("qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY, ("f1", "accuracy")),
+    GlueTask("sst2", "SST-2", ("sentence",), "label", BINARY, ("accuracy",), ("sentence",)),
+    GlueTask("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY, ("f1", "accuracy"),
+             ("sentence1", "sentence2")),
+    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"),
+             ("sentence1", "sentence2")),
+    GlueTask("qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY, ("f1", "accuracy"),
+             ("question1", "question2")),
     GlueTask("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label", ("entailment", "neutral", "contradiction"),
-             ("accuracy",), dev_files={"matched": "dev_matched.tsv", "mismatched": "dev_mismatched.tsv"}),
-    GlueTask("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("accuracy",)),
-    GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("accuracy",)),
-    GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("accuracy",)),
+             ("accuracy",), ("premise", "hypothesis"),
+             dev_files={"matched": "dev_matched.tsv", "mismatched": "dev_mismatched.tsv"},
+             hub_dev_splits={"matched": "validation_matched", "mismatched": "validation_mismatched"}),
+    GlueTask("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("accuracy",),
+             ("question", "sentence")),
+    GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("accuracy",),
+             ("sentence1", "sentence2")),
+    GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("accuracy",), ("sentence1", "sentence2")),
 )}
 
 
@@ -106,6 +116,41 @@ def example_from_row(row: list[str], text_at: list[int], label_at: int, task: Gl
     if label not in task.labels:
         raise UsageError(f"{where}: label {label!r} is not one of {', '.join(task.labels)}")
     return Example(text, task.labels.index(label))
+
+
+def read_glue_split_files(glue_dir: Path, task: GlueTask) -> dict[str, list[Example]]:
+    """train plus the dev split(s) of a task in the GLUE download layout."""
+    folder = glue_dir / task.folder
+    return {"train": read_glue_file(folder / "train.tsv", task),
+            **{name: read_glue_file(folder / file, task) for name, file in task.dev_files.items()}}
+
+
+def read_glue_hub(task: GlueTask) -> dict[str, list[Example]]:
+    """train plus the dev split(s) of a task from the Hub data set nyu-mll/glue (needs the network
+    or the data set in the local `datasets` cache)."""
+    from datasets import load_dataset
+
+    splits = {"train": "train", **task.hub_dev_splits}
+    try:
+        data = load_dataset(HUB_GLUE, task.name)
+    except Exception as error:  # offline, a proxy, a moved data set: all the same to the user
+        raise UsageError(f"cannot load {HUB_GLUE} ({task.name}): {first_line(error)}; without the network, pass "
+                         f"--glue_dir with the GLUE download") from None
+    return {name: examples_from_hub_rows(task, data[split], f"{HUB_GLUE} {task.name} {split}")
+            for name, split in splits.items()}
+
+
+def examples_from_hub_rows(task: GlueTask, rows, where: str) -> list[Example]:
+    """Hub rows (integer labels already in class order; STS-B's a float) as examples."""
+    examples = []
+    for number, row in enumerate(rows):
+        label = row["label"]
+        if task.labels is not None and not 0 <= label < len(task.labels):
+            raise UsageError(f"{where} row {number}: label {label} is not a class of {task.name} "
+                             f"(0..{len(task.labels) - 1}); test splits have no labels")
+        texts = tuple(row[column] for column in task.hub_text_columns)
+        examples.append(Example(texts, float(label) if task.labels is None else int(label)))
+    return examples
 
 
 def glue_metrics(task: GlueTask, predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
