@@ -107,7 +107,8 @@ def read_task_overrides(path: str | None) -> dict[str, dict]:
             wanted = float if types[name] in ("float", float) else int
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     (wanted is int and not float(value).is_integer()):
-                raise UsageError(f"--task_overrides {path}: {task_name}.{name} must be a number, got {value!r}")
+                kind = "a whole number" if wanted is int else "a number"
+                raise UsageError(f"--task_overrides {path}: {task_name}.{name} must be {kind}, got {value!r}")
             checked[name] = wanted(value)
         overrides[task.name] = checked
     return overrides

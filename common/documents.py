@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sklearn.model_selection import train_test_split
@@ -27,7 +27,7 @@ WOS_COLUMNS = {"text": "Abstract", "label": "Domain"}
 class Document:
     text: str
     label: str
-    where: str = ""  # file:line, for errors about this document
+    where: str = field(default="", compare=False)  # file:line, for errors about this document
 
 
 def read_documents(path: Path, text_column: str | None = None, label_column: str | None = None,

@@ -1,0 +1,129 @@
+"""finetune_glue.py as a user runs it: a tiny pretrained LLaMA under DeepSpeed ZeRO-2 on two
+processes and a tiny ELECTRA on one, on GLUE-layout files of a separable task, then `gather`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from common.errors import UsageError
+from common.glue import GLUE_TASKS, read_glue_split_files
+from finetune_glue import GlueConfig, read_task_overrides
+from tests.finetune_data import write_glue_dir, write_tsv
+from tests.helpers import accelerate_launch, error_line, run_script
+
+FAST = ["--learning_rate", "1e-3", "--per_device_train_batch_size", "16", "--max_length", "64"]
+
+
+@pytest.fixture(scope="module")
+def glue_results(tmp_path_factory, causal_run, electra_run):
+    root = tmp_path_factory.mktemp("glue")
+    glue_dir = write_glue_dir(root / "glue")
+    results = root / "results"
+    overrides = root / "overrides.yaml"  # two epochs are enough to see MNLI and STS-B work
+    overrides.write_text("mnli: {num_train_epochs: 2}\nstsb: {num_train_epochs: 2}\n")
+    accelerate_launch("deepspeed_zero2", "finetune_glue.py", [
+        "--model_name_or_path", str(causal_run / "final"), "--glue_dir", str(glue_dir), "--tasks", "sst2", "mnli",
+        "stsb", "--num_train_epochs", "3", "--task_overrides", str(overrides), "--seeds", "1", "2",
+        "--output_dir", str(results), *FAST])
+    # The tiny pretrained ELECTRA's first-token states hardly differ between inputs (its discriminator
+    # never needed them): it sits at chance for an epoch or two before the head finds a signal, and
+    # needs a larger learning rate than the LLaMA.
+    electra = run_script("finetune_glue.py", [
+        "--model_name_or_path", str(electra_run / "final"), "--glue_dir", str(glue_dir), "--tasks", "sst-2",
+        "--num_train_epochs", "8", "--patience", "2", "--model_label", "electra", "--output_dir", str(results),
+        *FAST, "--learning_rate", "3e-3"])
+    return results, electra
+
+
+def read_json(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_causal_model_under_zero2_learns_the_separable_task(glue_results):
+    results, _ = glue_results
+    sst2 = read_json(results / "run-final" / "sst2.json")
+    assert sst2["score"] > 0.85, sst2["metrics"]  # chance is 0.5
+    assert [s["seed"] for s in sst2["seeds"]] == [1, 2]
+    assert sst2["hyperparameters"]["processes"] == 2 and sst2["examples"] == {"train": 320, "dev": 120}
+    for seed in sst2["seeds"]:
+        best = max(seed["history"], key=lambda epoch: epoch["score"])
+        assert seed["best_epoch"] == best["epoch"] and seed["metrics"] == best["metrics"]
+        assert len(seed["history"]) == 3 and seed["history"][-1]["step"] == 3 * 10  # 320 / (16 x 2) per epoch
+    mnli = read_json(results / "run-final" / "mnli.json")
+    assert set(mnli["metrics"]) == {"matched_accuracy", "mismatched_accuracy"}
+    assert mnli["examples"] == {"train": 320, "matched": 60, "mismatched": 60}
+    assert mnli["hyperparameters"]["num_train_epochs"] == 2 and len(mnli["seeds"][0]["history"]) == 2
+    stsb = read_json(results / "run-final" / "stsb.json")
+    assert set(stsb["metrics"]) == {"pearson", "spearman"}
+    for seed in stsb["seeds"]:  # a regression head, trained with the squared error
+        assert seed["history"][-1]["train_loss"] < 0.8 * seed["history"][0]["train_loss"]
+    runs = sorted(p.name for p in (results / "run-final" / "tb").iterdir())
+    assert runs == ["mnli-seed1", "mnli-seed2", "sst2-seed1", "sst2-seed2", "stsb-seed1", "stsb-seed2"]
+    assert (results / "run-final" / "config.yaml").is_file()
+
+
+def test_electra_learns_it_too_and_stops_early(glue_results):
+    results, electra = glue_results
+    sst2 = read_json(results / "electra" / "sst2.json")
+    assert sst2["score"] > 0.8, sst2["metrics"]
+    seed = sst2["seeds"][0]
+    if seed["stopped_early"]:  # patience 2: two epochs without a better dev score end it
+        assert max(e["score"] for e in seed["history"][-2:]) <= seed["history"][-3]["score"]
+        assert seed["epochs_trained"] < 8 and seed["best_epoch"] == seed["epochs_trained"] - 2
+    assert "| electra | " in electra.stdout and "sst2" in electra.stdout
+
+
+def test_gather_writes_the_table_and_the_chart(glue_results):
+    results, _ = glue_results
+    gathered = run_script("finetune_glue.py", ["gather", str(results)])
+    with open(results / "glue_results.csv", encoding="utf-8") as lines:
+        rows = {row["model"]: row for row in csv.DictReader(lines)}
+    assert set(rows) == {"run-final", "electra"}
+    ours = rows["run-final"]
+    scores = [float(ours[t]) for t in ("sst2", "stsb", "mnli")]
+    assert float(ours["average"]) == pytest.approx(sum(scores) / 3, abs=0.02) and ours["tasks"] == "3"
+    assert rows["electra"]["mnli"] == "" and rows["electra"]["tasks"] == "1"
+    assert float(ours["sst2"]) == pytest.approx(100 * read_json(results / "run-final" / "sst2.json")["score"],
+                                                abs=0.01)
+    assert (results / "glue_results.png").read_bytes()[:4] == b"\x89PNG"
+    assert (results / "glue_metrics.csv").read_text().count("\n") == 1 + 5 + 1  # header, ours, electra
+    assert "| run-final |" in gathered.stdout
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, causal_run):
+    glue_dir = write_glue_dir(tmp_path / "glue", train=20, dev=10)
+    (glue_dir / "SST-2" / "dev.tsv").unlink()
+    out = tmp_path / "results"
+    missing = run_script("finetune_glue.py", ["--model_name_or_path", str(causal_run / "final"), "--glue_dir",
+                                              str(glue_dir), "--tasks", "mnli", "sst2", "--output_dir", str(out)],
+                         check=False)
+    assert missing.returncode == 2
+    assert error_line(missing).startswith(f"error: {glue_dir / 'SST-2' / 'dev.tsv'}: no such file")
+    assert not out.exists()  # MNLI's files were fine, but nothing trained before every task's data was read
+
+    with pytest.raises(UsageError, match="--tasks sst3: unknown GLUE task"):
+        GlueConfig(model_name_or_path="m", tasks=["sst2", "sst3"])
+    bad_label = write_tsv(tmp_path / "bad" / "SST-2" / "train.tsv", "sentence\tlabel", ["a fine film .\t1",
+                                                                                       "a bad one .\t2"])
+    with pytest.raises(UsageError, match=f"{bad_label}:3: label '2' is not one of 0, 1"):
+        read_glue_split_files(tmp_path / "bad", GLUE_TASKS["sst2"])
+
+
+def test_task_overrides_are_checked(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("rte: {learning_rate: 2.0e-5, num_train_epochs: 20}\nSST-2: {patience: 0}\n")
+    assert read_task_overrides(str(good)) == {"rte": {"learning_rate": 2e-5, "num_train_epochs": 20},
+                                              "sst2": {"patience": 0}}
+    config = GlueConfig(model_name_or_path="m", tasks=["rte", "cola"])
+    assert config.settings(GLUE_TASKS["rte"], 7, read_task_overrides(str(good))).num_train_epochs == 20
+    assert config.settings(GLUE_TASKS["cola"], 7, read_task_overrides(str(good))).num_train_epochs == 10
+    for text, message in (("rte: {learning_rat: 1}", "rte must map settings"),
+                          ("rte: {num_train_epochs: 2.5}", "rte.num_train_epochs must be a whole number"),
+                          ("qnlx: {patience: 1}", "--tasks qnlx: unknown GLUE task")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(UsageError, match=message):
+            read_task_overrides(str(bad))
