@@ -24,6 +24,7 @@ from common.config import option, parse_config
 from common.distributed import build_accelerator
 from common.errors import UsageError, run_main
 from common.minimal_pairs import HUB_BLIMP, load_pair_set, select_paradigms
+from common.model_source import ModelSource
 from common.sentence_scoring import DTYPES, ScoringOptions
 
 
@@ -83,8 +84,7 @@ def model_output_dir(cfg: BlimpConfig, data_name: str) -> Path:
         return Path(cfg.output_dir)
     if Path(cfg.model_name_or_path).is_dir():
         return Path(cfg.model_name_or_path) / "blimp" / data_name
-    name = cfg.model_name_or_path.replace("/", "__") + (f"@{cfg.revision}" if cfg.revision else "")
-    return Path("blimp_results") / name / data_name
+    return Path("blimp_results") / ModelSource(cfg.model_name_or_path, cfg.revision).label / data_name
 
 
 def main():

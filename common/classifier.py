@@ -17,12 +17,11 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Llama4TextConfig
 from transformers.modeling_layers import GenericForSequenceClassification
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.models.llama4.modeling_llama4 import Llama4PreTrainedModel
 
 import common.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
 from common.errors import UsageError, first_line
-from common.sentence_scoring import looks_like_path
+from common.model_source import ModelSource
 
 
 class Llama4TextForSequenceClassification(GenericForSequenceClassification, Llama4PreTrainedModel):
@@ -32,43 +31,6 @@ class Llama4TextForSequenceClassification(GenericForSequenceClassification, Llam
 
 
 EXTRA_CLASSIFIERS = {"llama4_text": Llama4TextForSequenceClassification}
-
-
-def is_causal(config) -> bool:
-    """A decoder-only model (its head reads the last token); BERT-likes also have causal LM classes."""
-    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and \
-        config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or config.model_type in EXTRA_CLASSIFIERS
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from: a local folder or a Hub id (at a branch, tag or commit)."""
-    name_or_path: str
-    revision: str | None = None
-
-    @property
-    def flag(self) -> str:
-        return f"--model_name_or_path {self.name_or_path}" + (f" --revision {self.revision}" if self.revision else "")
-
-    @property
-    def label(self) -> str:
-        """A short name for result files: a run's `final`/milestone folder is named after its run."""
-        if Path(self.name_or_path).is_dir():
-            path = Path(self.name_or_path).resolve()
-            if path.name == "final" or path.parent.name == "milestones":
-                run = path.parent if path.name == "final" else path.parent.parent
-                return f"{run.name}-{path.name}"
-            return path.name
-        return self.name_or_path.replace("/", "__") + (f"@{self.revision}" if self.revision else "")
-
-    def hub_options(self) -> dict:
-        return {"revision": self.revision} if self.revision else {}
-
-    def check(self) -> None:
-        if self.revision and Path(self.name_or_path).is_dir():
-            raise UsageError(f"{self.flag}: --revision selects a Hub branch; {self.name_or_path} is a local folder")
-        if looks_like_path(self.name_or_path) and not Path(self.name_or_path).is_dir():
-            raise UsageError(f"{self.flag}: no such folder")
 
 
 def load_classification_tokenizer(source: ModelSource):

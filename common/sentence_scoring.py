@@ -29,6 +29,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 import common.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
 from common.errors import UsageError, first_line
+from common.model_source import ModelSource
 
 ELECTRA_TYPES = ("electra", "electra_moe")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,12 +74,9 @@ def scorer_kind(config) -> str:
 
 def load_scorer(name_or_path: str, revision: str | None, options: ScoringOptions, device) -> "SentenceScorer":
     """The scorer for a saved model folder or Hub id (a revision is a Hub branch, tag or commit)."""
-    flag = f"--model_name_or_path {name_or_path}" + (f" --revision {revision}" if revision else "")
-    if revision and Path(name_or_path).is_dir():
-        raise UsageError(f"{flag}: --revision selects a Hub branch; {name_or_path} is a local folder")
-    if looks_like_path(name_or_path) and not Path(name_or_path).is_dir():
-        raise UsageError(f"{flag}: no such folder")
-    hub = {"revision": revision} if revision else {}
+    source = ModelSource(name_or_path, revision)
+    source.check()
+    flag, hub = source.flag, source.hub_options()
     if options.trust_remote_code:
         hub["trust_remote_code"] = True
     try:
@@ -100,11 +98,6 @@ def load_scorer(name_or_path: str, revision: str | None, options: ScoringOptions
     model.to(device).eval()
     scorer = {"causal": CausalScorer, "masked": MaskedScorer, "electra": DiscriminatorScorer}[kind]
     return scorer(model, tokenizer, options)
-
-
-def looks_like_path(name: str) -> bool:
-    """A Hub id is `name` or `owner/name`; anything else names a local folder."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 # --- scorers: rows of token ids in, one float per row out -------------------------------------

@@ -103,6 +103,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, causal_run):
     assert missing.returncode == 2
     assert error_line(missing).startswith(f"error: {glue_dir / 'SST-2' / 'dev.tsv'}: no such file")
     assert not out.exists()  # MNLI's files were fine, but nothing trained before every task's data was read
+    offline = run_script("finetune_glue.py", ["--model_name_or_path", str(causal_run / "final"), "--tasks", "rte",
+                                              "--output_dir", str(out)], check=False)  # tests run offline
+    assert error_line(offline).startswith("error: cannot load nyu-mll/glue (rte): ")
+    assert error_line(offline).endswith("pass --glue_dir with the GLUE download") and not out.exists()
 
     with pytest.raises(UsageError, match="--tasks sst3: unknown GLUE task"):
         GlueConfig(model_name_or_path="m", tasks=["sst2", "sst3"])
