@@ -25,14 +25,14 @@ from common.doc_results import accuracy_table, counts_table, document_metrics, w
 from common.documents import check_labels, label_counts, read_documents, stratified_split
 from common.errors import UsageError, first_line, run_main
 from common.files import markdown_table
-from common.finetune import FinetuneSettings, finetune
+from common.finetune import FinetuneOptions, FinetuneSettings, finetune
 from common.model_source import ModelSource
 
 DEFAULT_BASELINE = "bert-base-uncased"
 
 
 @dataclass(frozen=True)
-class DocsConfig:
+class DocsConfig(FinetuneOptions):
     model_name_or_path: Optional[str] = option(None, "the model to evaluate: a saved model folder or a Hub id")
     revision: Optional[str] = option(None, "Hub branch, tag or commit of --model_name_or_path")
     baseline: list[str] = option([], f"models to compare with (folders or Hub ids); default: {DEFAULT_BASELINE} "
@@ -54,11 +54,6 @@ class DocsConfig:
     truncation: Literal["head", "head_tail"] = option(
         "head", "how a long document is cut: keep its head, or its first quarter and last three quarters "
                 "(head_tail, Sun et al. 2019)")
-    learning_rate: float = option(5e-5, "peak learning rate (linear warmup, then linear decay)")
-    per_device_eval_batch_size: int = option(64, "evaluation documents per process and forward pass")
-    warmup_ratio: float = option(0.1, "fraction of the steps spent warming up the learning rate")
-    weight_decay: float = option(0.01, "AdamW weight decay (not on norms, biases and embeddings)")
-    max_grad_norm: float = option(1.0, "clip gradients to this norm")
     seed: int = option(42, "seed of the split, the new heads and the data order")
     output_dir: str = option("doc_results", "where the table, CSV, JSON, plots and TensorBoard logs go")
 
@@ -81,10 +76,8 @@ class DocsConfig:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
 
     def settings(self, batch_size: int) -> FinetuneSettings:
-        return FinetuneSettings(learning_rate=self.learning_rate, per_device_train_batch_size=batch_size,
-                                per_device_eval_batch_size=self.per_device_eval_batch_size,
-                                num_train_epochs=self.num_train_epochs, patience=0, warmup_ratio=self.warmup_ratio,
-                                weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=self.seed)
+        return FinetuneSettings(**self.optimisation(), per_device_train_batch_size=batch_size,
+                                num_train_epochs=self.num_train_epochs, patience=0, seed=self.seed)
 
 
 def read_splits(cfg: DocsConfig) -> dict:

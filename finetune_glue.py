@@ -27,7 +27,7 @@ from common.config import option, parse_config, write_config_yaml
 from common.distributed import build_accelerator, log
 from common.errors import UsageError, run_main
 from common.files import markdown_table
-from common.finetune import FinetuneSettings, finetune
+from common.finetune import FinetuneOptions, FinetuneSettings, finetune
 from common.glue import HUB_GLUE, GlueTask, glue_metrics, glue_tasks, read_glue_hub, read_glue_split_files
 from common.glue_results import gather, glue_score, results_table, task_result, write_task_result
 from common.model_source import ModelSource
@@ -36,7 +36,7 @@ SETTINGS = [f.name for f in dataclasses.fields(FinetuneSettings) if f.name != "s
 
 
 @dataclass(frozen=True)
-class GlueConfig:
+class GlueConfig(FinetuneOptions):
     model_name_or_path: Optional[str] = option(None, "a saved model folder (e.g. runs/NAME/final or a milestone) "
                                                      "or a Hub model id")
     revision: Optional[str] = option(None, "Hub branch, tag or commit of --model_name_or_path (e.g. chck_10M)")
@@ -48,14 +48,9 @@ class GlueConfig:
     max_eval_samples: Optional[int] = option(None, "evaluate on at most this many dev examples per split")
     max_length: int = option(128, "tokens per example (pairs lose tokens from the longer text first); at most "
                                   "the model's positions")
-    learning_rate: float = option(5e-5, "peak learning rate (linear warmup, then linear decay)")
     per_device_train_batch_size: int = option(32, "training examples per process and step")
-    per_device_eval_batch_size: int = option(64, "evaluation examples per process and forward pass")
     num_train_epochs: int = option(10, "the most epochs per task")
     patience: int = option(3, "stop a task after this many epochs without a better dev score (0: never)")
-    warmup_ratio: float = option(0.1, "fraction of the steps spent warming up the learning rate")
-    weight_decay: float = option(0.01, "AdamW weight decay (not on norms, biases and embeddings)")
-    max_grad_norm: float = option(1.0, "clip gradients to this norm")
     seeds: list[int] = option([42], "one run per seed (the head's initialisation and the data order); the "
                                     "results average them")
     task_overrides: Optional[str] = option(None, "YAML file of per-task settings, e.g. `rte: {learning_rate: "

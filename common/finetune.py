@@ -8,6 +8,7 @@ measured (`measure`) and which number is watched (`monitor`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from common.classifier import Encoded, EncodedDataset, collate
+from common.config import option
 from common.distributed import all_reduce_sum, configure_deepspeed, reset_deepspeed_config
 from common.pretrain import decay_groups
 from common.schedule import learning_rate_at, warmup_steps_for
@@ -31,6 +33,19 @@ log = logging.getLogger("babytrain")
 
 Measure = Callable[[str, np.ndarray, np.ndarray], dict[str, float]]  # (split, predictions, labels) -> metrics
 Monitor = Callable[[dict[str, dict[str, float]]], float]             # metrics per split -> higher is better
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """The optimisation flags of both fine-tuning scripts (their configs extend this)."""
+    learning_rate: float = option(5e-5, "peak learning rate (linear warmup, then linear decay)")
+    per_device_eval_batch_size: int = option(64, "evaluation examples per process and forward pass")
+    warmup_ratio: float = option(0.1, "fraction of the steps spent warming up the learning rate")
+    weight_decay: float = option(0.01, "AdamW weight decay (not on norms, biases and embeddings)")
+    max_grad_norm: float = option(1.0, "clip gradients to this norm")
+
+    def optimisation(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(FinetuneOptions)}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from classify_docs import DocsConfig
+from classify_docs import DocsConfig, read_splits
 from common.config import parse_config
 from common.errors import UsageError
 from tests.finetune_data import write_tsv, write_wos_file
@@ -56,9 +56,9 @@ def test_split_files_and_bad_input(tmp_path, causal_run):
     assert unknown.returncode == 2
     assert error_line(unknown) == (f"error: {test}:3: label 'boxes' is not among the training labels "
                                    f"(animals, things)")
-    no_column = run_script("classify_docs.py", base + ["--text_column", "abstract"], check=False)
-    assert error_line(no_column).startswith(f"error: --text_column abstract: not a column of {train}")
     assert not (tmp_path / "out").exists()
+    with pytest.raises(UsageError, match=f"--text_column abstract: not a column of {train}"):
+        read_splits(parse_config(DocsConfig, base + ["--text_column", "abstract"]))
 
 
 @pytest.mark.parametrize("args, message", [
