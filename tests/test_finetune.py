@@ -19,12 +19,12 @@ from common.classifier import (
 from common.doc_results import accuracy_table, counts_table, document_metrics
 from common.errors import UsageError
 from common.finetune import FinetuneSettings, finetune
-from common.glue import GLUE_TASKS, examples_from_hub_rows
+from common.glue import GLUE_TASKS, examples_from_hub_rows, glue_metrics, read_glue_split_files
 from common.glue_results import flat_metrics, gather, glue_score, task_result, write_task_result
 from common.model_source import ModelSource
 from common.models import build_model, resolve_shape
 from common.tokenizer import train_tokenizer
-from tests.finetune_data import negation_rows
+from tests.finetune_data import negation_rows, write_glue_dir
 
 
 def checkpoint_weights(folder) -> dict[str, torch.Tensor]:
@@ -148,6 +148,27 @@ def test_early_stopping_keeps_the_best_epoch(causal_run, tmp_path):
     assert outcome.best.epoch == 1 and outcome.record()["best_epoch"] == 1
     assert len({e.score for e in outcome.epochs}) == 1  # nothing learned at lr 0
     assert list((tmp_path / "frozen").glob("events.out.tfevents.*"))
+
+
+def test_stsb_trains_a_regression_head(causal_run, tmp_path):
+    """STS-B in its GLUE layout: one output, the squared error, Pearson and Spearman on dev."""
+    task = GLUE_TASKS["stsb"]
+    splits = read_glue_split_files(write_glue_dir(tmp_path / "glue", train=160, dev=60), task)
+    source = ModelSource(str(causal_run / "final"))
+    tokenizer, _ = load_classification_tokenizer(source)
+
+    def encoded(examples):
+        return encode(tokenizer, [e.texts for e in examples], [e.label for e in examples], 64)
+
+    outcome = finetune(Accelerator(cpu=True), lambda: load_classifier(source, task.labels, tokenizer.pad_token_id),
+                       encoded(splits["train"]), {"dev": encoded(splits["dev"])},
+                       FinetuneSettings(learning_rate=1e-3, num_train_epochs=3, per_device_train_batch_size=16),
+                       tokenizer.pad_token_id, measure=lambda split, p, t: glue_metrics(task, p, t),
+                       monitor=glue_score, name="stsb")
+    assert set(outcome.best.metrics["dev"]) == {"pearson", "spearman"}
+    predicted, true = outcome.epochs[-1].predictions["dev"]
+    assert predicted.dtype == np.float32 and sorted(set(true.tolist())) == [0.0, 2.5, 5.0]
+    assert outcome.epochs[-1].train_loss < 0.8 * outcome.epochs[0].train_loss  # scores of 0-5: it learns the scale
 
 
 # --- results ------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """finetune_glue.py as a user runs it: a tiny pretrained LLaMA under DeepSpeed ZeRO-2 on two
-processes and a tiny ELECTRA on one, on GLUE-layout files of a separable task, then `gather`."""
+processes and a tiny ELECTRA on one, on GLUE-layout files of a separable task, then `gather`.
+(STS-B's regression head is trained in test_finetune.py, in process.)"""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ def glue_results(tmp_path_factory, causal_run, electra_run):
     root = tmp_path_factory.mktemp("glue")
     glue_dir = write_glue_dir(root / "glue")
     results = root / "results"
-    overrides = root / "overrides.yaml"  # two epochs are enough to see MNLI and STS-B work
-    overrides.write_text("mnli: {num_train_epochs: 2}\nstsb: {num_train_epochs: 2}\n")
+    overrides = root / "overrides.yaml"  # one epoch is enough to see MNLI's two dev files at work
+    overrides.write_text("mnli: {num_train_epochs: 1}\n")
     accelerate_launch("deepspeed_zero2", "finetune_glue.py", [
         "--model_name_or_path", str(causal_run / "final"), "--glue_dir", str(glue_dir), "--tasks", "sst2", "mnli",
-        "stsb", "--num_train_epochs", "3", "--task_overrides", str(overrides), "--seeds", "1", "2",
+        "--num_train_epochs", "3", "--task_overrides", str(overrides), "--seeds", "1", "2",
         "--output_dir", str(results), *FAST])
     # The tiny pretrained ELECTRA's first-token states hardly differ between inputs (its discriminator
     # never needed them): it sits at chance for an epoch or two before the head finds a signal, and
@@ -57,13 +58,9 @@ def test_causal_model_under_zero2_learns_the_separable_task(glue_results):
     mnli = read_json(results / "run-final" / "mnli.json")
     assert set(mnli["metrics"]) == {"matched_accuracy", "mismatched_accuracy"}
     assert mnli["examples"] == {"train": 320, "matched": 60, "mismatched": 60}
-    assert mnli["hyperparameters"]["num_train_epochs"] == 2 and len(mnli["seeds"][0]["history"]) == 2
-    stsb = read_json(results / "run-final" / "stsb.json")
-    assert set(stsb["metrics"]) == {"pearson", "spearman"}
-    for seed in stsb["seeds"]:  # a regression head, trained with the squared error
-        assert seed["history"][-1]["train_loss"] < 0.8 * seed["history"][0]["train_loss"]
+    assert mnli["hyperparameters"]["num_train_epochs"] == 1 and len(mnli["seeds"][0]["history"]) == 1
     runs = sorted(p.name for p in (results / "run-final" / "tb").iterdir())
-    assert runs == ["mnli-seed1", "mnli-seed2", "sst2-seed1", "sst2-seed2", "stsb-seed1", "stsb-seed2"]
+    assert runs == ["mnli-seed1", "mnli-seed2", "sst2-seed1", "sst2-seed2"]
     assert (results / "run-final" / "config.yaml").is_file()
 
 
@@ -85,13 +82,13 @@ def test_gather_writes_the_table_and_the_chart(glue_results):
         rows = {row["model"]: row for row in csv.DictReader(lines)}
     assert set(rows) == {"run-final", "electra"}
     ours = rows["run-final"]
-    scores = [float(ours[t]) for t in ("sst2", "stsb", "mnli")]
-    assert float(ours["average"]) == pytest.approx(sum(scores) / 3, abs=0.02) and ours["tasks"] == "3"
+    scores = [float(ours[t]) for t in ("sst2", "mnli")]
+    assert float(ours["average"]) == pytest.approx(sum(scores) / 2, abs=0.02) and ours["tasks"] == "2"
     assert rows["electra"]["mnli"] == "" and rows["electra"]["tasks"] == "1"
     assert float(ours["sst2"]) == pytest.approx(100 * read_json(results / "run-final" / "sst2.json")["score"],
                                                 abs=0.01)
     assert (results / "glue_results.png").read_bytes()[:4] == b"\x89PNG"
-    assert (results / "glue_metrics.csv").read_text().count("\n") == 1 + 5 + 1  # header, ours, electra
+    assert (results / "glue_metrics.csv").read_text().count("\n") == 1 + 3 + 1  # header, ours, electra
     assert "| run-final |" in gathered.stdout
 
 

@@ -119,13 +119,18 @@ def minicons_tokenizer(run):
     return tokenizer
 
 
-def assert_same_decisions(ours: np.ndarray, theirs: np.ndarray, sentences: list[str], pairs: list) -> None:
-    """Whether the good sentence wins, pair by pair, under both sets of scores."""
+def assert_same_decisions(ours: np.ndarray, theirs: np.ndarray, sentences: list[str], pairs: list,
+                          tolerance: float = 1e-4) -> None:
+    """Whether the good sentence wins, pair by pair, under both sets of scores. A pair whose two
+    scores are closer than the scores' tolerance has no decided winner: float32 sums in another
+    order may flip it, so it is left out (a pair of a fixture model came within 3e-5)."""
     index = {sentence: i for i, sentence in enumerate(sentences)}
-    good, bad = [index[p.good] for p in pairs], [index[p.bad] for p in pairs]
+    good, bad = np.array([index[p.good] for p in pairs]), np.array([index[p.bad] for p in pairs])
+    decided = np.abs(theirs[good] - theirs[bad]) > 2 * tolerance
     ours_correct, _ = pair_outcomes(ours[good], ours[bad])
     theirs_correct, _ = pair_outcomes(theirs[good], theirs[bad])
-    assert ours_correct.tolist() == theirs_correct.tolist()
+    assert decided.mean() > 0.95
+    assert ours_correct[decided].tolist() == theirs_correct[decided].tolist()
     assert 0 < ours_correct.sum() < len(pairs)  # a mix of right and wrong: the comparison can fail
 
 
