@@ -2,9 +2,9 @@
 
 The real `huggingface_hub` client (2.4.0) talks to it when pointed at `FakeHub.url`, either with
 `HfApi(endpoint=hub.url, token=hub.token)` or with `HF_ENDPOINT`/`HF_TOKEN` in a subprocess's environment.
-Only the endpoints that client really calls for create_repo, create_branch/delete_branch, upload_file,
-upload_folder, create_commit, list_repo_refs, list_repo_files/list_repo_tree, list_repo_commits,
-repo_info/model_info, whoami, hf_hub_download and snapshot_download are served (see `_ROUTES`).
+Only the endpoints that client really calls for create_repo, create_branch, upload_file, upload_folder,
+create_commit, list_repo_refs, list_repo_files/list_repo_tree, repo_info/model_info, whoami,
+hf_hub_download and snapshot_download are served (see `_ROUTES`).
 
 State is a tiny git model kept in memory: a repo has commits (each holds the whole tree after it) and
 branches that point at commits, so create_branch is a pointer copy and a commit changes only its branch.
@@ -14,7 +14,12 @@ Uploads: the preupload answer says `uploadMode: "regular"` for every file, which
 size, so contents travel base64-encoded inside the commit's NDJSON body and neither Xet nor LFS is used
 (no environment switch such as HF_HUB_DISABLE_XET is needed). The price: with hf_xet installed,
 upload_folder splits a folder into several commits past 100 MB of content (the client's budget for
-regular files per commit) or 256 files.
+regular files per commit) or about 250 files.
+
+Set HF_HUB_DISABLE_TELEMETRY=1 (in process, after import: `huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY
+= True`): otherwise the client's user-agent builder fetches `{HF_ENDPOINT}/api/agent-harnesses` once per process,
+from https://huggingface.co when only `HfApi(endpoint=...)` points here (and from the fake, which answers 404,
+when HF_ENDPOINT does).
 
 Errors carry the `X-Error-Code` header (RepoNotFound, RevisionNotFound, EntryNotFound) from which the
 client raises RepositoryNotFoundError, RevisionNotFoundError and RemoteEntryNotFoundError.
@@ -32,6 +37,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from urllib.parse import parse_qs, unquote, urlsplit
 
 GITATTRIBUTES = b"*.bin filter=lfs diff=lfs merge=lfs -text\n*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
@@ -52,7 +58,7 @@ class Commit:
     branch: str
     message: str
     parent: str | None
-    files: dict  # path -> bytes: the whole tree after this commit
+    files: MappingProxyType  # path -> bytes: the whole tree after this commit (read-only)
     changed: tuple  # paths added or modified by this commit
     deleted: tuple
     date: str
@@ -98,7 +104,7 @@ class HubError(Exception):
         self.status, self.message, self.code, self.headers, self.extra = status, message, code, headers or {}, extra
 
 
-_REPO = r"/api/(?P<type>model|dataset|space)s/(?P<repo>[^/]+/[^/]+)"
+_REPO = r"/api/(?P<type>model|dataset|space)s/(?P<repo_id>[^/]+/[^/]+)"
 _REV = r"(?P<rev>[^/]+)"  # revisions arrive quote(rev, safe="")-encoded: one path segment
 
 
@@ -270,8 +276,10 @@ class FakeHub:
 
     def _add_commit(self, repo: Repo, branch: str, message: str, files: dict, changed=(), deleted=()) -> Commit:
         parent = repo.branches.get(branch)
-        commit_id = hashlib.sha1(f"{repo.repo_id}\0{branch}\0{parent}\0{message}\0{next(self._ids)}".encode()).hexdigest()
-        commit = Commit(commit_id, branch, message, parent, files, tuple(changed), tuple(deleted), _now())
+        seed = f"{repo.repo_id}\0{branch}\0{parent}\0{message}\0{next(self._ids)}"
+        commit_id = hashlib.sha1(seed.encode()).hexdigest()
+        commit = Commit(commit_id, branch, message, parent, MappingProxyType(files), tuple(changed), tuple(deleted),
+                        _now())
         repo.commits[commit_id] = commit
         repo.branches[branch] = commit_id
         return commit
@@ -300,28 +308,28 @@ class FakeHub:
         return _json({"type": "user", "name": self.user, "fullname": self.user, "orgs": [],
                       "auth": {"type": "access_token", "accessToken": {"displayName": "fake", "role": "write"}}})
 
-    def _repo_info(self, type, repo, authed, rev="main", **_):
+    def _repo_info(self, type, repo_id, authed, rev="main", **_):
         """GET /api/{type}s/{repo}[/revision/{rev}] <- repo_info/model_info, revision_exists, snapshot_download
         (which reads `sha` to pin the commit), and create_commit when nothing changed."""
-        r = self._repo(type, repo, authed)
-        commit = r.commits[self._resolve(r, rev)]
-        return _json({"id": repo, "author": repo.split("/")[0], "sha": commit.id, "private": r.private,
+        repo = self._repo(type, repo_id, authed)
+        commit = repo.commits[self._resolve(repo, rev)]
+        return _json({"id": repo_id, "author": repo_id.split("/")[0], "sha": commit.id, "private": repo.private,
                       "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
-                      "createdAt": r.created_at, "lastModified": commit.date,
+                      "createdAt": repo.created_at, "lastModified": commit.date,
                       "siblings": [{"rfilename": path} for path in sorted(commit.files)]})
 
-    def _refs(self, type, repo, authed, **_):
+    def _refs(self, type, repo_id, authed, **_):
         """GET /api/{type}s/{repo}/refs <- list_repo_refs."""
-        r = self._repo(type, repo, authed)
+        repo = self._repo(type, repo_id, authed)
         branches = [{"name": name, "ref": f"refs/heads/{name}", "targetCommit": commit_id}
-                    for name, commit_id in sorted(r.branches.items())]
+                    for name, commit_id in sorted(repo.branches.items())]
         return _json({"branches": branches, "converts": [], "tags": [], "pullRequests": []})
 
-    def _tree(self, type, repo, authed, rev, query, path="", **_):
+    def _tree(self, type, repo_id, authed, rev, query, path="", **_):
         """GET /api/{type}s/{repo}/tree/{rev}[/{path}]?recursive=... <- list_repo_tree, list_repo_files,
         snapshot_download (with rev = the commit id from repo_info). One page: no Link header."""
-        r = self._repo(type, repo, authed)
-        files = r.commits[self._resolve(r, rev)].files
+        repo = self._repo(type, repo_id, authed)
+        files = repo.commits[self._resolve(repo, rev)].files
         recursive = query.get("recursive", "false").lower() in ("true", "1")
         base = path.strip("/") + "/" if path.strip("/") else ""
         entries: dict[str, dict] = {}
@@ -338,24 +346,13 @@ class FakeHub:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound")
         return _json(list(entries.values()))
 
-    def _commit_log(self, type, repo, authed, rev, **_):
-        """GET /api/{type}s/{repo}/commits/{rev} <- list_repo_commits (newest first)."""
-        r = self._repo(type, repo, authed)
-        log, commit_id = [], self._resolve(r, rev)
-        while commit_id is not None:
-            c = r.commits[commit_id]
-            log.append({"id": c.id, "title": c.message, "message": "", "date": c.date,
-                        "authors": [{"user": self.user}]})
-            commit_id = c.parent
-        return _json(log)
-
-    def _preupload(self, type, repo, authed, rev, body, **_):
+    def _preupload(self, type, repo_id, authed, rev, body, **_):
         """POST /api/{type}s/{repo}/preupload/{rev} <- create_commit, upload_file, upload_folder.
 
         "regular" for every file keeps the client off Xet and LFS; `oid` (the blob id already at that
         path) lets the client leave unchanged files out of the commit, as with the real Hub."""
-        r = self._repo(type, repo, authed)
-        commit = r.commits[self._resolve(r, rev)]
+        repo = self._repo(type, repo_id, authed)
+        commit = repo.commits[self._resolve(repo, rev)]
         answers = []
         for f in json.loads(body)["files"]:
             existing = commit.files.get(f["path"])
@@ -363,21 +360,21 @@ class FakeHub:
                             "oid": git_blob_id(existing) if existing is not None else None})
         return _json({"files": answers, "commitOid": commit.id})
 
-    def _commit(self, type, repo, authed, rev, body, query, **_):
+    def _commit(self, type, repo_id, authed, rev, body, query, **_):
         """POST /api/{type}s/{repo}/commit/{rev} (NDJSON) <- create_commit, upload_file, upload_folder.
 
         The revision must be an existing branch: committing to a missing one is a 404 RevisionNotFound,
         so callers create the branch first."""
-        r = self._repo(type, repo, authed)
+        repo = self._repo(type, repo_id, authed)
         if query.get("create_pr"):
             raise HubError(400, "Pull requests are not supported by the fake hub")
-        if rev not in r.branches:
+        if rev not in repo.branches:
             raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         header = next(line["value"] for line in lines if line["key"] == "header")
-        if header.get("parentCommit") not in (None, r.branches[rev]):
+        if header.get("parentCommit") not in (None, repo.branches[rev]):
             raise HubError(412, "A commit has happened since. Please refresh and try again.")
-        files, changed, deleted = dict(r.commits[r.branches[rev]].files), [], []
+        files, changed, deleted = dict(repo.commits[repo.branches[rev]].files), [], []
         for line in lines:
             key, value = line["key"], line["value"]
             if key == "file":
@@ -389,58 +386,46 @@ class FakeHub:
                 deleted.append(value["path"])
             elif key == "deletedFolder":
                 prefix = value["path"].rstrip("/") + "/"
-                deleted += [p for p in list(files) if p.startswith(prefix) and files.pop(p) is not None]
+                gone = [p for p in files if p.startswith(prefix)]
+                for p in gone:
+                    del files[p]
+                deleted += gone
             elif key != "header":  # "lfsFile": never asked for, since preupload says "regular"
                 raise HubError(400, f"Unsupported commit operation for the fake hub: {key}")
-        commit = self._add_commit(r, rev, header["summary"], files, changed, deleted)
+        commit = self._add_commit(repo, rev, header["summary"], files, changed, deleted)
         return _json({"success": True, "commitOid": commit.id, "hookOutput": "",
-                      "commitUrl": f"{self._repo_url(r)}/commit/{commit.id}"})
+                      "commitUrl": f"{self._repo_url(repo)}/commit/{commit.id}"})
 
-    def _create_branch(self, type, repo, authed, rev, body, **_):
+    def _create_branch(self, type, repo_id, authed, rev, body, **_):
         """POST /api/{type}s/{repo}/branch/{branch} {"startingPoint": rev?} <- create_branch.
 
         The new branch points at the starting point's commit (default main). 409 if it exists, which
         create_branch(exist_ok=True) swallows; exist_ok=False raises HfHubHTTPError (status 409)."""
-        r = self._repo(type, repo, authed)
-        if rev in r.branches:
+        repo = self._repo(type, repo_id, authed)
+        if rev in repo.branches:
             raise HubError(409, f"Reference already exists: refs/heads/{rev}")
         start = json.loads(body or b"{}").get("startingPoint") or "main"
-        r.branches[rev] = self._resolve(r, start)
+        repo.branches[rev] = self._resolve(repo, start)
         return _json({})
 
-    def _delete_branch(self, type, repo, authed, rev, **_):
-        """DELETE /api/{type}s/{repo}/branch/{branch} <- delete_branch."""
-        r = self._repo(type, repo, authed)
-        if rev not in r.branches:
-            raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
-        if rev == "main":
-            raise HubError(400, "Cannot delete the default branch")
-        del r.branches[rev]
-        return _json({})
-
-    def _resolve_file(self, method, repo, authed, rev, path, headers, type="model", **_):
+    def _resolve_file(self, method, repo_id, authed, rev, path, headers, type="model", **_):
         """HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path} <- hf_hub_download, snapshot_download, file_exists.
 
         HEAD gives the metadata the client insists on (ETag, X-Repo-Commit, Content-Length); no X-Xet-Hash
-        header, so the client downloads the bytes with a plain GET (Range supported for resumes)."""
-        r = self._repo(type, repo, authed)
-        commit = r.commits[self._resolve(r, rev)]
+        header, so the client downloads the bytes with a plain GET. A Range header is ignored: the client
+        then restarts the file from its first byte."""
+        repo = self._repo(type, repo_id, authed)
+        commit = repo.commits[self._resolve(repo, rev)]
         if path not in commit.files:
             raise HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": commit.id})
         data = commit.files[path]
-        out = {"ETag": f'"{git_blob_id(data)}"', "X-Repo-Commit": commit.id, "Accept-Ranges": "bytes",
+        out = {"ETag": f'"{git_blob_id(data)}"', "X-Repo-Commit": commit.id,
                "Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
-        status, ranged = 200, re.fullmatch(r"bytes=(\d+)-(\d*)", headers.get("Range") or "")
-        if ranged:
-            start, end = int(ranged[1]), int(ranged[2] or len(data) - 1)
-            out["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            status, data = 206, data[start:end + 1]
-            out["Content-Length"] = str(len(data))
-        return status, out, data
+        return 200, out, data
 
 
-def _json(payload, status: int = 200) -> tuple[int, dict, bytes]:
-    return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+def _json(payload) -> tuple[int, dict, bytes]:
+    return 200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
 
 
 def _error(e: HubError) -> tuple[int, dict, bytes]:
@@ -459,12 +444,10 @@ _ROUTES = [
     (("GET",), _REPO + r"/revision/" + _REV, FakeHub._repo_info, False),
     (("GET",), _REPO + r"/refs", FakeHub._refs, False),
     (("GET",), _REPO + r"/tree/" + _REV + r"(?:/(?P<path>.*))?", FakeHub._tree, False),
-    (("GET",), _REPO + r"/commits/" + _REV, FakeHub._commit_log, False),
     (("POST",), _REPO + r"/preupload/" + _REV, FakeHub._preupload, True),
     (("POST",), _REPO + r"/commit/" + _REV, FakeHub._commit, True),
     (("POST",), _REPO + r"/branch/" + _REV, FakeHub._create_branch, True),
-    (("DELETE",), _REPO + r"/branch/" + _REV, FakeHub._delete_branch, True),
-    (("GET", "HEAD"), r"/(?:(?P<type>dataset|space)s/)?(?P<repo>[^/]+/[^/]+)/resolve/" + _REV + r"/(?P<path>.+)",
+    (("GET", "HEAD"), r"/(?:(?P<type>dataset|space)s/)?(?P<repo_id>[^/]+/[^/]+)/resolve/" + _REV + r"/(?P<path>.+)",
      FakeHub._resolve_file, False),
 ]
 
@@ -487,13 +470,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0], 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            self.rfile.readline()
-            return b"".join(chunks)
+        # The client always sends a Content-Length (bodies are bytes or JSON, never streamed chunks).
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def log_message(self, format, *args) -> None:  # keep test output quiet

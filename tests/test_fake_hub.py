@@ -1,6 +1,7 @@
 """The real huggingface_hub client against tests/fake_hub.py: repos, branches, uploads, downloads, auth, failures."""
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -23,7 +24,9 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch):
     """Online (whatever HF_HUB_OFFLINE says), no telemetry, and any lookup of a host other than the
-    loopback fails the test: the client must only ever talk to the fake."""
+    loopback fails the test: the client must only ever talk to the fake. (Without HF_HUB_DISABLE_TELEMETRY,
+    building the user agent would fetch https://huggingface.co/api/agent-harnesses: constants.ENDPOINT, not
+    the HfApi's endpoint. The constants are read at import, hence the monkeypatching.)"""
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -61,11 +64,11 @@ def write_folder(folder: Path, files: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def model_files(seed: int) -> dict[str, bytes]:
-    """A config, a ~300 KB model.safetensors, a 2 MB binary and a README: different bytes per seed."""
-    rng = __import__("random").Random(seed)
+    """A config, a ~300 KB model.safetensors, a 2 MiB binary and a README: different bytes per seed."""
+    rng = random.Random(seed)
     return {"config.json": b'{"hidden_size": %d}' % (64 + seed),
             "model.safetensors": rng.randbytes(300_000),
-            "optimizer/state.bin": rng.randbytes(2_000_000),
+            "optimizer/state.bin": rng.randbytes(2 * 1024 * 1024),
             "README.md": b"---\nlicense: mit\n---\n# tiny model %d\n" % seed}
 
 
