@@ -17,6 +17,7 @@ from common.blimp import check_pairs_fit, evaluate_snapshot, report
 from common.config import parse_config
 from common.distributed import attach_tensorboard, build_accelerator, main_process_value, training_dtype
 from common.errors import UsageError, run_main
+from common.hub import HubPusher
 from common.minimal_pairs import PairSet, load_pair_set
 from common.models import TOKENIZER_KIND, build_model, load_model, max_positions, resolve_shape
 from common.objectives import objective_for
@@ -63,6 +64,9 @@ def main():
     default_dir = default_run_dir(cfg.model_type, cfg.model_size, cfg.dataset)
     output_dir = Path(cfg.output_dir or main_process_value(accelerator, str(default_dir)))
     resume_path = claim_output_dir(accelerator, output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint)
+    # The Hub repository is created (or found) before any work: no token, no training.
+    pusher = HubPusher(cfg.hub_model_id, cfg.hub_private).open() \
+        if cfg.push_to_hub and accelerator.is_main_process else None
     attach_tensorboard(accelerator, output_dir)
 
     corpus = load_corpus(cfg.dataset, data_dir=cfg.data_dir, data_files=cfg.data_files, text_column=cfg.text_column,
@@ -82,7 +86,8 @@ def main():
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
 
     training = Pretraining(cfg, accelerator, model, tokenizer, objective, splits, output_dir, made_for,
-                           peak_flops=measure_matmul_peak(accelerator.device, training_dtype(accelerator)))
+                           peak_flops=measure_matmul_peak(accelerator.device, training_dtype(accelerator)),
+                           pusher=pusher)
     summary = training.run(resume_path)
 
     before, after = summary["initial"], summary["final"]
@@ -91,6 +96,9 @@ def main():
         resumed = f" (this launch resumed at step {summary['start_step']})" if summary["start_step"] else ""
         accelerator.print(f"validation loss {before['val/loss']:.4f} -> {after['val/loss']:.4f}, "
                           f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}{resumed}")
+    if summary["failed_pushes"]:
+        accelerator.print(f"not pushed to {cfg.hub_model_id} (see the warnings above): "
+                          f"{', '.join(summary['failed_pushes'])}")
     if blimp_pairs:
         results = evaluate_snapshot(accelerator, output_dir / "final", blimp_pairs, ScoringOptions(),
                                     tensorboard_dir=output_dir / "tb" / f"blimp-{blimp_pairs.name}")

@@ -59,7 +59,7 @@ def setup_logging(accelerator: Accelerator) -> None:
     """Info lines from the main process only; warnings and errors from every rank."""
     level = logging.INFO if accelerator.is_main_process else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, level=level, force=True)
-    for noisy in ("deepspeed", "DeepSpeed", "torch.distributed", "accelerate", "datasets", "httpx"):
+    for noisy in ("deepspeed", "DeepSpeed", "torch.distributed", "accelerate", "datasets", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -22,6 +22,7 @@ from common import checkpoint
 from common.config import write_config_yaml
 from common.distributed import all_reduce_sum, all_reduce_tensors, configure_deepspeed, describe, log, uses_deepspeed
 from common.errors import TrainingStopped, UsageError
+from common.hub import model_card
 from common.milestones import due, save_snapshot
 from common.models import matmul_parameters, training_flops_per_token
 from common.perf import mfu
@@ -125,10 +126,11 @@ def planned_steps(cfg, windows_per_epoch: int, global_batch: int) -> int:
 
 class Pretraining:
     def __init__(self, cfg, accelerator, model, tokenizer, objective, splits, output_dir: Path,
-                 made_for: dict, peak_flops: float):
+                 made_for: dict, peak_flops: float, pusher=None):
         self.cfg, self.accelerator, self.tokenizer, self.objective = cfg, accelerator, tokenizer, objective
         self.output_dir = output_dir
         self.made_for = made_for
+        self.pusher = pusher  # a HubPusher on the main process with --push_to_hub, else None
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         self.sampler = WindowSampler(splits["train"].tokens, cfg.seq_length, cfg.seed)
         self.val_tokens = splits["validation"].tokens
@@ -194,6 +196,7 @@ class Pretraining:
                     self.record(self.evaluate())
                 if result["stop_votes"]:
                     self.save_checkpoint()
+                    self.finish_pushes()
                     self.log.close()
                     log.warning("stopped by %s at step %d; checkpoint written, resume with "
                                 "--resume_from_checkpoint auto", self.stop.signal_name or "a signal", step)
@@ -216,9 +219,10 @@ class Pretraining:
         self.record(final_eval)
         self.save_checkpoint()
         self.snapshot(self.output_dir / "final", {"name": "final"})
+        failed_pushes = self.finish_pushes()
         self.log.close()
         return {"initial": initial_eval, "final": final_eval, "progress": asdict(self.progress),
-                "total_steps": self.total_steps, "start_step": start_step}
+                "total_steps": self.total_steps, "start_step": start_step, "failed_pushes": failed_pushes}
 
     def train_step(self) -> dict:
         cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
@@ -341,7 +345,15 @@ class Pretraining:
         info = {**info, "step": self.progress.step, "tokens_seen": self.progress.tokens_seen,
                 "words_seen": self.progress.words_seen, "train_loss": self.last["train/loss"],
                 "val_loss": self.last["val/loss"], **self.made_for}
-        save_snapshot(self.accelerator, self.model, self.tokenizer, folder, info, self.provenance_files)
+        card = model_card(self.cfg.hub_model_id, info, asdict(self.cfg))
+        save_snapshot(self.accelerator, self.model, self.tokenizer, folder, info,
+                      {**self.provenance_files, "README.md": card})
+        if self.pusher is not None:
+            self.pusher.push(folder, info["name"], delete_after=self.cfg.milestone_store == "hub")
+
+    def finish_pushes(self) -> list:
+        """Wait for the Hub uploads still queued (the main process's); the ones that failed."""
+        return [str(push.folder) for push in self.pusher.finish()] if self.pusher is not None else []
 
     def save_due_milestones(self) -> bool:
         """Snapshot every anchor reached by this step (after a validation pass, whose loss goes

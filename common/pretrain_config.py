@@ -87,6 +87,13 @@ class PretrainConfig:
     milestones: Optional[str] = option(None, "token anchors for HF snapshots, e.g. 25M,50M,100M")
     milestones_words: Optional[str] = option(None, "word anchors for HF snapshots named chck_<N>M, e.g. 1M,2M,10M")
     save_init: bool = option(False, "also snapshot the randomly initialised model as milestones/init")
+    push_to_hub: bool = option(False, "push each milestone to its own branch of --hub_model_id and final/ to main "
+                                      "(in the background; the token comes from HF_TOKEN or `hf auth login`)")
+    hub_model_id: Optional[str] = option(None, "the Hub repository to push to, USER/NAME (created if missing)")
+    hub_private: bool = option(False, "create --hub_model_id as a private repository")
+    milestone_store: Literal["local", "hub"] = option(
+        "local", "where milestones live: local (kept in milestones/, also pushed with --push_to_hub) or hub "
+                 "(pushed, then the local copy is removed to save disk; final/ always stays)")
     max_nonfinite_steps: int = option(20, "stop (with a checkpoint) after this many steps with a non-finite loss")
     # --- evaluation of the final model ---
     blimp_at_end: bool = option(True, "score final/ on minimal pairs when training ends (eval_blimp.py's "
@@ -142,6 +149,15 @@ class PretrainConfig:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         self.anchors()  # malformed milestone lists fail here, before any work
         self.train_token_limit()
+        self.check_hub_options()
+
+    def check_hub_options(self) -> None:
+        if self.push_to_hub and not self.hub_model_id:
+            raise UsageError("--push_to_hub needs --hub_model_id USER/NAME")
+        if self.hub_model_id and not self.push_to_hub:
+            raise UsageError("--hub_model_id is only used with --push_to_hub")
+        if self.milestone_store == "hub" and not self.push_to_hub:
+            raise UsageError("--milestone_store hub needs --push_to_hub and --hub_model_id")
 
     def anchors(self):
         return (parse_anchors(self.milestones, "tokens", "--milestones")
