@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import yaml
+from accelerate.commands.config.config_args import ClusterConfig
 
 from common.config import parse_config
 from common.models import build_model, count_parameters, resolve_shape
@@ -125,6 +126,8 @@ def test_electra_moe_grid_names_its_presets_and_agrees_with_them():
 
 @pytest.mark.parametrize("path", sorted((REPO / "accelerate_configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_accelerate_config_parses_and_points_at_real_files(path):
+    parsed = ClusterConfig.from_yaml_file(str(path))  # as `accelerate launch --config_file` reads it
+    assert parsed.num_processes >= 1 and str(parsed.distributed_type).endswith(("NO", "MULTI_GPU", "DEEPSPEED"))
     config = yaml.safe_load(path.read_text())
     assert config["distributed_type"] in {"NO", "MULTI_GPU", "DEEPSPEED"}
     assert isinstance(config["num_processes"], int) and config["num_processes"] >= 1
