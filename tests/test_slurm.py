@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -22,7 +23,8 @@ from common.config import parse_config
 from common.errors import UsageError
 from common.grid import read_grid, row_arguments
 from common.pretrain_config import PretrainConfig
-from tests.helpers import REPO, TINY_MODEL, read_metrics, run_script, train_losses
+from tests.conftest import CAUSAL_RUN
+from tests.helpers import REPO, TINY_MODEL, read_metrics
 from tests.slurm_cluster import LocalSlurm
 
 TEMPLATES = sorted((REPO / "slurm").glob("*/*.sbatch"))
@@ -142,20 +144,18 @@ def test_grid_runs_as_a_job_array_one_row_per_task(slurm, tmp_path):
     assert json.loads((tmp_path / "runs" / "a" / "final" / "milestone.json").read_text())["step"] == 16
 
 
-def test_time_limit_warning_checkpoints_requeues_and_resumes_to_the_same_losses(slurm, tmp_path):
+def test_time_limit_warning_checkpoints_requeues_and_resumes_to_the_same_losses(slurm, tmp_path, causal_run):
     """USR1 to the batch shell (what --signal=B:USR1@600 sends before the time limit) under the
     multi-node template on one node: srun passes it on, the trainer checkpoints, the job requeues
-    itself and resumes; its losses are those of an uninterrupted run, step by step."""
-    arguments = [*TINY_RUN, "--max_steps", "60", "--checkpointing_steps", "0", "--per_device_train_batch_size", "4"]
-    reference = tmp_path / "uninterrupted"
-    run_script("train_pretrain.py", [*arguments, "--output_dir", str(reference)])
+    itself and resumes; it ends where the uninterrupted session fixture run with the same
+    arguments (causal_run) ended: the same final training and validation losses."""
     out = tmp_path / "preempted"
     log = tmp_path / "job.out"
     job = slurm.submit("slurm/borah/pretrain_multinode.sbatch", [*SMALL, "--nodes=1", "--cpus-per-task=2",
                                                                   f"--output={log}"],
-                       [*arguments, "--output_dir", str(out)], cwd=REPO, export={**CPU_JOB, "GPUS_PER_NODE": "1"})
+                       [*CAUSAL_RUN, "--output_dir", str(out)], cwd=REPO, export={**CPU_JOB, "GPUS_PER_NODE": "1"})
     deadline = time.time() + 300
-    while not ((out / "metrics.jsonl").exists() and any(r["step"] >= 10 for r in read_metrics(out))):
+    while not ((out / "metrics.jsonl").exists() and any(r["step"] >= 20 for r in read_metrics(out))):
         assert time.time() < deadline, job_log(log)
         time.sleep(0.2)
     slurm.run(["scancel", "--signal=USR1", "--batch", job])
@@ -164,7 +164,11 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes_to_the_same_losses(
     assert task["JobState"] == "COMPLETED" and task["Restarts"] == "1", text
     assert "requeueing job" in text and "restart 1" in text and f"{out} finished" in text
     assert "babytrain: 1 nodes x 1 processes, rendezvous at" in text
-    assert train_losses(out) == train_losses(reference)
+    resumed = re.search(r"resumed from \S+ at step (\d+)", text)
+    assert resumed and 20 <= int(resumed.group(1)) < 60, text
+    ours, reference = (json.loads((run / "final" / "milestone.json").read_text()) for run in (out, causal_run))
+    assert (ours["step"], ours["train_loss"], ours["val_loss"]) == \
+        (reference["step"], reference["train_loss"], reference["val_loss"])
 
 
 def test_eval_template_scores_a_run(slurm, tmp_path, causal_run):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,13 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import train_pretrain
+from common.config import parse_config
+from common.packing import packed_corpus
+from common.pretrain_config import PretrainConfig
+from common.sources import load_corpus
+from common.tokenizer import tokenizer_hash
+from tests.conftest import CAUSAL_RUN
 from tests.helpers import (TINY_DATA, TINY_MODEL, error_line, read_metrics, run_and_preempt, run_script,
                            shared_data_dir, train_losses)
 
@@ -138,21 +147,30 @@ def test_gradient_checkpointing_gives_the_same_losses(tmp_path, cache_dir):
     assert all(abs(plain[s] - recomputed[s]) < 1e-5 for s in plain), (plain, recomputed)
 
 
-def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path, cache_dir):
+def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
+    """A run fills the cache; the same pipeline (train_pretrain.py's own functions, in process) then
+    reuses it untouched for the same source and builds a second entry for a changed one."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"The dog {i} runs to the park and the cats sleep." for i in range(400)))
-    args = lambda name: tiny_args(tmp_path / name, tmp_path / "cache", "--dataset", "text", "--data_files", str(corpus),
-                                  "--max_steps", "2", "--per_device_train_batch_size", "2")
-    run_script("train_pretrain.py", args("first"))
+    args = tiny_args(tmp_path / "first", tmp_path / "cache", "--dataset", "text", "--data_files", str(corpus),
+                     "--max_steps", "2", "--per_device_train_batch_size", "2")
+    run_script("train_pretrain.py", args)
     token_folders = list((tmp_path / "cache" / "tokens").iterdir())
     assert len(token_folders) == 1
     stamp = (token_folders[0] / "train.bin").stat().st_mtime_ns
-    run_script("train_pretrain.py", args("second"))
+
+    def pack_again():
+        cfg = parse_config(PretrainConfig, args)
+        corpus_source = load_corpus(cfg.dataset, data_files=cfg.data_files, text_column=cfg.text_column,
+                                    validation_split_percentage=cfg.validation_split_percentage, seed=cfg.seed)
+        tokenizer = train_pretrain.obtain_tokenizer(cfg, corpus_source)
+        packed_corpus(corpus_source, tokenizer, tokenizer_hash(tokenizer), Path(cfg.cache_dir))
+
+    pack_again()
     assert list((tmp_path / "cache" / "tokens").iterdir()) == token_folders
     assert (token_folders[0] / "train.bin").stat().st_mtime_ns == stamp, "the cache was rewritten"
-
     corpus.write_text(corpus.read_text() + "\n\nA new story about the birds.")
-    run_script("train_pretrain.py", args("third"))
+    pack_again()
     assert len(list((tmp_path / "cache" / "tokens").iterdir())) == 2, "a changed source did not rebuild the cache"
     manifests = [json.loads((f / "manifest.json").read_text()) for f in (tmp_path / "cache" / "tokens").iterdir()]
     assert len({m["source_fingerprint"] for m in manifests}) == 2
@@ -206,32 +224,29 @@ def test_non_utf8_bytes_are_replaced_and_counted(tmp_path, cache_dir):
     assert "300" in result.stderr and str(corpus) in result.stderr, result.stderr[-2000:]
 
 
-def test_finished_run_is_not_touched_without_overwrite(tmp_path, cache_dir):
-    out = tmp_path / "run"
-    run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "2"))
+def test_finished_run_is_not_touched_without_overwrite(tmp_path, cache_dir, causal_run):
+    out = shutil.copytree(causal_run, tmp_path / "run")  # a finished run (the session's fixture, copied)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "2"), check=False)
+    result = run_script("train_pretrain.py", [*CAUSAL_RUN, "--output_dir", str(out)], check=False)
     assert result.returncode == 2 and "holds a finished run" in error_line(result)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "3", "--overwrite_output_dir"))
     assert json.loads((out / "final" / "milestone.json").read_text())["step"] == 3
+    assert not (out / "milestones").exists()  # the old run's files went with --overwrite_output_dir
 
 
-def test_resuming_a_checkpoint_of_another_shape_is_refused(tmp_path, cache_dir):
-    out = tmp_path / "run"
-    stopped = start_and_interrupt(tiny_args(out, cache_dir, "--max_steps", "400"), out, after_step=1)
-    assert stopped >= 1
-    result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "400", "--hidden_size", "128",
-                                                        "--resume_from_checkpoint", "auto"), check=False)
+def test_resuming_a_checkpoint_of_another_shape_is_refused(tmp_path, causal_run):
+    out = shutil.copytree(causal_run, tmp_path / "run")
+    shutil.rmtree(out / "final")  # unfinished: its last checkpoint (step 60) is there to resume
+    resume = [*CAUSAL_RUN, "--output_dir", str(out), "--resume_from_checkpoint", "auto"]
+    result = run_script("train_pretrain.py", [*resume, "--hidden_size", "128"], check=False)
     assert result.returncode == 2 and "made for hidden_size=64" in error_line(result)
-    result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "400", "--resume_from_checkpoint",
-                                                        "auto", "--per_device_train_batch_size", "8"), check=False)
+    result = run_script("train_pretrain.py", [*resume, "--per_device_train_batch_size", "8"], check=False)
     assert result.returncode == 2 and "it was trained with 16 windows per step; this launch has 8" in error_line(result)
 
 
-def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir):
-    first = tmp_path / "first"
-    run_script("train_pretrain.py", tiny_args(first, cache_dir, "--max_steps", "1"))
+def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir, causal_run):
+    first = causal_run
     broken = tmp_path / "broken"
     model = AutoModelForCausalLM.from_pretrained(first / "final")
     with torch.no_grad():
