@@ -33,16 +33,23 @@ class Llama4TextForSequenceClassification(GenericForSequenceClassification, Llam
 EXTRA_CLASSIFIERS = {"llama4_text": Llama4TextForSequenceClassification}
 
 
+def load_config(source: ModelSource):
+    try:
+        return AutoConfig.from_pretrained(source.name_or_path, **source.hub_options())
+    except (OSError, ValueError, KeyError) as error:
+        raise UsageError(f"{source.flag}: cannot load ({first_line(error)})") from None
+
+
 def load_classification_tokenizer(source: ModelSource):
     """The model's tokenizer, with a pad token: its own, else its EOS token (GPT-2 and most causal
     Hub models have none); a model with neither cannot pad a batch. Also the model's number of
     positions (None if its config does not say), the most tokens an example may have."""
     source.check()
+    config = load_config(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.name_or_path, **source.hub_options())
-        config = AutoConfig.from_pretrained(source.name_or_path, **source.hub_options())
     except (OSError, ValueError, KeyError) as error:
-        raise UsageError(f"{source.flag}: cannot load ({first_line(error)})") from None
+        raise UsageError(f"{source.flag}: cannot load its tokenizer ({first_line(error)})") from None
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UsageError(f"{source.flag}: its tokenizer has no pad token and no EOS token to pad with")
@@ -60,10 +67,7 @@ def load_classifier(source: ModelSource, labels: tuple[str, ...] | None, pad_tok
     Only head weights may be missing from the checkpoint: anything else means the body did not
     load (a model of another kind under the same name), which training would silently hide.
     """
-    try:
-        config = AutoConfig.from_pretrained(source.name_or_path, **source.hub_options())
-    except (OSError, ValueError, KeyError) as error:
-        raise UsageError(f"{source.flag}: cannot load ({first_line(error)})") from None
+    config = load_config(source)
     num_labels = 1 if labels is None else len(labels)
     head = dict(num_labels=num_labels, pad_token_id=pad_token_id,
                 problem_type="regression" if labels is None else "single_label_classification")

@@ -49,15 +49,11 @@ class FinetuneOptions:
 
 
 @dataclass(frozen=True)
-class FinetuneSettings:
-    learning_rate: float = 5e-5
+class FinetuneSettings(FinetuneOptions):
+    """One run's settings: the shared optimisation options plus the run's own."""
     per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 64
     num_train_epochs: int = 10
     patience: int = 3            # epochs without a better monitored score before stopping; 0: never stop early
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
     seed: int = 42
 
 
