@@ -171,8 +171,3 @@ def correlation(kind, predictions: np.ndarray, references: np.ndarray) -> float:
     if np.ptp(predictions) == 0 or np.ptp(references) == 0:
         return 0.0
     return float(kind(predictions, references)[0])
-
-
-def task_score(task: GlueTask, metrics: dict[str, float]) -> float:
-    """One number per task, as the GLUE leaderboard averages them: the mean of its metrics."""
-    return float(np.mean([metrics[name] for name in task.metrics]))

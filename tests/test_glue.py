@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from common.errors import UsageError
-from common.glue import GLUE_TASKS, glue_metrics, glue_tasks, read_glue_file, task_score
+from common.glue import GLUE_TASKS, glue_metrics, glue_tasks, read_glue_file
+from common.glue_results import glue_score
 from tests.helpers import shared_data_dir
 
 # One dev file per task, in the layout of the GLUE download (tabs, no quoting).
@@ -120,7 +121,7 @@ def test_metrics_against_hand_computed_values():
     metrics = glue_metrics(stsb, np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 7.0]))
     assert metrics["pearson"] == pytest.approx(5 / math.sqrt(2 * 114 / 9))
     assert metrics["spearman"] == pytest.approx(1.0)
-    assert task_score(stsb, metrics) == pytest.approx((metrics["pearson"] + 1.0) / 2)
+    assert glue_score({"dev": metrics}) == pytest.approx((metrics["pearson"] + 1.0) / 2)
     # A constant prediction has no correlation (0, not NaN) and MCC 0.
     assert glue_metrics(stsb, np.array([3.0, 3.0, 3.0]), np.array([2.0, 4.0, 7.0]))["pearson"] == 0.0
     assert glue_metrics(cola, np.array([1, 1, 1, 1]), np.array([1, 1, 0, 0]))["matthews_correlation"] == 0.0
