@@ -67,6 +67,7 @@ class LocalSlurm:
         self.conf = self.folder / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.started_munged = False
+        self.hurried: set[str] = set()
 
     @staticmethod
     def unavailable() -> str | None:
@@ -159,9 +160,12 @@ class LocalSlurm:
 
     def start_now(self, task: dict[str, str]) -> None:
         """A requeued job waits ~2 minutes before it may start again (Slurm's BeginTime on
-        requeue); a test need not."""
-        if task.get("Reason") == "BeginTime":
-            self.run(["scontrol", "update", f"JobId={task['JobId']}", "StartTime=now"], check=False)
+        requeue); a test need not. A few seconds stay: started at once, the new run can fail
+        (exit 1, no output) while the node still clears the old one."""
+        key = f"{task['JobId']}:{task.get('Restarts')}"
+        if task.get("Reason") == "BeginTime" and key not in self.hurried:
+            self.hurried.add(key)
+            self.run(["scontrol", "update", f"JobId={task['JobId']}", "StartTime=now+5"], check=False)
 
 
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
