@@ -1,4 +1,4 @@
-"""Fine-tuning speed of common/finetune.py against the Hugging Face `Trainer` recipe, same work, one run.
+"""Fine-tuning speed of common/finetuning/finetune.py against the Hugging Face `Trainer` recipe, same work, one run.
 
 Both sides fine-tune the same saved model (`--model_type` at `--model_size`, untrained weights:
 speed does not depend on them) for sequence classification on the same tokenised examples with
@@ -37,12 +37,12 @@ from transformers import (  # noqa: E402
     AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments,
 )
 
-from common.classifier import encode, load_classifier  # noqa: E402
-from common.finetune import FinetuneSettings, finetune  # noqa: E402
+from common.finetuning.classifier import encode, load_classifier  # noqa: E402
+from common.finetuning.finetune import FinetuneSettings, finetune  # noqa: E402
 from common.model_source import ModelSource  # noqa: E402
-from common.models import build_model, resolve_shape  # noqa: E402
-from common.synthetic import synthetic_documents  # noqa: E402
-from common.tokenizer import train_tokenizer  # noqa: E402
+from common.models.build import build_model, resolve_shape  # noqa: E402
+from common.data.synthetic import synthetic_documents  # noqa: E402
+from common.data.tokenizer import train_tokenizer  # noqa: E402
 
 KINDS = {"llama": ("bpe", "causal"), "bert": ("wordpiece", "mlm"), "electra": ("wordpiece", "electra")}
 

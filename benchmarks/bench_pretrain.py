@@ -29,8 +29,8 @@ The sides:
 
 Tokens/s counts input tokens on every side (16 x 256 per step), and all skip their first logging
 interval (warm-up: allocator, thread pools, first-touch of the data). MFU puts all against one
-matmul peak measured here (common.perf.measure_matmul_peak) with ours' FLOPs per token (from its
-metrics: common.models.training_flops_per_token), the Trainer with the same figure as ours. That
+matmul peak measured here (common.training.perf.measure_matmul_peak) with ours' FLOPs per token (from its
+metrics: common.models.build.training_flops_per_token), the Trainer with the same figure as ours. That
 figure counts the vocabulary head at every position, so for MLM it is the Trainer's work, and
 ours' MFU is nominal (in step with its tokens/s). Quality: the training losses logged at the same
 steps (so after the same tokens), and both final models' loss on the same held-out windows
@@ -42,7 +42,7 @@ steps (so after the same tokens), and both final models' loss on the same held-o
     python benchmarks/bench_pretrain.py --skip_trainer        # ours only
 
 Without ../shared/data/pretrain/tinystories_valid.txt (or --data_file) a synthetic corpus from
-common.synthetic is written to a temporary file. Temporary run folders are removed unless --keep.
+common.data.synthetic is written to a temporary file. Temporary run folders are removed unless --keep.
 
 On a shared 2-core machine other processes steal whole cores. Each run's report says how many
 cores other processes used meanwhile (from /proc/stat, less the run's own CPU time); with
@@ -69,11 +69,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from common.models import AUTO_CLASSES  # noqa: E402
-from common.objectives import IGNORE, CausalLM, MaskedLM  # noqa: E402
-from common.packing import boundary_token_id  # noqa: E402
-from common.perf import measure_matmul_peak, mfu  # noqa: E402
-from common.schedule import learning_rate_at  # noqa: E402
+from common.models.build import AUTO_CLASSES  # noqa: E402
+from common.training.objectives import IGNORE, CausalLM, MaskedLM  # noqa: E402
+from common.data.packing import boundary_token_id  # noqa: E402
+from common.training.perf import measure_matmul_peak, mfu  # noqa: E402
+from common.optimizer import learning_rate_at  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "pretrain" / "tinystories_valid.txt"
 SYNTHETIC_WORDS = 300_000
@@ -292,7 +292,7 @@ def token_blocks(documents: list[str], tokenizer, block_size: int, with_labels: 
 def corpus_documents(data_file: str) -> tuple[list[str], list[str]]:
     """The training and held-out documents exactly as ours splits the file (blank-line separated,
     1% held out), so both sides train on the same text."""
-    from common.sources import load_corpus
+    from common.data.sources import load_corpus
 
     corpus = load_corpus("text", data_files=[data_file], validation_split_percentage=VALIDATION_PERCENT)
     return list(corpus.train_documents()), list(corpus.validation_documents())
@@ -425,7 +425,7 @@ def tail_mean(losses: dict[int, float], count: int = 5) -> float:
 
 
 def synthetic_text_file(path: Path) -> Path:
-    from common.synthetic import synthetic_documents
+    from common.data.synthetic import synthetic_documents
 
     path.write_text("\n\n".join(synthetic_documents(num_words=SYNTHETIC_WORDS)) + "\n", encoding="utf-8")
     return path

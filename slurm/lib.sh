@@ -107,9 +107,9 @@ pretrain_multi_node() {
 pretrain_grid_row() {
   local grid=$1 arguments
   enter_repository
-  arguments=$(${PYTHON:-python} -m common.grid "$grid" "$SLURM_ARRAY_TASK_ID") || exit 2
+  arguments=$(${PYTHON:-python} -m common.training.grid "$grid" "$SLURM_ARRAY_TASK_ID") || exit 2
   echo "babytrain: $grid row $SLURM_ARRAY_TASK_ID: train_pretrain.py $arguments"
-  eval "set -- $arguments"  # common.grid quotes each argument for the shell
+  eval "set -- $arguments"  # common.training.grid quotes each argument for the shell
   launch_pretraining "$@"
 }
 

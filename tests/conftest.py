@@ -2,8 +2,8 @@
 
 import pytest
 
-from common.synthetic import synthetic_documents
-from common.tokenizer import train_tokenizer
+from common.data.synthetic import synthetic_documents
+from common.data.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from common.synthetic import synthetic_documents
+from common.data.synthetic import synthetic_documents
 
 # Web of Science's Data.txt header; Domain and keywords carry stray spaces like the real file's.
 WOS_HEADER = "Y1\tY2\tY\tDomain\tarea\tkeywords\tAbstract"

@@ -1,4 +1,4 @@
-"""Tests for common/checkpoint.py: finding, pruning, compatibility checks, and saving with accelerate."""
+"""Tests for common/training/checkpoint.py: finding, pruning, compatibility checks, and saving with accelerate."""
 
 import json
 
@@ -6,8 +6,8 @@ import accelerate
 import pytest
 import torch
 
-from common import checkpoint
-from common.checkpoint import (
+from common.training import checkpoint
+from common.training.checkpoint import (
     STATE_FILE,
     check_compatible,
     checkpoint_dir,

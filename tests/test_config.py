@@ -1,4 +1,4 @@
-"""Tests for common/config.py and common/pretrain_config.py: presets, flags, validation, provenance."""
+"""Tests for common/config.py and common/training/pretrain_config.py: presets, flags, validation, provenance."""
 
 import dataclasses
 
@@ -7,7 +7,7 @@ import yaml
 
 from common.config import parse_config, split_config_flag, write_config_yaml
 from common.errors import UsageError
-from common.pretrain_config import PretrainConfig
+from common.training.pretrain_config import PretrainConfig
 
 
 def preset(tmp_path, text: str):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from transformers import AutoModelForCausalLM, AutoModelForPreTraining, AutoTokenizer
 
-import common.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
+import common.models.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
 from tests.helpers import (TINY_DATA, TINY_MODEL, accelerate_launch, launch_command, read_metrics, run_and_preempt,
                            run_script, train_losses)
 

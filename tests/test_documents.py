@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from common.documents import Document, label_counts, read_documents, stratified_split
+from common.finetuning.documents import Document, label_counts, read_documents, stratified_split
 from common.errors import UsageError
 
 DOMAINS = ["CS ", "ECE ", "Psychology ", "MAE ", "Civil ", "Medical ", "biochemistry "]

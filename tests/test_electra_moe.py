@@ -17,7 +17,7 @@ from transformers import (
     CONFIG_MAPPING, AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification,
 )
 
-from common.modeling_electra_moe import (
+from common.models.modeling_electra_moe import (
     ElectraMoeConfig, ElectraMoeForPreTraining, ElectraMoeForSequenceClassification, ElectraMoeModel,
     MoeFeedForward, register_electra_moe,
 )
@@ -338,7 +338,7 @@ def test_fresh_process_loads_the_folder_as_remote_code(saved):
         # This repository's copy imported after the remote one: registering again must not fail,
         # and the name stays with the remote copy that claimed it first.
         sys.path.insert(0, {repo!r})
-        import common.modeling_electra_moe
+        import common.models.modeling_electra_moe
         reloaded = AutoModelForPreTraining.from_pretrained(path)
         result["reloaded_module"] = type(reloaded).__module__
         print(json.dumps(result))
@@ -361,7 +361,7 @@ def test_remote_copy_imported_after_this_module_keeps_the_registration(saved):
         import torch
         from transformers import CONFIG_MAPPING, AutoModelForPreTraining
         from transformers.dynamic_module_utils import get_class_from_dynamic_module
-        import common.modeling_electra_moe as local
+        import common.models.modeling_electra_moe as local
         path, ids, mask = {str(path)!r}, torch.tensor({INPUT_IDS}), torch.tensor({ATTENTION_MASK})
         remote_class = get_class_from_dynamic_module("modeling_electra_moe.ElectraMoeForPreTraining", path)
         with_remote_code = AutoModelForPreTraining.from_pretrained(path, trust_remote_code=True)

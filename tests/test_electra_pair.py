@@ -11,8 +11,8 @@ from transformers import (
     ElectraForPreTraining, ElectraModel,
 )
 
-from common.electra import ElectraPair, generator_config, sample_replacements
-from common.modeling_electra_moe import ElectraMoeConfig, ElectraMoeForPreTraining, register_electra_moe
+from common.models.electra import ElectraPair, generator_config, sample_replacements
+from common.models.modeling_electra_moe import ElectraMoeConfig, ElectraMoeForPreTraining, register_electra_moe
 
 # Tiny discriminator, dropout off so that in-memory and reloaded logits can be compared.
 TINY = dict(vocab_size=120, embedding_size=16, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,

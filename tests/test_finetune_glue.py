@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from common.errors import UsageError
-from common.glue import GLUE_TASKS, read_glue_split_files
+from common.finetuning.glue import GLUE_TASKS, read_glue_split_files
 import finetune_glue
 from finetune_glue import GlueConfig, read_task_overrides
 from tests.finetune_data import write_glue_dir, write_tsv

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from common.errors import UsageError
-from common.glue import GLUE_TASKS, glue_metrics, glue_tasks, read_glue_file
-from common.glue_results import glue_score
+from common.finetuning.glue import GLUE_TASKS, glue_metrics, glue_tasks, read_glue_file
+from common.finetuning.glue_results import glue_score
 from tests.helpers import shared_data_dir
 
 # One dev file per task, in the layout of the GLUE download (tabs, no quoting).

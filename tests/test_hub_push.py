@@ -15,8 +15,8 @@ from huggingface_hub import HfApi
 
 from common.config import parse_config
 from common.errors import UsageError
-from common.hub import HubPusher, model_card
-from common.pretrain_config import PretrainConfig
+from common.training.hub import HubPusher, model_card
+from common.training.pretrain_config import PretrainConfig
 from tests.fake_hub import FakeHub
 from tests.helpers import REPO, TINY_DATA, TINY_MODEL, error_line
 

@@ -1,9 +1,9 @@
-"""Tests for common/milestones.py: parsing counts and anchor lists, naming, and which anchors are due."""
+"""Tests for common/training/milestones.py: parsing counts and anchor lists, naming, and which anchors are due."""
 
 import pytest
 
 from common.errors import UsageError
-from common.milestones import Anchor, due, format_count, parse_anchors, parse_count
+from common.training.milestones import Anchor, due, format_count, parse_anchors, parse_count
 
 
 @pytest.mark.parametrize("text, value", [

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM, ElectraConfig
 
-from common.electra import ElectraPair, sample_replacements
-from common.modeling_electra_moe import ElectraMoeConfig
-from common.models import count_parameters, matmul_parameters
-from common.objectives import IGNORE, Electra, MaskedLMTraining, Term, sampling_uniforms
-from common.pretrain import term_metrics, training_loss, term_means
-from common.tokenizer import train_tokenizer
+from common.models.electra import ElectraPair, sample_replacements
+from common.models.modeling_electra_moe import ElectraMoeConfig
+from common.models.build import count_parameters, matmul_parameters
+from common.training.objectives import IGNORE, Electra, MaskedLMTraining, Term, sampling_uniforms
+from common.training.pretrain import term_metrics, training_loss, term_means
+from common.data.tokenizer import train_tokenizer
 
 VOCAB, LENGTH = 120, 16
 

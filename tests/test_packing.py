@@ -1,4 +1,4 @@
-"""Tests for common/packing.py: the packed token files, their manifest, reuse, rebuilds, corruption."""
+"""Tests for common/data/packing.py: the packed token files, their manifest, reuse, rebuilds, corruption."""
 
 import json
 import os
@@ -6,17 +6,17 @@ import os
 import numpy as np
 import pytest
 
-from common import packing
+from common.data import packing
 from common.errors import UsageError
-from common.packing import (
+from common.data.packing import (
     boundary_token_id,
     packed_corpus,
     read_manifest,
     token_dtype,
 )
-from common.sampling import read_windows
-from common.sources import Corpus
-from common.tokenizer import count_words, tokenizer_hash, train_tokenizer, word_start_tables
+from common.data.sampling import read_windows
+from common.data.sources import Corpus
+from common.data.tokenizer import count_words, tokenizer_hash, train_tokenizer, word_start_tables
 
 TRAIN = [
     "The dog sees the cat.",

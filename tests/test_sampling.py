@@ -1,10 +1,10 @@
-"""Tests for common/sampling.py: windows, per-epoch permutations, and the global sample split."""
+"""Tests for common/data/sampling.py: windows, per-epoch permutations, and the global sample split."""
 
 import numpy as np
 import pytest
 
 from common.errors import UsageError
-from common.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
+from common.data.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
 
 SEQ = 8
 WINDOWS = 25

@@ -1,10 +1,10 @@
-"""Tests for common/schedule.py: warmup, linear/cosine/constant decay, warmup step counts."""
+"""Tests for common/optimizer.py: warmup, linear/cosine/constant decay, warmup step counts."""
 
 import math
 
 import pytest
 
-from common.schedule import SCHEDULES, learning_rate_at, warmup_steps_for
+from common.optimizer import SCHEDULES, learning_rate_at, warmup_steps_for
 
 BASE = 1e-3
 TOTAL = 110

@@ -1,4 +1,4 @@
-"""Tests for common/sources.py: cleaning, grouping, held-out split, every source, fingerprints."""
+"""Tests for common/data/sources.py: cleaning, grouping, held-out split, every source, fingerprints."""
 
 import json
 import logging
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from common import sources
+from common.data import sources
 from common.errors import UsageError
-from common.sources import (
+from common.data.sources import (
     LINES_PER_DOCUMENT,
     clean_childes_line,
     clean_switchboard_line,
@@ -363,12 +363,12 @@ def test_invalid_utf8_is_replaced_counted_and_reported_once(tmp_path, caplog):
     corpus = load_corpus("text", data_files=[str(path)], validation_split_percentage=0)
     assert corpus.decode_errors() == {}  # only peeked so far, no full pass yet
 
-    with caplog.at_level(logging.WARNING, logger="common.sources"):
+    with caplog.at_level(logging.WARNING, logger="common.data.sources"):
         documents = list(corpus.train_documents())
         list(corpus.train_documents())
     assert documents == ["caf\ufffd", "na\ufffdve\nok ✓"]
     assert corpus.decode_errors() == {str(path.resolve()): 2}
-    reports = [r.getMessage() for r in caplog.records if r.name == "common.sources"]
+    reports = [r.getMessage() for r in caplog.records if r.name == "common.data.sources"]
     assert len(reports) == 1
     assert str(path) in reports[0] and " 2 " in reports[0]
 

@@ -1,4 +1,4 @@
-"""Tests for common/synthetic.py: determinism, word budget, the grammar's agreement, the minimal pairs."""
+"""Tests for common/data/synthetic.py: determinism, word budget, the grammar's agreement, the minimal pairs."""
 
 import json
 import random
@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from common import synthetic
-from common.synthetic import (
+from common.data import synthetic
+from common.data.synthetic import (
     SYNTHETIC_VERSION,
     synthetic_documents,
     synthetic_minimal_pairs,

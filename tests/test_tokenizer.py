@@ -1,13 +1,13 @@
-"""Tests for common/tokenizer.py: training, special tokens, save/load, hashing, the cache, word counts."""
+"""Tests for common/data/tokenizer.py: training, special tokens, save/load, hashing, the cache, word counts."""
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from common import tokenizer as tokenizer_module
+from common.data import tokenizer as tokenizer_module
 from common.errors import UsageError
-from common.sampling import read_windows
-from common.tokenizer import (
+from common.data.sampling import read_windows
+from common.data.tokenizer import (
     count_text_words,
     BPE_SPECIAL_TOKENS,
     count_words,

@@ -27,7 +27,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-import common.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
+import common.models.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
 from common.errors import UsageError, first_line
 from common.model_source import ModelSource
 

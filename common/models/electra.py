@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForPreTraining, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
-from common.modeling_electra_moe import ElectraMoeConfig, ElectraMoeForPreTraining
+from common.models.modeling_electra_moe import ElectraMoeConfig, ElectraMoeForPreTraining
 
-IGNORE = -100  # label of positions the generator does not predict (as in common.objectives)
+IGNORE = -100  # label of positions the generator does not predict (as in common.training.objectives)
 
 GENERATOR_FOLDER = "generator"
 
@@ -126,7 +126,7 @@ class ElectraPair(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, original_ids: torch.Tensor, labels: torch.Tensor,
                 uniforms: torch.Tensor, token_weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One ELECTRA pass over a batch, as summed loss terms (see `common.objectives.Electra`).
+        """One ELECTRA pass over a batch, as summed loss terms (see `common.training.objectives.Electra`).
 
         input_ids: the BERT-masked windows (batch, L); original_ids: the windows before masking;
         labels: the original token where one was masked, IGNORE elsewhere; uniforms: one U[0, 1)

@@ -23,11 +23,11 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from common.classifier import Encoded, EncodedDataset, collate
+from common.finetuning.classifier import Encoded, EncodedDataset, collate
 from common.config import option
 from common.distributed import all_reduce_sum, configure_deepspeed, reset_deepspeed_config
-from common.pretrain import decay_groups
-from common.schedule import learning_rate_at, warmup_steps_for
+from common.training.pretrain import decay_groups
+from common.optimizer import learning_rate_at, warmup_steps_for
 
 log = logging.getLogger("babytrain")
 

@@ -7,9 +7,9 @@ from typing import Literal, Optional
 
 from common.config import option
 from common.errors import UsageError
-from common.milestones import parse_anchors, parse_count
-from common.models import MODEL_OBJECTIVES, SIZE_PRESETS
-from common.schedule import SCHEDULES
+from common.training.milestones import parse_anchors, parse_count
+from common.models.build import MODEL_OBJECTIVES, SIZE_PRESETS
+from common.optimizer import SCHEDULES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from common.errors import UsageError
 from common.files import csv_text, save_figure, write_atomically
-from common.glue import GLUE_TASKS, GlueTask
+from common.finetuning.glue import GLUE_TASKS, GlueTask
 
 AVERAGE = "average"
 

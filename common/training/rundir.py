@@ -6,7 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
-from common import checkpoint
+from common.training import checkpoint
 from common.errors import UsageError
 
 

@@ -132,7 +132,7 @@ def read_hub_pairs(dataset_id: str = HUB_BLIMP) -> PairSet:
 
 def synthetic_pair_set(pairs_per_paradigm: int = 200) -> PairSet:
     """The synthetic corpus's paradigms: what a model trained on it should learn."""
-    from common.synthetic import SYNTHETIC_VERSION, synthetic_minimal_pairs
+    from common.data.synthetic import SYNTHETIC_VERSION, synthetic_minimal_pairs
 
     pairs = tuple(pair_from_record(record, record["UID"]) for record in synthetic_minimal_pairs(pairs_per_paradigm))
     return PairSet("synthetic", f"babytrain synthetic corpus v{SYNTHETIC_VERSION}", pairs)

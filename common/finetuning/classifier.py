@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.modeling_layers import GenericForSequenceClassification
 from transformers.models.llama4.modeling_llama4 import Llama4PreTrainedModel
 
-import common.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
+import common.models.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
 from common.errors import UsageError, first_line
 from common.model_source import ModelSource
 

@@ -3,7 +3,7 @@
 `load_corpus(dataset, ...)` returns a `Corpus`: a short name, a fingerprint, and two
 callables that each give a fresh iterator of documents (strings). Sources:
 
-* ``synthetic`` (default): generated text from `common.synthetic`, no files needed.
+* ``synthetic`` (default): generated text from `common.data.synthetic`, no files needed.
 * ``babylm``: a BabyLM folder (``--data_dir .../train_10M``) of line-oriented ``*.train``
   files. Each file is cleaned by rules chosen from its name (CHILDES and Switchboard lose
   their speaker labels) and its lines are grouped into documents. Validation comes from the
@@ -317,7 +317,7 @@ def _synthetic_corpus(words: int, seed: int, percentage: float) -> Corpus:
     if isinstance(words, bool) or not isinstance(words, int) or words <= 0:
         raise UsageError(f"--synthetic_words must be a positive integer, got {words!r}")
     # Imported here so that the file sources work without the generator module.
-    from common.synthetic import SYNTHETIC_VERSION, synthetic_documents
+    from common.data.synthetic import SYNTHETIC_VERSION, synthetic_documents
 
     def documents() -> Iterator[str]:
         return synthetic_documents(words, seed)

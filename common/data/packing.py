@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.errors import UsageError
-from common.tokenizer import count_text_words
+from common.data.tokenizer import count_text_words
 
 PACKING_VERSION = "1"
 DOCUMENTS_PER_BATCH = 2048

@@ -1,7 +1,7 @@
 """Experiment grids: one CSV row -> the `train_pretrain.py` arguments of one run (one Slurm array task).
 
-    python -m common.grid experiments/data_efficiency.csv 3        # row 3's arguments, shell-quoted
-    python -m common.grid experiments/data_efficiency.csv --count  # how many rows (for --array=0-N)
+    python -m common.training.grid experiments/data_efficiency.csv 3        # row 3's arguments, shell-quoted
+    python -m common.training.grid experiments/data_efficiency.csv --count  # how many rows (for --array=0-N)
 
 A column is either a `train_pretrain.py` option of the same name (`name` aside: the run's label),
 or one of the data-efficiency study's column names, translated:
@@ -38,7 +38,7 @@ LABEL = "name"
 
 
 def option_names() -> set[str]:
-    from common.pretrain_config import PretrainConfig
+    from common.training.pretrain_config import PretrainConfig
 
     return {f.name for f in dataclasses.fields(PretrainConfig)} | {"config"}
 
@@ -99,7 +99,7 @@ def row_arguments(path: Path, index: int) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        raise UsageError("usage: python -m common.grid GRID.csv ROW_INDEX | --count")
+        raise UsageError("usage: python -m common.training.grid GRID.csv ROW_INDEX | --count")
     path = Path(argv[0])
     if argv[1] == "--count":
         print(len(read_grid(path)))

@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common import checkpoint
+from common.training import checkpoint
 from common.config import write_config_yaml
 from common.distributed import all_reduce_sum, all_reduce_tensors, configure_deepspeed, describe, log, uses_deepspeed
 from common.errors import TrainingStopped, UsageError
-from common.hub import model_card
-from common.milestones import due, save_snapshot
-from common.models import matmul_parameters, training_flops_per_token
-from common.perf import mfu
-from common.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
-from common.schedule import learning_rate_at, warmup_steps_for
-from common.tokenizer import count_words, word_start_tables
+from common.training.hub import model_card
+from common.training.milestones import due, save_snapshot
+from common.models.build import matmul_parameters, training_flops_per_token
+from common.training.perf import mfu
+from common.data.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
+from common.optimizer import learning_rate_at, warmup_steps_for
+from common.data.tokenizer import count_words, word_start_tables
 from common.tracking import RunLog
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was written, resume with --resume_from_checkpoint auto

@@ -13,9 +13,9 @@ from transformers import (
     Gemma2Config, LlamaConfig, Llama4TextConfig, Olmo2Config, PretrainedConfig,
 )
 
-from common.electra import ElectraPair
+from common.models.electra import ElectraPair
 from common.errors import UsageError, first_line
-from common.modeling_electra_moe import ElectraMoeConfig
+from common.models.modeling_electra_moe import ElectraMoeConfig
 
 CAUSAL_MODEL_TYPES = ("llama", "gemma2", "olmo2", "llama4")
 # The objectives each model type can train, its default first.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from common.files import csv_text, save_figure, write_atomically
-from common.minimal_pairs import MinimalPair
+from common.evaluation.minimal_pairs import MinimalPair
 
 OVERALL = "overall"
 
