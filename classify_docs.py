@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from common.finetuning.classifier import encode, load_classification_tokenizer, load_classifier
 from common.config import option, parse_config, provenance
 from common.distributed import build_accelerator, log
-from common.finetuning.doc_results import accuracy_table, counts_table, document_metrics, write_reports
-from common.finetuning.documents import check_labels, label_counts, read_documents, stratified_split
 from common.errors import UsageError, first_line, run_main
 from common.files import markdown_table
+from common.finetuning.classifier import encode, load_classification_tokenizer, load_classifier
+from common.finetuning.doc_results import accuracy_table, counts_table, document_metrics, write_reports
+from common.finetuning.documents import check_labels, label_counts, read_documents, stratified_split
 from common.finetuning.finetune import FinetuneOptions, FinetuneSettings, finetune
 from common.model_source import ModelSource
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from common.evaluation.blimp import evaluate_model, evaluate_run, report
-from common.evaluation.blimp_results import write_results
 from common.config import option, parse_config
 from common.distributed import build_accelerator
 from common.errors import UsageError, run_main
+from common.evaluation.blimp import evaluate_model, evaluate_run, report
+from common.evaluation.blimp_results import write_results
 from common.evaluation.minimal_pairs import HUB_BLIMP, load_pair_set, select_paradigms
-from common.model_source import ModelSource
 from common.evaluation.sentence_scoring import DTYPES, ScoringOptions
+from common.model_source import ModelSource
 
 
 @dataclass(frozen=True)

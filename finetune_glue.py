@@ -22,11 +22,11 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from common.finetuning.classifier import encode, load_classification_tokenizer, load_classifier
 from common.config import option, parse_config, write_config_yaml
 from common.distributed import build_accelerator, log
 from common.errors import UsageError, run_main
 from common.files import markdown_table
+from common.finetuning.classifier import encode, load_classification_tokenizer, load_classifier
 from common.finetuning.finetune import FinetuneOptions, FinetuneSettings, finetune
 from common.finetuning.glue import HUB_GLUE, GlueTask, glue_metrics, glue_tasks, read_glue_hub, read_glue_split_files
 from common.finetuning.glue_results import gather, glue_score, results_table, task_result, write_task_result

@@ -13,22 +13,23 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
-from common.evaluation.blimp import check_pairs_fit, evaluate_snapshot, report
 from common.config import parse_config
+from common.data.packing import packed_corpus
+from common.data.sources import load_corpus
+from common.data.tokenizer import load_tokenizer, tokenizer_hash, trained_or_cached_tokenizer
 from common.distributed import attach_tensorboard, build_accelerator, main_process_value, training_dtype
 from common.errors import UsageError, run_main
-from common.training.hub import HubPusher
+from common.evaluation.blimp import check_pairs_fit, evaluate_snapshot, report
 from common.evaluation.minimal_pairs import PairSet, load_pair_set
-from common.models.build import TOKENIZER_KIND, build_model, load_model, max_positions, resolve_shape
+from common.evaluation.sentence_scoring import ScoringOptions
+from common.models.build import build_model, load_model, max_positions, resolve_shape
+from common.models.families import TOKENIZER_KIND
+from common.training.hub import HubPusher
 from common.training.objectives import objective_for
-from common.data.packing import packed_corpus
 from common.training.perf import measure_matmul_peak
 from common.training.pretrain import Pretraining, model_signature, save_run_files
 from common.training.pretrain_config import PretrainConfig
 from common.training.rundir import claim_output_dir, default_run_dir
-from common.evaluation.sentence_scoring import ScoringOptions
-from common.data.sources import load_corpus
-from common.data.tokenizer import load_tokenizer, tokenizer_hash, trained_or_cached_tokenizer
 
 
 def obtain_tokenizer(cfg: PretrainConfig, corpus):

@@ -42,11 +42,11 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from minicons import scorer as minicons_scorer  # noqa: E402
 
-from common.evaluation.minimal_pairs import read_pair_folder, synthetic_pair_set  # noqa: E402
-from common.models.build import build_model, resolve_shape  # noqa: E402
-from common.evaluation.sentence_scoring import CausalScorer, MaskedScorer, ScoringOptions, score_sentences  # noqa: E402
 from common.data.synthetic import synthetic_documents  # noqa: E402
 from common.data.tokenizer import train_tokenizer  # noqa: E402
+from common.evaluation.minimal_pairs import read_pair_folder, synthetic_pair_set  # noqa: E402
+from common.evaluation.sentence_scoring import CausalScorer, MaskedScorer, ScoringOptions, score_sentences  # noqa: E402
+from common.models.build import build_model, resolve_shape  # noqa: E402
 
 DEFAULT_BLIMP = REPO.parent / "shared" / "data" / "blimp"
 

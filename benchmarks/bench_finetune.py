@@ -34,15 +34,18 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments,
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
 )
 
+from common.data.synthetic import synthetic_documents  # noqa: E402
+from common.data.tokenizer import train_tokenizer  # noqa: E402
 from common.finetuning.classifier import encode, load_classifier  # noqa: E402
 from common.finetuning.finetune import FinetuneSettings, finetune  # noqa: E402
 from common.model_source import ModelSource  # noqa: E402
 from common.models.build import build_model, resolve_shape  # noqa: E402
-from common.data.synthetic import synthetic_documents  # noqa: E402
-from common.data.tokenizer import train_tokenizer  # noqa: E402
 
 KINDS = {"llama": ("bpe", "causal"), "bert": ("wordpiece", "mlm"), "electra": ("wordpiece", "electra")}
 

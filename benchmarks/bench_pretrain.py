@@ -69,11 +69,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from common.models.build import AUTO_CLASSES  # noqa: E402
-from common.training.objectives import IGNORE, CausalLM, MaskedLM  # noqa: E402
 from common.data.packing import boundary_token_id  # noqa: E402
-from common.training.perf import measure_matmul_peak, mfu  # noqa: E402
+from common.models.build import auto_class  # noqa: E402
+from common.models.families import IGNORE  # noqa: E402
 from common.optimizer import learning_rate_at  # noqa: E402
+from common.training.objectives import CausalLM, MaskedLM  # noqa: E402
+from common.training.perf import measure_matmul_peak, mfu  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "pretrain" / "tinystories_valid.txt"
 SYNTHETIC_WORDS = 300_000
@@ -318,7 +319,7 @@ def trainer_main(spec_path: str) -> None:
     dataset = token_blocks(train_documents, tokenizer, SEQ_LENGTH, with_labels=objective == "causal")
 
     set_seed(SEED)  # dropout, the data order and the collator's masks
-    model = AUTO_CLASSES[objective].from_pretrained(spec["init_dir"])  # ours' config and initial weights
+    model = auto_class(objective).from_pretrained(spec["init_dir"])  # ours' config and initial weights
 
     class MatchedTrainer(Trainer):
         """The stock Trainer with ours' learning-rate curve and decay groups. Neither costs time,
@@ -381,7 +382,7 @@ def evaluation_objective(objective: str, tokenizer) -> CausalLM | MaskedLM:
 @torch.no_grad()
 def held_out_loss(model_dir: str, windows: np.ndarray, objective: CausalLM | MaskedLM) -> float:
     """Mean loss per target token over the same held-out windows, one definition for both models."""
-    model = AUTO_CLASSES[objective.name].from_pretrained(model_dir).eval()
+    model = auto_class(objective.name).from_pretrained(model_dir).eval()
     total, count = 0.0, 0
     for start in range(0, len(windows), BATCH_SIZE):
         rows = windows[start:start + BATCH_SIZE]

@@ -1,8 +1,11 @@
-"""Learning-rate schedules as pure functions of the optimizer step (nothing to save or restore)."""
+"""The optimizer both training loops use: AdamW with decay on matrices only, and learning-rate
+schedules as pure functions of the optimizer step (nothing to save or restore)."""
 
 from __future__ import annotations
 
 import math
+
+import torch
 
 SCHEDULES = ("linear", "cosine", "constant")
 
@@ -30,3 +33,22 @@ def learning_rate_at(step: int, base_lr: float, total_steps: int, warmup: int, k
     else:
         raise ValueError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
     return base_lr * (min_lr_ratio + (1.0 - min_lr_ratio) * shape)
+
+
+def decay_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices only, never on norms, biases or embeddings."""
+    embedding_ids = {id(p) for p in model.get_input_embeddings().parameters()}
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or id(parameter) in embedding_ids else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def adamw(model, learning_rate: float, weight_decay: float, device: torch.device,
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW over `decay_groups`; fused (one kernel for all parameters instead of a Python loop
+    over them) on the CPU and CUDA, where PyTorch has that kernel."""
+    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=learning_rate, betas=betas, eps=eps,
+                             fused=device.type in ("cpu", "cuda"))

@@ -127,7 +127,7 @@ class FakeHub:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.hub = self
@@ -142,7 +142,7 @@ class FakeHub:
             self._thread.join(timeout=5)
             self._server = None
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc) -> None:

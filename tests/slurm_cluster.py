@@ -81,7 +81,7 @@ class LocalSlurm:
 
     # --- daemons ---------------------------------------------------------------------------
 
-    def start(self) -> "LocalSlurm":
+    def start(self) -> LocalSlurm:
         for sub in ("state", "spool"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         self.conf.write_text(slurm_conf(self.folder, self.host))

@@ -6,6 +6,7 @@ import accelerate
 import pytest
 import torch
 
+from common.errors import UsageError
 from common.training import checkpoint
 from common.training.checkpoint import (
     STATE_FILE,
@@ -16,7 +17,6 @@ from common.training.checkpoint import (
     prune,
     read_state,
 )
-from common.errors import UsageError
 
 
 def make_checkpoint(output_dir, step: int, state: dict | None = None):

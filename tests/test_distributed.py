@@ -12,8 +12,16 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoModelForPreTraining, AutoTokenizer
 
 import common.models.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
-from tests.helpers import (TINY_DATA, TINY_MODEL, accelerate_launch, launch_command, read_metrics, run_and_preempt,
-                           run_script, train_losses)
+from tests.helpers import (
+    TINY_DATA,
+    TINY_MODEL,
+    accelerate_launch,
+    launch_command,
+    read_metrics,
+    run_and_preempt,
+    run_script,
+    train_losses,
+)
 
 STEPS = ["--max_steps", "5", "--logging_steps", "1", "--eval_steps", "1000", "--max_eval_samples", "32",
          "--checkpointing_steps", "0", "--warmup_steps", "1"]

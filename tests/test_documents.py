@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from common.finetuning.documents import Document, label_counts, read_documents, stratified_split
 from common.errors import UsageError
+from common.finetuning.documents import Document, label_counts, read_documents, stratified_split
 
 DOMAINS = ["CS ", "ECE ", "Psychology ", "MAE ", "Civil ", "Medical ", "biochemistry "]
 

@@ -14,12 +14,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 from transformers import (
-    CONFIG_MAPPING, AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification,
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
 )
 
 from common.models.modeling_electra_moe import (
-    ElectraMoeConfig, ElectraMoeForPreTraining, ElectraMoeForSequenceClassification, ElectraMoeModel,
-    MoeFeedForward, register_electra_moe,
+    ElectraMoeConfig,
+    ElectraMoeForPreTraining,
+    ElectraMoeForSequenceClassification,
+    ElectraMoeModel,
+    MoeFeedForward,
+    register_electra_moe,
 )
 
 # The brief's tiny discriminator; dropout off so that two forward passes can be compared.

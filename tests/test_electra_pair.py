@@ -7,8 +7,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import (
-    AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, ElectraConfig, ElectraForMaskedLM,
-    ElectraForPreTraining, ElectraModel,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    ElectraConfig,
+    ElectraForMaskedLM,
+    ElectraForPreTraining,
+    ElectraModel,
 )
 
 from common.models.electra import ElectraPair, generator_config, sample_replacements

@@ -15,11 +15,11 @@ from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, ElectraForPreTraining
 
+from common.data.synthetic import synthetic_documents
+from common.data.tokenizer import load_tokenizer, train_tokenizer
 from common.models.electra import ElectraPair
 from common.models.modeling_electra_moe import ElectraMoeForPreTraining
 from common.training.objectives import Electra
-from common.data.synthetic import synthetic_documents
-from common.data.tokenizer import load_tokenizer, train_tokenizer
 from tests.helpers import TINY_DATA, TINY_MODEL, error_line, read_metrics, run_and_preempt, run_script, train_losses
 
 ELECTRA_TERMS = {"train/generator_loss", "train/discriminator_loss", "train/discriminator_accuracy",

@@ -16,13 +16,27 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoTokenizer
 
-from common.evaluation.blimp import evaluate_model, evaluate_run, run_snapshots
 from common.errors import UsageError
-from common.evaluation.minimal_pairs import PairSet, load_pair_set, read_pair_folder, select_paradigms, synthetic_pair_set
+from common.evaluation.blimp import evaluate_model, evaluate_run, run_snapshots
+from common.evaluation.minimal_pairs import (
+    PairSet,
+    load_pair_set,
+    read_pair_folder,
+    select_paradigms,
+    synthetic_pair_set,
+)
 from common.evaluation.sentence_scoring import ScoringOptions, load_scorer
 from eval_blimp import BlimpConfig
-from tests.helpers import REPO, TINY_DATA, TINY_MODEL, accelerate_launch, error_line, quiet_env, run_script, \
-    shared_data_dir
+from tests.helpers import (
+    REPO,
+    TINY_DATA,
+    TINY_MODEL,
+    accelerate_launch,
+    error_line,
+    quiet_env,
+    run_script,
+    shared_data_dir,
+)
 
 SOME_PARADIGMS = ["simple_subject_verb_agreement", "determiner_noun_agreement", "npi_ever_licensed_by_no"]
 

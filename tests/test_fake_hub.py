@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 from huggingface_hub import constants as hf_constants
-from huggingface_hub.errors import (HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError,
-                                    RevisionNotFoundError)
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from huggingface_hub.utils._runtime import is_xet_available
 
 from tests.fake_hub import GITATTRIBUTES, FakeHub

@@ -11,19 +11,24 @@ import pytest
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoModelForPreTraining, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
+from common.data.tokenizer import train_tokenizer
+from common.errors import UsageError
 from common.finetuning.classifier import (
-    Llama4TextForSequenceClassification, collate, encode, head_and_tail, load_classification_tokenizer, load_classifier,
+    Llama4TextForSequenceClassification,
+    collate,
+    encode,
+    head_and_tail,
+    load_classification_tokenizer,
+    load_classifier,
 )
 from common.finetuning.doc_results import accuracy_table, counts_table, document_metrics
-from common.errors import UsageError
 from common.finetuning.finetune import FinetuneSettings, finetune
 from common.finetuning.glue import GLUE_TASKS, examples_from_hub_rows, glue_metrics, read_glue_split_files
 from common.finetuning.glue_results import flat_metrics, gather, glue_score, task_result, write_task_result
 from common.model_source import ModelSource
 from common.models.build import build_model, resolve_shape
-from common.data.tokenizer import train_tokenizer
 from tests.finetune_data import negation_rows, write_glue_dir
 
 

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+import finetune_glue
 from common.errors import UsageError
 from common.finetuning.glue import GLUE_TASKS, read_glue_split_files
-import finetune_glue
 from finetune_glue import GlueConfig, read_task_overrides
 from tests.finetune_data import write_glue_dir, write_tsv
 from tests.helpers import accelerate_launch, error_line, run_script

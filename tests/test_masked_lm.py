@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from transformers import pipeline
 
-from common.training.objectives import IGNORE, MaskedLM, mask_tokens
 from common.data.tokenizer import train_tokenizer
+from common.models.families import IGNORE
+from common.training.objectives import MaskedLM, mask_tokens
 from tests.helpers import TINY_DATA, error_line, run_script
 
 VOCAB, MASK_ID, SPECIAL_IDS = 1000, 4, (0, 1, 2, 3, 4)

@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM, ElectraConfig
 
-from common.models.electra import ElectraPair, sample_replacements
-from common.models.modeling_electra_moe import ElectraMoeConfig
-from common.models.build import count_parameters, matmul_parameters
-from common.training.objectives import IGNORE, Electra, MaskedLMTraining, Term, sampling_uniforms
-from common.training.pretrain import term_metrics, training_loss, term_means
 from common.data.tokenizer import train_tokenizer
+from common.models.electra import ElectraPair, sample_replacements
+from common.models.families import IGNORE
+from common.models.modeling_electra_moe import ElectraMoeConfig
+from common.training.objectives import Electra, MaskedLMTraining, Term, sampling_uniforms
+from common.training.perf import count_parameters, matmul_parameters
+from common.training.pretrain import term_means, term_metrics, training_loss
 
 VOCAB, LENGTH = 120, 16
 

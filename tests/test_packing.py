@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from common.data import packing
-from common.errors import UsageError
 from common.data.packing import (
     boundary_token_id,
     packed_corpus,
@@ -17,6 +16,7 @@ from common.data.packing import (
 from common.data.sampling import read_windows
 from common.data.sources import Corpus
 from common.data.tokenizer import count_words, tokenizer_hash, train_tokenizer, word_start_tables
+from common.errors import UsageError
 
 TRAIN = [
     "The dog sees the cat.",

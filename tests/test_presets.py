@@ -12,7 +12,8 @@ import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 
 from common.config import parse_config
-from common.models.build import build_model, count_parameters, resolve_shape
+from common.models.build import build_model, resolve_shape
+from common.training.perf import count_parameters
 from common.training.pretrain_config import PretrainConfig
 from tests.helpers import REPO
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from common.errors import UsageError
 from common.data.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
+from common.errors import UsageError
 
 SEQ = 8
 WINDOWS = 25

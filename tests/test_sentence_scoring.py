@@ -10,11 +10,17 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, LlamaConfig
 
-from common.evaluation.blimp_results import pair_outcomes
 from common.errors import UsageError
+from common.evaluation.blimp_results import pair_outcomes
 from common.evaluation.minimal_pairs import PairSet, read_pair_folder, synthetic_pair_set
 from common.evaluation.sentence_scoring import (
-    ScoringOptions, load_scorer, plan_batches, pll_rows, score_sentences, scorer_kind, sentence_rows,
+    ScoringOptions,
+    load_scorer,
+    plan_batches,
+    pll_rows,
+    score_sentences,
+    scorer_kind,
+    sentence_rows,
 )
 from tests.helpers import shared_data_dir
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from common.data import sources
-from common.errors import UsageError
 from common.data.sources import (
     LINES_PER_DOCUMENT,
     clean_childes_line,
@@ -23,6 +22,7 @@ from common.data.sources import (
     parse_dataset_id,
     split_paragraphs,
 )
+from common.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,11 +5,10 @@ import pytest
 from transformers import AutoTokenizer
 
 from common.data import tokenizer as tokenizer_module
-from common.errors import UsageError
 from common.data.sampling import read_windows
 from common.data.tokenizer import (
-    count_text_words,
     BPE_SPECIAL_TOKENS,
+    count_text_words,
     count_words,
     minimum_vocab_size,
     tokenizer_hash,
@@ -17,6 +16,7 @@ from common.data.tokenizer import (
     trained_or_cached_tokenizer,
     word_start_tables,
 )
+from common.errors import UsageError
 
 # Texts whose whitespace-separated words are easy to miscount from tokens.
 TRICKY_TEXTS = [

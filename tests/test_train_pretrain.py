@@ -17,12 +17,20 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import train_pretrain
 from common.config import parse_config
 from common.data.packing import packed_corpus
-from common.training.pretrain_config import PretrainConfig
 from common.data.sources import load_corpus
 from common.data.tokenizer import tokenizer_hash
+from common.training.pretrain_config import PretrainConfig
 from tests.conftest import CAUSAL_RUN
-from tests.helpers import (TINY_DATA, TINY_MODEL, error_line, read_metrics, run_and_preempt, run_script,
-                           shared_data_dir, train_losses)
+from tests.helpers import (
+    TINY_DATA,
+    TINY_MODEL,
+    error_line,
+    read_metrics,
+    run_and_preempt,
+    run_script,
+    shared_data_dir,
+    train_losses,
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.errors import UsageError
 from common.data.tokenizer import count_text_words
+from common.errors import UsageError
+from common.files import discard, publish, staging_path
 
 PACKING_VERSION = "1"
 DOCUMENTS_PER_BATCH = 2048
@@ -126,15 +124,29 @@ def packed_corpus(corpus, tokenizer, tokenizer_digest: str, cache_dir: Path) -> 
 
 
 def build_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path) -> dict:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    staged = staging_path(folder)  # unique: two jobs may build the same entry at once
+    staged.mkdir(parents=True)
+    try:
+        manifest = write_cache(corpus, tokenizer, tokenizer_digest, staged)
+    except BaseException:
+        discard(staged)
+        raise
+    finished_meanwhile = read_manifest(folder)
+    if finished_meanwhile is not None:  # another job built the same entry: use theirs, which may be open
+        discard(staged)
+        return finished_meanwhile
+    publish(staged, folder)  # replaces an incomplete or corrupt earlier attempt
+    return manifest
+
+
+def write_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path) -> dict:
+    """Pack both splits into `folder` and write its manifest (last); the manifest."""
     sources = {"train": corpus.train_documents, "validation": corpus.validation_documents}
     splits = {
-        split: write_split(sources[split](), tokenizer, tmp / f"{split}.bin", desc=f"packing {split}")
+        split: write_split(sources[split](), tokenizer, folder / f"{split}.bin", desc=f"packing {split}")
         for split in SPLITS
     }
     if splits["train"]["tokens"] == 0:
-        shutil.rmtree(tmp)
         raise UsageError(f"corpus {corpus.name} has no training text")
     manifest = {
         "format_version": PACKING_VERSION,
@@ -144,12 +156,5 @@ def build_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path) -> dict:
         "vocab_size": len(tokenizer),
         "splits": splits,
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    if folder.exists():
-        finished_meanwhile = read_manifest(folder)
-        if finished_meanwhile is not None:  # another job built the same cache: use theirs
-            shutil.rmtree(tmp)
-            return finished_meanwhile
-        shutil.rmtree(folder)  # an incomplete or corrupt earlier attempt
-    os.replace(tmp, folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest

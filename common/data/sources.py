@@ -35,11 +35,12 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
+from common.data import synthetic
 from common.errors import UsageError, first_line
 from common.jsonl import json_object
 
@@ -316,15 +317,12 @@ def _with_held_out(
 def _synthetic_corpus(words: int, seed: int, percentage: float) -> Corpus:
     if isinstance(words, bool) or not isinstance(words, int) or words <= 0:
         raise UsageError(f"--synthetic_words must be a positive integer, got {words!r}")
-    # Imported here so that the file sources work without the generator module.
-    from common.data.synthetic import SYNTHETIC_VERSION, synthetic_documents
-
     def documents() -> Iterator[str]:
-        return synthetic_documents(words, seed)
+        return synthetic.synthetic_documents(words, seed)
 
     _require_documents(documents, f"the synthetic source (--synthetic_words {words})")
     fingerprint = _fingerprint(
-        {"kind": "synthetic", "synthetic_version": SYNTHETIC_VERSION, "words": words, "seed": seed,
+        {"kind": "synthetic", "synthetic_version": synthetic.SYNTHETIC_VERSION, "words": words, "seed": seed,
          "validation_split_percentage": percentage}
     )
     return _with_held_out("synthetic", fingerprint, documents, percentage)
@@ -462,7 +460,7 @@ def load_corpus(
     data_files: list[str] | None = None,
     text_column: str = "text",
     validation_split_percentage: float = 1.0,
-    synthetic_words: int = 1_000_000,
+    synthetic_words: int = synthetic.DEFAULT_WORDS,
     seed: int = 0,
 ) -> Corpus:
     """The corpus named by `dataset` (see the module docstring); UsageError on bad input."""

@@ -25,11 +25,14 @@ import json
 import os
 import pathlib
 import random
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 # Bump whenever a change alters generated text: it is part of the corpus cache fingerprint.
 SYNTHETIC_VERSION = "1"
+# Words generated when a run names no size (the default run takes a few minutes on a laptop CPU).
+DEFAULT_WORDS = 600_000
 
 SINGULAR, PLURAL = 0, 1
 MIN_SENTENCES_PER_DOCUMENT, MAX_SENTENCES_PER_DOCUMENT = 3, 12

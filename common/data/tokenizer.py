@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from common.errors import UsageError, first_line
+from common.files import atomic_path
 
 TOKENIZER_CACHE_VERSION = "1"
 
@@ -112,16 +110,6 @@ def tokenizer_cache_key(corpus_fingerprint: str, kind: str, vocab_size: int) -> 
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:20]
 
 
-def save_atomically(tokenizer: PreTrainedTokenizerFast, folder: Path) -> None:
-    """Save into a temporary sibling, then rename: a reader never sees half a tokenizer."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-
-
 def trained_or_cached_tokenizer(
     kind: str, documents_factory, vocab_size: int, corpus_fingerprint: str, cache_dir: Path,
 ) -> PreTrainedTokenizerFast:
@@ -130,7 +118,8 @@ def trained_or_cached_tokenizer(
     if (folder / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(folder)
     tokenizer = train_tokenizer(kind, documents_factory(), vocab_size)
-    save_atomically(tokenizer, folder)
+    with atomic_path(folder) as staged:  # a job sharing the cache never sees half a tokenizer
+        tokenizer.save_pretrained(staged)
     return tokenizer
 
 

@@ -13,11 +13,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from common.errors import UsageError
 from common.evaluation.blimp_results import (
-    accuracy_summary, log_to_tensorboard, pair_outcomes, read_results, results_table, write_learning_curve,
+    accuracy_summary,
+    log_to_tensorboard,
+    pair_outcomes,
+    read_results,
+    results_table,
+    write_learning_curve,
     write_results,
 )
-from common.errors import UsageError
 from common.evaluation.minimal_pairs import PairSet
 from common.evaluation.sentence_scoring import ScoringOptions, load_scorer, score_sentences
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.files import csv_text, save_figure, write_atomically
 from common.evaluation.minimal_pairs import MinimalPair
+from common.files import csv_text, save_figure, write_atomically
 
 OVERALL = "overall"
 

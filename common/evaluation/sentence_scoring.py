@@ -15,7 +15,6 @@ sentence's score is the same on any number of processes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,15 +22,19 @@ import torch.nn.functional as F
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import (
-    AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer,
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForPreTraining,
+    AutoTokenizer,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 import common.models.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
 from common.errors import UsageError, first_line
 from common.model_source import ModelSource
+from common.models.families import ELECTRA_MODEL_TYPES, IGNORE
 
-ELECTRA_TYPES = ("electra", "electra_moe")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # A causal forward holds (tokens x vocabulary) logits: at most this many, 1 GiB in fp32.
 MAX_LOGITS = 2**28
@@ -54,14 +57,14 @@ class ScoringOptions:
 def scorer_kind(config) -> str:
     """causal | masked | electra, from the architectures a config names (else its model type)."""
     architectures = config.architectures or []
-    if config.model_type in ELECTRA_TYPES and any(a.endswith("ForPreTraining") for a in architectures):
+    if config.model_type in ELECTRA_MODEL_TYPES and any(a.endswith("ForPreTraining") for a in architectures):
         return "electra"
     if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
         return "causal"
     if any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures):
         return "masked"
     if not architectures:
-        if config.model_type in ELECTRA_TYPES:
+        if config.model_type in ELECTRA_MODEL_TYPES:
             return "electra"
         if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
             return "masked"
@@ -72,7 +75,7 @@ def scorer_kind(config) -> str:
                      f"or an ELECTRA discriminator")
 
 
-def load_scorer(name_or_path: str, revision: str | None, options: ScoringOptions, device) -> "SentenceScorer":
+def load_scorer(name_or_path: str, revision: str | None, options: ScoringOptions, device) -> SentenceScorer:
     """The scorer for a saved model folder or Hub id (a revision is a Hub branch, tag or commit)."""
     source = ModelSource(name_or_path, revision)
     source.check()
@@ -225,8 +228,8 @@ class CausalScorer(SentenceScorer):
     def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
         ids, attention = self.on_device(*rows.batch(indices))
         logits = self.model(input_ids=ids, attention_mask=attention).logits[:, :-1]
-        targets = ids[:, 1:].masked_fill(attention[:, 1:] == 0, -100)
-        token_logp = -F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        targets = ids[:, 1:].masked_fill(attention[:, 1:] == 0, IGNORE)
+        token_logp = -F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
         return token_logp.double().sum(dim=1)
 
 

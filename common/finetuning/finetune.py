@@ -12,9 +12,9 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,11 +23,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from common.finetuning.classifier import Encoded, EncodedDataset, collate
 from common.config import option
 from common.distributed import all_reduce_sum, configure_deepspeed, reset_deepspeed_config
-from common.training.pretrain import decay_groups
-from common.optimizer import learning_rate_at, warmup_steps_for
+from common.finetuning.classifier import Encoded, EncodedDataset, collate
+from common.optimizer import adamw, learning_rate_at, warmup_steps_for
 
 log = logging.getLogger("babytrain")
 
@@ -98,7 +97,7 @@ def finetune(accelerator: Accelerator, build_model: Callable[[], torch.nn.Module
                               collate_fn=batches, generator=torch.Generator().manual_seed(settings.seed))
     eval_loaders = [DataLoader(EncodedDataset(split), batch_size=settings.per_device_eval_batch_size,
                                collate_fn=batches) for split in evaluation.values()]
-    optimizer = torch.optim.AdamW(decay_groups(model, settings.weight_decay), lr=settings.learning_rate)
+    optimizer = adamw(model, settings.learning_rate, settings.weight_decay, accelerator.device)
     reset_deepspeed_config(accelerator)
     configure_deepspeed(accelerator, settings.per_device_train_batch_size, settings.max_grad_norm)
     model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *eval_loaders)

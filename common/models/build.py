@@ -8,23 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import (
-    AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForPreTraining, BertConfig, ElectraConfig,
-    Gemma2Config, LlamaConfig, Llama4TextConfig, Olmo2Config, PretrainedConfig,
-)
+import transformers
+from transformers import AutoConfig, BertConfig, ElectraConfig, PretrainedConfig
 
-from common.models.electra import ElectraPair
 from common.errors import UsageError, first_line
+from common.models.electra import ElectraPair
+from common.models.families import AUTO_CLASS_NAMES, CAUSAL_CONFIGS, ELECTRA, MODEL_FAMILY
 from common.models.modeling_electra_moe import ElectraMoeConfig
 
-CAUSAL_MODEL_TYPES = ("llama", "gemma2", "olmo2", "llama4")
-# The objectives each model type can train, its default first.
-MODEL_OBJECTIVES = {**{name: ("causal",) for name in CAUSAL_MODEL_TYPES}, "bert": ("mlm",),
-                    "electra": ("electra",), "electra_moe": ("electra",)}
-# Which tokenizer a trained one should be for each objective: BERT's WordPiece for masked models.
-TOKENIZER_KIND = {"causal": "bpe", "mlm": "wordpiece", "electra": "wordpiece"}
-# How a saved model is loaded to train it further (ELECTRA: the discriminator, see ElectraPair).
-AUTO_CLASSES = {"causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM, "electra": AutoModelForPreTraining}
+
+def auto_class(objective: str):
+    """The `transformers` Auto class a model trained with `objective` saves and loads as."""
+    return getattr(transformers, AUTO_CLASS_NAMES[objective])
 
 
 @dataclass(frozen=True)
@@ -75,26 +70,19 @@ def model_config(model_type: str, shape: Shape, vocab_size: int, max_positions: 
         num_key_value_heads=shape.num_key_value_heads or shape.num_attention_heads,
         max_position_embeddings=max_positions, **special_ids,
     )
-    if model_type in ("bert", "electra", "electra_moe"):  # BERT-family encoders: no GQA, BERT's dropouts
-        del common["num_key_value_heads"]
-        dropouts = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-        if model_type == "bert":
-            return BertConfig(**common, **dropouts)
-        config_class = ElectraMoeConfig if model_type == "electra_moe" else ElectraConfig
-        return config_class(**common, **dropouts, **extras, embedding_size=shape.embedding_size or shape.hidden_size)
-    if dropout is not None:
-        common["attention_dropout"] = dropout
-    if model_type == "llama":
-        return LlamaConfig(**common)
-    if model_type == "gemma2":
-        return Gemma2Config(**common, head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=max_positions)
-    if model_type == "olmo2":
-        return Olmo2Config(**common)
-    if model_type == "llama4":
-        # The text-only Llama 4 stack with dense feed-forward layers (no MoE layers) at this size.
-        return Llama4TextConfig(**common, head_dim=head_dim, intermediate_size_mlp=shape.intermediate_size,
-                                moe_layers=[], attention_chunk_size=max_positions)
-    raise UsageError(f"--model_type {model_type}: unknown ({', '.join(MODEL_OBJECTIVES)})")
+    if model_type in CAUSAL_CONFIGS:
+        if dropout is not None:
+            common["attention_dropout"] = dropout
+        return CAUSAL_CONFIGS[model_type](common, head_dim, max_positions)
+    if model_type not in MODEL_FAMILY:
+        raise UsageError(f"--model_type {model_type}: unknown ({', '.join(MODEL_FAMILY)})")
+    # BERT-family encoders: no grouped-query attention, BERT's dropouts
+    del common["num_key_value_heads"]
+    dropouts = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    if model_type == "bert":
+        return BertConfig(**common, **dropouts)
+    config_class = ElectraMoeConfig if model_type == "electra_moe" else ElectraConfig
+    return config_class(**common, **dropouts, **extras, embedding_size=shape.embedding_size or shape.hidden_size)
 
 
 def special_token_ids(tokenizer) -> dict[str, int | None]:
@@ -107,8 +95,8 @@ def build_model(model_type: str, objective: str, shape: Shape, tokenizer, max_po
     """A freshly initialised model; for ELECTRA the generator + discriminator pair it trains."""
     config = model_config(model_type, shape, len(tokenizer), max_positions, special_token_ids(tokenizer), dropout,
                           **extras)
-    if objective != "electra":
-        return AUTO_CLASSES[objective].from_config(config)
+    if objective != ELECTRA:
+        return auto_class(objective).from_config(config)
     try:
         return ElectraPair.build(config, generator_size_divisor)
     except ValueError as error:
@@ -119,10 +107,10 @@ def load_model(name_or_path: str, objective: str, tokenizer):
     """A saved model to continue training with `objective`; its vocabulary must hold the tokenizer's."""
     try:
         config = AutoConfig.from_pretrained(name_or_path)
-        if objective == "electra":
+        if objective == ELECTRA:
             model = ElectraPair.from_pretrained(name_or_path)
         else:
-            model = AUTO_CLASSES[objective].from_pretrained(name_or_path)
+            model = auto_class(objective).from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
         raise UsageError(f"--model_name_or_path {name_or_path}: cannot load a model for --objective {objective} "
                          f"({first_line(error)})") from None
@@ -134,36 +122,3 @@ def load_model(name_or_path: str, objective: str, tokenizer):
 
 def max_positions(config: PretrainedConfig) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 0)
-
-
-def count_parameters(model, include_embeddings: bool = True) -> int:
-    """Distinct parameters (tied weights once); embeddings optional, as in FLOPs estimates."""
-    seen, total = set(), 0
-    embedding_ids = {id(p) for p in model.get_input_embeddings().parameters()}
-    for parameter in model.parameters():
-        if id(parameter) in seen or (not include_embeddings and id(parameter) in embedding_ids):
-            continue
-        seen.add(id(parameter))
-        total += parameter.numel()
-    return total
-
-
-def matmul_parameters(model) -> int:
-    """Weights that take part in a token's matmuls: all but the input embedding lookup (the output
-    head counts even when it shares the embedding matrix), and of a mixture of experts only the
-    k-of-E share that each token runs through."""
-    tied_head = model.get_output_embeddings() is not None and \
-        model.get_output_embeddings().weight is model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight.numel() if tied_head else 0
-    total = count_parameters(model, include_embeddings=False) + head
-    num_experts = getattr(model.config, "num_experts", None)
-    if num_experts:
-        experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
-        total -= experts - experts * model.config.num_experts_per_tok // num_experts
-    return total
-
-
-def training_flops_per_token(config: PretrainedConfig, non_embedding_params: int, seq_length: int) -> float:
-    """Forward+backward FLOPs per trained token: 6N for the weights plus attention (PaLM, App. B)."""
-    attention = 12 * config.num_hidden_layers * config.hidden_size * seq_length
-    return 6 * non_embedding_params + attention

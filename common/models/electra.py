@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForPreTraining, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
+from common.models.families import IGNORE
 from common.models.modeling_electra_moe import ElectraMoeConfig, ElectraMoeForPreTraining
-
-IGNORE = -100  # label of positions the generator does not predict (as in common.training.objectives)
 
 GENERATOR_FOLDER = "generator"
 

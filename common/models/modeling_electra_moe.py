@@ -27,14 +27,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
-    CONFIG_MAPPING, AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification,
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
     ElectraConfig,
 )
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.electra.modeling_electra import (
-    ElectraAttention, ElectraClassificationHead, ElectraDiscriminatorPredictions, ElectraEmbeddings,
+    ElectraAttention,
+    ElectraClassificationHead,
+    ElectraDiscriminatorPredictions,
+    ElectraEmbeddings,
     ElectraPreTrainedModel,
 )
 from transformers.utils import ModelOutput

@@ -9,11 +9,11 @@ so `find_resume` only ever sees complete checkpoints; the last `keep` are kept.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 from common.errors import UsageError
+from common.files import discard, publish, staging_path
 
 STATE_FILE = "trainer_state.json"
 PREFIX = "step-"
@@ -50,20 +50,18 @@ def save(accelerator, output_dir: Path, step: int, trainer_state: dict, keep: in
     """Write the checkpoint of `step` (every rank calls this: ZeRO saves its shards per rank),
     with `extra_files` (name -> text) beside it."""
     final = checkpoint_dir(output_dir, step)
-    tmp = final.with_name(f".tmp-{final.name}")
+    staged = staging_path(final, shared=True)  # every rank writes its shards into this one folder
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        discard(staged)
+        staged.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    accelerator.save_state(str(staged))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")  # last: marks complete
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            (staged / name).write_text(text, encoding="utf-8")
+        (staged / STATE_FILE).write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")  # last: marks complete
+        publish(staged, final)
         prune(output_dir, keep)
     accelerator.wait_for_everyone()
     return final

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UsageError, first_line
+from common.models.families import AUTO_CLASS_NAMES, MODEL_FAMILY
 
 log = logging.getLogger("babytrain")
 MAIN = "main"
@@ -49,7 +50,7 @@ class HubPusher:
         self.failed: list[Push] = []
         self.thread: threading.Thread | None = None
 
-    def open(self) -> "HubPusher":
+    def open(self) -> HubPusher:
         """Create the repository (or find it) before training starts: a missing token or an
         unreachable Hub is a usage error now, not a surprise at the first milestone."""
         if not self.secret:
@@ -121,8 +122,7 @@ def model_card(repo_id: str | None, info: dict, config: dict) -> str:
     """README.md of a snapshot: what it is, how far it trained, how to load it, and the run's settings."""
     name = info.get("name", "snapshot")
     revision = "" if name == "final" or repo_id is None else f', revision="{branch_for(name)}"'
-    auto = "AutoModelForCausalLM" if config.get("model_type") in ("llama", "gemma2", "olmo2", "llama4") \
-        else "AutoModelForMaskedLM" if config.get("model_type") == "bert" else "AutoModelForPreTraining"
+    auto = AUTO_CLASS_NAMES[MODEL_FAMILY[config["model_type"]]]
     rows = [("snapshot", name), ("tokens seen", info.get("tokens_seen")), ("words seen", info.get("words_seen")),
             ("optimizer steps", info.get("step")), ("training loss", info.get("train_loss")),
             ("validation loss", info.get("val_loss"))]

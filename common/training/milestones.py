@@ -8,13 +8,12 @@ Anchors are written like `25M,50M,1.5B` (or plain integers). Token milestones ar
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UsageError
+from common.files import atomic_path
 
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
 COUNT_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBG]?)\s*$", re.IGNORECASE)
@@ -69,15 +68,10 @@ def save_snapshot(accelerator, model, tokenizer, folder: Path, info: dict, extra
     """
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        folder = Path(folder)
-        tmp = folder.with_name(f".tmp-{folder.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "milestone.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        with atomic_path(folder) as staged:
+            accelerator.unwrap_model(model).save_pretrained(staged, state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(staged)
+            (staged / "milestone.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+            for name, text in (extra_files or {}).items():
+                (staged / name).write_text(text, encoding="utf-8")
     accelerator.wait_for_everyone()

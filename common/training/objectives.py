@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import UsageError
+from common.models.families import IGNORE
 
-IGNORE = -100
 TRAIN_STREAM, EVAL_STREAM = 1, 2  # separate random streams for training and validation masks
 SAMPLING_STREAM_OFFSET = 10       # ELECTRA's generator sampling: streams 11 (training) and 12 (validation)
 

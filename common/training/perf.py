@@ -1,10 +1,11 @@
-"""Throughput accounting: a measured matmul peak and model-FLOPs utilisation (MFU)."""
+"""Throughput accounting: FLOPs per trained token, a measured matmul peak, and model-FLOPs utilisation (MFU)."""
 
 from __future__ import annotations
 
 import time
 
 import torch
+from transformers import PretrainedConfig
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 0.5) -> float:
@@ -37,3 +38,36 @@ def synchronize(device: torch.device) -> None:
 def mfu(tokens_per_second: float, flops_per_token: float, peak_flops_per_process: float, num_processes: int) -> float:
     """Achieved model FLOP/s over the peak of every process together."""
     return tokens_per_second * flops_per_token / (peak_flops_per_process * num_processes)
+
+
+def count_parameters(model, include_embeddings: bool = True) -> int:
+    """Distinct parameters (tied weights once); embeddings optional, as in FLOPs estimates."""
+    seen, total = set(), 0
+    embedding_ids = {id(p) for p in model.get_input_embeddings().parameters()}
+    for parameter in model.parameters():
+        if id(parameter) in seen or (not include_embeddings and id(parameter) in embedding_ids):
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+    return total
+
+
+def matmul_parameters(model) -> int:
+    """Weights that take part in a token's matmuls: all but the input embedding lookup (the output
+    head counts even when it shares the embedding matrix), and of a mixture of experts only the
+    k-of-E share that each token runs through."""
+    tied_head = model.get_output_embeddings() is not None and \
+        model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight.numel() if tied_head else 0
+    total = count_parameters(model, include_embeddings=False) + head
+    num_experts = getattr(model.config, "num_experts", None)
+    if num_experts:
+        experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+        total -= experts - experts * model.config.num_experts_per_tok // num_experts
+    return total
+
+
+def training_flops_per_token(config: PretrainedConfig, non_embedding_params: int, seq_length: int) -> float:
+    """Forward+backward FLOPs per trained token: 6N for the weights plus attention (PaLM, App. B)."""
+    attention = 12 * config.num_hidden_layers * config.hidden_size * seq_length
+    return 6 * non_embedding_params + attention

@@ -18,18 +18,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.training import checkpoint
 from common.config import write_config_yaml
+from common.data.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
+from common.data.tokenizer import count_words, word_start_tables
 from common.distributed import all_reduce_sum, all_reduce_tensors, configure_deepspeed, describe, log, uses_deepspeed
 from common.errors import TrainingStopped, UsageError
+from common.files import atomic_path, write_atomically
+from common.optimizer import adamw, learning_rate_at, warmup_steps_for
+from common.tracking import RunLog
+from common.training import checkpoint
 from common.training.hub import model_card
 from common.training.milestones import due, save_snapshot
-from common.models.build import matmul_parameters, training_flops_per_token
-from common.training.perf import mfu
-from common.data.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
-from common.optimizer import learning_rate_at, warmup_steps_for
-from common.data.tokenizer import count_words, word_start_tables
-from common.tracking import RunLog
+from common.training.perf import matmul_parameters, mfu, training_flops_per_token
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was written, resume with --resume_from_checkpoint auto
 
@@ -55,17 +55,6 @@ class StopRequest:
 
     def _handle(self, signum, _frame):
         self.signal_name = signal.Signals(signum).name
-
-
-def decay_groups(model, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only, never on norms, biases or embeddings."""
-    embedding_ids = {id(p) for p in model.get_input_embeddings().parameters()}
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if not parameter.requires_grad:
-            continue
-        (no_decay if parameter.ndim < 2 or id(parameter) in embedding_ids else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -146,10 +135,8 @@ class Pretraining:
         self.provenance_files = {"training_config.yaml": (output_dir / "config.yaml").read_text(encoding="utf-8")}
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        # fused: one kernel for all parameters instead of a Python loop over them (CPU and GPU)
-        optimizer = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
-                                      betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
-                                      fused=accelerator.device.type in ("cpu", "cuda"))
+        optimizer = adamw(model, cfg.learning_rate, cfg.weight_decay, accelerator.device,
+                          betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
         configure_deepspeed(accelerator, cfg.per_device_train_batch_size, cfg.max_grad_norm)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         # Only the training forward is compiled: evaluation's other batch shape would recompile.
@@ -408,6 +395,7 @@ def save_run_files(accelerator, output_dir: Path, cfg, tokenizer, manifest: dict
         output_dir.mkdir(parents=True, exist_ok=True)
         write_config_yaml(output_dir / "config.yaml", cfg, world_size=accelerator.num_processes,
                           tokenizer_hash=made_for["tokenizer_hash"], launch=describe(accelerator))
-        tokenizer.save_pretrained(output_dir / "tokenizer")
-        (output_dir / "data.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        with atomic_path(output_dir / "tokenizer") as staged:
+            tokenizer.save_pretrained(staged)
+        write_atomically(output_dir / "data.json", json.dumps(manifest, indent=2))
     accelerator.wait_for_everyone()

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from common.config import option
+from common.data import synthetic
 from common.errors import UsageError
-from common.training.milestones import parse_anchors, parse_count
-from common.models.build import MODEL_OBJECTIVES, SIZE_PRESETS
+from common.models.build import SIZE_PRESETS
+from common.models.families import ELECTRA, FAMILIES, MODEL_FAMILY
 from common.optimizer import SCHEDULES
+from common.training.milestones import parse_anchors, parse_count
 
 
 @dataclass(frozen=True)
@@ -22,14 +24,14 @@ class PretrainConfig:
     text_column: str = option("text", "the text field of JSONL rows / Hugging Face datasets")
     validation_split_percentage: float = option(1.0, "percent of documents held out for validation when the "
                                                      "dataset has no validation split of its own")
-    synthetic_words: int = option(600_000, "words of synthetic corpus to generate for --dataset synthetic")
+    synthetic_words: int = option(synthetic.DEFAULT_WORDS, "words of synthetic corpus to generate for --dataset synthetic")
     cache_dir: str = option(".cache/babytrain", "where trained tokenizers and packed token files are cached")
     # --- tokenizer ---
     tokenizer_name_or_path: Optional[str] = option(None, "use this tokenizer (path or Hub id) instead of training one")
     vocab_size: int = option(8000, "vocabulary size of the trained tokenizer")
     # --- model ---
-    model_type: Literal[tuple(MODEL_OBJECTIVES)] = option("llama", "architecture to train")
-    objective: Optional[Literal["causal", "mlm", "electra"]] = option(
+    model_type: Literal[tuple(MODEL_FAMILY)] = option("llama", "architecture to train")
+    objective: Optional[Literal[FAMILIES]] = option(
         None, "training objective (default: the model type's own: causal for decoders, mlm for bert, "
               "electra for electra and electra_moe)")
     mlm_probability: float = option(0.15, "fraction of tokens masked for --objective mlm and electra "
@@ -130,13 +132,12 @@ class PretrainConfig:
             raise UsageError("--dataset babylm needs --data_dir (a BabyLM folder such as train_10M)")
         if self.dataset in ("text", "jsonl") and not self.data_files:
             raise UsageError(f"--dataset {self.dataset} needs --data_files")
-        allowed = MODEL_OBJECTIVES[self.model_type]
-        if self.objective is not None and self.objective not in allowed:
+        if self.objective is not None and self.objective != MODEL_FAMILY[self.model_type]:
             raise UsageError(f"--objective {self.objective} cannot train --model_type {self.model_type} "
-                             f"(it trains: {', '.join(allowed)})")
+                             f"(it trains: {MODEL_FAMILY[self.model_type]})")
         if not 0 < self.mlm_probability < 1:
             raise UsageError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        if self.embedding_size is not None and self.model_type not in ("electra", "electra_moe"):
+        if self.embedding_size is not None and MODEL_FAMILY[self.model_type] != ELECTRA:
             raise UsageError(f"--embedding_size applies to --model_type electra and electra_moe, "
                              f"not {self.model_type}")
         for name in ("embedding_size", "generator_size_divisor", "num_experts", "num_experts_per_tok"):
@@ -167,7 +168,7 @@ class PretrainConfig:
         return parse_count(self.max_train_tokens, "--max_train_tokens") if self.max_train_tokens else None
 
     def training_objective(self) -> str:
-        return self.objective or MODEL_OBJECTIVES[self.model_type][0]
+        return self.objective or MODEL_FAMILY[self.model_type]
 
     def shape_overrides(self) -> dict:
         return {name: getattr(self, name) for name in

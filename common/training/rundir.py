@@ -6,8 +6,8 @@ import shutil
 import time
 from pathlib import Path
 
-from common.training import checkpoint
 from common.errors import UsageError
+from common.training import checkpoint
 
 
 def default_run_dir(*parts: str) -> Path:
