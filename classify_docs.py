@@ -35,25 +35,31 @@ DEFAULT_BASELINE = "bert-base-uncased"
 class DocsConfig(FinetuneOptions):
     model_name_or_path: Optional[str] = option(None, "the model to evaluate: a saved model folder or a Hub id")
     revision: Optional[str] = option(None, "Hub branch, tag or commit of --model_name_or_path")
-    baseline: list[str] = option([], f"models to compare with (folders or Hub ids); default: {DEFAULT_BASELINE} "
-                                     f"when it can be loaded (online or cached); `none` for no baseline")
-    data_file: Optional[str] = option(None, "all documents, split here by label: Web of Science Data.txt (.txt/.tsv),"
-                                            " .csv or .jsonl")
-    train_file: Optional[str] = option(None, "instead of --data_file: the training documents (with --dev_file and "
-                                             "--test_file)")
+    baseline: list[str] = option(
+        [],
+        f"models to compare with (folders or Hub ids); default: {DEFAULT_BASELINE} "
+        f"when it can be loaded (online or cached); `none` for no baseline",
+    )
+    data_file: Optional[str] = option(
+        None, "all documents, split here by label: Web of Science Data.txt (.txt/.tsv), .csv or .jsonl"
+    )
+    train_file: Optional[str] = option(
+        None, "instead of --data_file: the training documents (with --dev_file and --test_file)"
+    )
     dev_file: Optional[str] = option(None, "the dev documents (with --train_file)")
     test_file: Optional[str] = option(None, "the test documents (with --train_file)")
     text_column: Optional[str] = option(None, "column / JSON field of the text (default: Abstract in WOS, else text)")
-    label_column: Optional[str] = option(None, "column / JSON field of the label (default: Domain in WOS, else "
-                                               "label)")
+    label_column: Optional[str] = option(None, "column / JSON field of the label (default: Domain in WOS, else label)")
     dev_fraction: float = option(0.1, "--data_file: the share of documents held out for dev")
     test_fraction: float = option(0.1, "--data_file: the share of documents held out for test")
     batch_sizes: list[int] = option([8, 16, 32], "one run per batch size (per process) for each model")
     num_train_epochs: int = option(3, "epochs per run; dev and test are evaluated after each")
     max_length: int = option(512, "tokens per document (at most the model's positions)")
     truncation: Literal["head", "head_tail"] = option(
-        "head", "how a long document is cut: keep its head, or its first quarter and last three quarters "
-                "(head_tail, Sun et al. 2019)")
+        "head",
+        "how a long document is cut: keep its head, or its first quarter and last three quarters "
+        "(head_tail, Sun et al. 2019)",
+    )
     seed: int = option(42, "seed of the split, the new heads and the data order")
     output_dir: str = option("doc_results", "where the table, CSV, JSON, plots and TensorBoard logs go")
 
@@ -65,10 +71,15 @@ class DocsConfig(FinetuneOptions):
             raise UsageError("give either --data_file (split here) or --train_file, --dev_file and --test_file")
         if any(split_files) and not all(split_files):
             raise UsageError("--train_file, --dev_file and --test_file go together")
-        if not 0 < self.dev_fraction < 1 or not 0 < self.test_fraction < 1 or \
-                self.dev_fraction + self.test_fraction >= 1:
-            raise UsageError(f"--dev_fraction {self.dev_fraction} and --test_fraction {self.test_fraction} must be "
-                             f"between 0 and 1 and leave documents to train on")
+        if (
+            not 0 < self.dev_fraction < 1
+            or not 0 < self.test_fraction < 1
+            or self.dev_fraction + self.test_fraction >= 1
+        ):
+            raise UsageError(
+                f"--dev_fraction {self.dev_fraction} and --test_fraction {self.test_fraction} must be "
+                f"between 0 and 1 and leave documents to train on"
+            )
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UsageError(f"--batch_sizes must be whole numbers of at least 1, got {self.batch_sizes}")
         for name in ("num_train_epochs", "max_length", "per_device_eval_batch_size"):
@@ -76,17 +87,25 @@ class DocsConfig(FinetuneOptions):
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
 
     def settings(self, batch_size: int) -> FinetuneSettings:
-        return FinetuneSettings(**self.optimisation(), per_device_train_batch_size=batch_size,
-                                num_train_epochs=self.num_train_epochs, patience=0, seed=self.seed)
+        return FinetuneSettings(
+            **self.optimisation(),
+            per_device_train_batch_size=batch_size,
+            num_train_epochs=self.num_train_epochs,
+            patience=0,
+            seed=self.seed,
+        )
 
 
 def read_splits(cfg: DocsConfig) -> dict:
     columns = (cfg.text_column, cfg.label_column)
     if cfg.data_file:
-        return stratified_split(read_documents(Path(cfg.data_file), *columns), cfg.seed, cfg.dev_fraction,
-                                cfg.test_fraction)
-    return {name: read_documents(Path(path), *columns, flag=f"--{name}_file")
-            for name, path in (("train", cfg.train_file), ("dev", cfg.dev_file), ("test", cfg.test_file))}
+        return stratified_split(
+            read_documents(Path(cfg.data_file), *columns), cfg.seed, cfg.dev_fraction, cfg.test_fraction
+        )
+    return {
+        name: read_documents(Path(path), *columns, flag=f"--{name}_file")
+        for name, path in (("train", cfg.train_file), ("dev", cfg.dev_file), ("test", cfg.test_file))
+    }
 
 
 def model_sources(cfg: DocsConfig) -> list[ModelSource]:
@@ -102,8 +121,11 @@ def model_sources(cfg: DocsConfig) -> list[ModelSource]:
     try:
         AutoConfig.from_pretrained(DEFAULT_BASELINE)
     except (OSError, ValueError) as error:
-        log.warning("no baseline: %s cannot be loaded (%s); pass --baseline PATH to compare with a local model",
-                    DEFAULT_BASELINE, first_line(error))
+        log.warning(
+            "no baseline: %s cannot be loaded (%s); pass --baseline PATH to compare with a local model",
+            DEFAULT_BASELINE,
+            first_line(error),
+        )
         return sources
     return sources + [ModelSource(DEFAULT_BASELINE)]
 
@@ -130,24 +152,50 @@ def main():
     runs = []
     for source, name, (tokenizer, positions) in zip(sources, distinct_labels(sources), tokenizers):
         max_length = min(cfg.max_length, positions or cfg.max_length)
-        encoded = {split: encode(tokenizer, [(d.text,) for d in documents], [label_ids[d.label] for d in documents],
-                                 max_length, cfg.truncation)
-                   for split, documents in splits.items()}
+        encoded = {
+            split: encode(
+                tokenizer,
+                [(d.text,) for d in documents],
+                [label_ids[d.label] for d in documents],
+                max_length,
+                cfg.truncation,
+            )
+            for split, documents in splits.items()
+        }
         for batch_size in cfg.batch_sizes:
             outcome = finetune(
-                accelerator, lambda: load_classifier(source, tuple(labels), tokenizer.pad_token_id), encoded["train"],
-                {"dev": encoded["dev"], "test": encoded["test"]}, cfg.settings(batch_size), tokenizer.pad_token_id,
+                accelerator,
+                lambda: load_classifier(source, tuple(labels), tokenizer.pad_token_id),
+                encoded["train"],
+                {"dev": encoded["dev"], "test": encoded["test"]},
+                cfg.settings(batch_size),
+                tokenizer.pad_token_id,
                 measure=lambda split, predicted, true: document_metrics(predicted, true),
-                monitor=lambda metrics: metrics["dev"]["accuracy"], name=f"{name}-bs{batch_size}",
-                tensorboard_dir=output_dir / "tb")
-            runs.append({"model": name, "name_or_path": source.name_or_path, "revision": source.revision,
-                         "batch_size": batch_size, "max_length": max_length, "seconds": round(outcome.seconds, 2),
-                         "history": [epoch.record() for epoch in outcome.epochs],
-                         "test_predictions": outcome.epochs[-1].predictions["test"]})
+                monitor=lambda metrics: metrics["dev"]["accuracy"],
+                name=f"{name}-bs{batch_size}",
+                tensorboard_dir=output_dir / "tb",
+            )
+            runs.append(
+                {
+                    "model": name,
+                    "name_or_path": source.name_or_path,
+                    "revision": source.revision,
+                    "batch_size": batch_size,
+                    "max_length": max_length,
+                    "seconds": round(outcome.seconds, 2),
+                    "history": [epoch.record() for epoch in outcome.epochs],
+                    "test_predictions": outcome.epochs[-1].predictions["test"],
+                }
+            )
     table = markdown_table(*accuracy_table(runs))
     if accelerator.is_main_process:
-        paths = write_reports(output_dir, runs, counts, labels,
-                              {"config": dataclasses.asdict(cfg), "provenance": provenance(processes=accelerator.num_processes)})
+        paths = write_reports(
+            output_dir,
+            runs,
+            counts,
+            labels,
+            {"config": dataclasses.asdict(cfg), "provenance": provenance(processes=accelerator.num_processes)},
+        )
         log.info("results: %s", ", ".join(str(path) for path in paths.values()))
     accelerator.print(table)
 

@@ -37,35 +37,54 @@ SETTINGS = [f.name for f in dataclasses.fields(FinetuneSettings) if f.name != "s
 
 @dataclass(frozen=True)
 class GlueConfig(FinetuneOptions):
-    model_name_or_path: Optional[str] = option(None, "a saved model folder (e.g. runs/NAME/final or a milestone) "
-                                                     "or a Hub model id")
+    model_name_or_path: Optional[str] = option(
+        None, "a saved model folder (e.g. runs/NAME/final or a milestone) or a Hub model id"
+    )
     revision: Optional[str] = option(None, "Hub branch, tag or commit of --model_name_or_path (e.g. chck_10M)")
     tasks: list[str] = option(["all"], "GLUE tasks: cola sst2 mrpc stsb qqp mnli qnli rte wnli, or all")
-    glue_dir: Optional[str] = option(None, f"the GLUE download (<glue_dir>/CoLA/train.tsv, dev.tsv, ...); "
-                                           f"default: the Hub data set {HUB_GLUE} (needs the network)")
-    max_train_samples: Optional[int] = option(None, "train on at most this many examples per task (a fixed "
-                                                    "random subset; BabyLM uses 10000 for MNLI and QQP)")
+    glue_dir: Optional[str] = option(
+        None,
+        f"the GLUE download (<glue_dir>/CoLA/train.tsv, dev.tsv, ...); "
+        f"default: the Hub data set {HUB_GLUE} (needs the network)",
+    )
+    max_train_samples: Optional[int] = option(
+        None, "train on at most this many examples per task (a fixed random subset; BabyLM uses 10000 for MNLI and QQP)"
+    )
     max_eval_samples: Optional[int] = option(None, "evaluate on at most this many dev examples per split")
-    max_length: int = option(128, "tokens per example (pairs lose tokens from the longer text first); at most "
-                                  "the model's positions")
+    max_length: int = option(
+        128, "tokens per example (pairs lose tokens from the longer text first); at most the model's positions"
+    )
     per_device_train_batch_size: int = option(32, "training examples per process and step")
     num_train_epochs: int = option(10, "the most epochs per task")
     patience: int = option(3, "stop a task after this many epochs without a better dev score (0: never)")
-    seeds: list[int] = option([42], "one run per seed (the head's initialisation and the data order); the "
-                                    "results average them")
-    task_overrides: Optional[str] = option(None, "YAML file of per-task settings, e.g. `rte: {learning_rate: "
-                                                 "2e-5, num_train_epochs: 20}`, over the flags' defaults")
+    seeds: list[int] = option(
+        [42], "one run per seed (the head's initialisation and the data order); the results average them"
+    )
+    task_overrides: Optional[str] = option(
+        None,
+        "YAML file of per-task settings, e.g. `rte: {learning_rate: "
+        "2e-5, num_train_epochs: 20}`, over the flags' defaults",
+    )
     output_dir: str = option("results", "results go to <output_dir>/<model>/<task>.json")
     model_label: Optional[str] = option(None, "the <model> folder name (default: from the model's path or id)")
-    gather: Optional[str] = option(None, "instead of fine-tuning: gather every <model>/<task>.json under this "
-                                         "folder into glue_results.csv and glue_results.png there "
-                                         "(also: `finetune_glue.py gather DIR`)")
+    gather: Optional[str] = option(
+        None,
+        "instead of fine-tuning: gather every <model>/<task>.json under this "
+        "folder into glue_results.csv and glue_results.png there "
+        "(also: `finetune_glue.py gather DIR`)",
+    )
 
     def __post_init__(self):
         if not self.gather and not self.model_name_or_path:
             raise UsageError("give --model_name_or_path (a model to fine-tune) or gather RESULTS_DIR")
-        for name in ("max_train_samples", "max_eval_samples", "max_length", "per_device_train_batch_size",
-                     "per_device_eval_batch_size", "num_train_epochs"):
+        for name in (
+            "max_train_samples",
+            "max_eval_samples",
+            "max_length",
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "num_train_epochs",
+        ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.patience < 0:
@@ -96,13 +115,17 @@ def read_task_overrides(path: str | None) -> dict[str, dict]:
     for task_name, values in document.items():
         (task,) = glue_tasks([str(task_name)])
         if not isinstance(values, dict) or set(values) - set(SETTINGS):
-            raise UsageError(f"--task_overrides {path}: {task_name} must map settings ({', '.join(SETTINGS)}) "
-                             f"to values")
+            raise UsageError(
+                f"--task_overrides {path}: {task_name} must map settings ({', '.join(SETTINGS)}) to values"
+            )
         checked = {}
         for name, value in values.items():
             wanted = float if types[name] in ("float", float) else int
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    (wanted is int and not float(value).is_integer()):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (wanted is int and not float(value).is_integer())
+            ):
                 kind = "a whole number" if wanted is int else "a number"
                 raise UsageError(f"--task_overrides {path}: {task_name}.{name} must be {kind}, got {value!r}")
             checked[name] = wanted(value)
@@ -136,13 +159,15 @@ def main():
     tokenizer, positions = load_classification_tokenizer(source)
     max_length = min(cfg.max_length, positions or cfg.max_length)
     if max_length < cfg.max_length:
-        log.info("--max_length %d is more than the model's %d positions: using %d", cfg.max_length, positions,
-                 max_length)
+        log.info(
+            "--max_length %d is more than the model's %d positions: using %d", cfg.max_length, positions, max_length
+        )
     # Every task's data is read (and checked) before the first one trains.
-    data = {task.name: read_glue_split_files(Path(cfg.glue_dir), task) if cfg.glue_dir else read_glue_hub(task)
-            for task in tasks}
-    model = {"label": cfg.model_label or source.label, "name_or_path": source.name_or_path,
-             "revision": source.revision}
+    data = {
+        task.name: read_glue_split_files(Path(cfg.glue_dir), task) if cfg.glue_dir else read_glue_hub(task)
+        for task in tasks
+    }
+    model = {"label": cfg.model_label or source.label, "name_or_path": source.name_or_path, "revision": source.revision}
     output_dir = Path(cfg.output_dir) / model["label"]
     if accelerator.is_main_process:
         write_config_yaml(output_dir / "config.yaml", cfg, launch=accelerator.num_processes)
@@ -151,8 +176,9 @@ def main():
     for task in tasks:
         splits = data[task.name]
         train = subsample(splits["train"], cfg.max_train_samples)
-        evaluation = {name: subsample(examples, cfg.max_eval_samples)
-                      for name, examples in splits.items() if name != "train"}
+        evaluation = {
+            name: subsample(examples, cfg.max_eval_samples) for name, examples in splits.items() if name != "train"
+        }
 
         def encoded(examples):
             return encode(tokenizer, [e.texts for e in examples], [e.label for e in examples], max_length)
@@ -162,21 +188,41 @@ def main():
         for seed in cfg.seeds:
             settings = cfg.settings(task, seed, overrides)
             outcome = finetune(
-                accelerator, lambda: load_classifier(source, task.labels, tokenizer.pad_token_id), encoded(train),
-                evaluation_encoded, settings, tokenizer.pad_token_id,
-                measure=lambda split, predicted, true: glue_metrics(task, predicted, true), monitor=glue_score,
-                name=f"{task.name}-seed{seed}", tensorboard_dir=output_dir / "tb")
+                accelerator,
+                lambda: load_classifier(source, task.labels, tokenizer.pad_token_id),
+                encoded(train),
+                evaluation_encoded,
+                settings,
+                tokenizer.pad_token_id,
+                measure=lambda split, predicted, true: glue_metrics(task, predicted, true),
+                monitor=glue_score,
+                name=f"{task.name}-seed{seed}",
+                tensorboard_dir=output_dir / "tb",
+            )
             seeds[seed] = outcome.record()
-        hyperparameters = {**dataclasses.asdict(cfg.settings(task, 0, overrides)), "max_length": max_length,
-                           "processes": accelerator.num_processes}
+        hyperparameters = {
+            **dataclasses.asdict(cfg.settings(task, 0, overrides)),
+            "max_length": max_length,
+            "processes": accelerator.num_processes,
+        }
         del hyperparameters["seed"]
-        result = task_result(task, model, seeds, hyperparameters,
-                             {"train": len(train), **{name: len(e) for name, e in evaluation.items()}})
+        result = task_result(
+            task,
+            model,
+            seeds,
+            hyperparameters,
+            {"train": len(train), **{name: len(e) for name, e in evaluation.items()}},
+        )
         results.append(result)
         if accelerator.is_main_process:
             path = write_task_result(output_dir, result)
-            log.info("%s: score %.2f (%s) -> %s", task.name, 100 * result["score"],
-                     ", ".join(f"{k} {100 * v:.2f}" for k, v in result["metrics"].items()), path)
+            log.info(
+                "%s: score %.2f (%s) -> %s",
+                task.name,
+                100 * result["score"],
+                ", ".join(f"{k} {100 * v:.2f}" for k, v in result["metrics"].items()),
+                path,
+            )
     accelerator.print(markdown_table(*results_table(results)))
 
 

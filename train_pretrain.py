@@ -35,20 +35,33 @@ from common.training.rundir import claim_output_dir, default_run_dir
 def obtain_tokenizer(cfg: PretrainConfig, corpus):
     if cfg.tokenizer_name_or_path:
         return load_tokenizer(cfg.tokenizer_name_or_path)
-    return trained_or_cached_tokenizer(TOKENIZER_KIND[cfg.training_objective()], corpus.train_documents,
-                                       cfg.vocab_size, corpus.fingerprint, Path(cfg.cache_dir))
+    return trained_or_cached_tokenizer(
+        TOKENIZER_KIND[cfg.training_objective()],
+        corpus.train_documents,
+        cfg.vocab_size,
+        corpus.fingerprint,
+        Path(cfg.cache_dir),
+    )
 
 
 def obtain_model(cfg: PretrainConfig, tokenizer):
     if cfg.model_name_or_path:
         model = load_model(cfg.model_name_or_path, cfg.training_objective(), tokenizer)
         if cfg.seq_length > max_positions(model.config):
-            raise UsageError(f"--seq_length {cfg.seq_length} is above the {max_positions(model.config)} positions "
-                             f"of --model_name_or_path {cfg.model_name_or_path}")
+            raise UsageError(
+                f"--seq_length {cfg.seq_length} is above the {max_positions(model.config)} positions "
+                f"of --model_name_or_path {cfg.model_name_or_path}"
+            )
         return model
     shape = resolve_shape(cfg.model_size, **cfg.shape_overrides())
-    return build_model(cfg.model_type, cfg.training_objective(), shape, tokenizer,
-                       cfg.max_position_embeddings or cfg.seq_length, **cfg.model_options())
+    return build_model(
+        cfg.model_type,
+        cfg.training_objective(),
+        shape,
+        tokenizer,
+        cfg.max_position_embeddings or cfg.seq_length,
+        **cfg.model_options(),
+    )
 
 
 def end_of_training_pairs(cfg: PretrainConfig) -> PairSet | None:
@@ -66,13 +79,20 @@ def main():
     output_dir = Path(cfg.output_dir or main_process_value(accelerator, str(default_dir)))
     resume_path = claim_output_dir(accelerator, output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint)
     # The Hub repository is created (or found) before any work: no token, no training.
-    pusher = HubPusher(cfg.hub_model_id, cfg.hub_private).open() \
-        if cfg.push_to_hub and accelerator.is_main_process else None
+    pusher = (
+        HubPusher(cfg.hub_model_id, cfg.hub_private).open() if cfg.push_to_hub and accelerator.is_main_process else None
+    )
     attach_tensorboard(accelerator, output_dir)
 
-    corpus = load_corpus(cfg.dataset, data_dir=cfg.data_dir, data_files=cfg.data_files, text_column=cfg.text_column,
-                         validation_split_percentage=cfg.validation_split_percentage,
-                         synthetic_words=cfg.synthetic_words, seed=cfg.seed)
+    corpus = load_corpus(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        data_files=cfg.data_files,
+        text_column=cfg.text_column,
+        validation_split_percentage=cfg.validation_split_percentage,
+        synthetic_words=cfg.synthetic_words,
+        seed=cfg.seed,
+    )
     with accelerator.main_process_first():  # the main process trains/packs, the others read its cache
         tokenizer = obtain_tokenizer(cfg, corpus)
         objective = objective_for(cfg.training_objective(), tokenizer, cfg)  # refuses an unfit tokenizer early
@@ -86,23 +106,40 @@ def main():
     made_for = model_signature(model.config, tokenizer_digest, cfg.seq_length, objective.name)
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
 
-    training = Pretraining(cfg, accelerator, model, tokenizer, objective, splits, output_dir, made_for,
-                           peak_flops=measure_matmul_peak(accelerator.device, training_dtype(accelerator)),
-                           pusher=pusher)
+    training = Pretraining(
+        cfg,
+        accelerator,
+        model,
+        tokenizer,
+        objective,
+        splits,
+        output_dir,
+        made_for,
+        peak_flops=measure_matmul_peak(accelerator.device, training_dtype(accelerator)),
+        pusher=pusher,
+    )
     summary = training.run(resume_path)
 
     before, after = summary["initial"], summary["final"]
     accelerator.print(f"run folder: {output_dir}")
     if before and after:
         resumed = f" (this launch resumed at step {summary['start_step']})" if summary["start_step"] else ""
-        accelerator.print(f"validation loss {before['val/loss']:.4f} -> {after['val/loss']:.4f}, "
-                          f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}{resumed}")
+        accelerator.print(
+            f"validation loss {before['val/loss']:.4f} -> {after['val/loss']:.4f}, "
+            f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}{resumed}"
+        )
     if summary["failed_pushes"]:
-        accelerator.print(f"not pushed to {cfg.hub_model_id} (see the warnings above): "
-                          f"{', '.join(summary['failed_pushes'])}")
+        accelerator.print(
+            f"not pushed to {cfg.hub_model_id} (see the warnings above): {', '.join(summary['failed_pushes'])}"
+        )
     if blimp_pairs:
-        results = evaluate_snapshot(accelerator, output_dir / "final", blimp_pairs, ScoringOptions(),
-                                    tensorboard_dir=output_dir / "tb" / f"blimp-{blimp_pairs.name}")
+        results = evaluate_snapshot(
+            accelerator,
+            output_dir / "final",
+            blimp_pairs,
+            ScoringOptions(),
+            tensorboard_dir=output_dir / "tb" / f"blimp-{blimp_pairs.name}",
+        )
         accelerator.print(report(results))
 
 

@@ -68,7 +68,7 @@ def minicons_scores(kind: str, model, tokenizer, sentences: list[str], batch_siz
         score = lambda batch: scorer.sequence_score(batch, reduction=total, PLL_metric="original")  # noqa: E731
     scores = []
     for start in range(0, len(sentences), batch_size):
-        scores += score(sentences[start:start + batch_size])
+        scores += score(sentences[start : start + batch_size])
     return np.array(scores)
 
 
@@ -84,45 +84,68 @@ def run_side(name: str, work, repeats: int) -> tuple[np.ndarray, float]:
     return scores, min(times)
 
 
-def compare(kind: str, model, tokenizer, pairs: list, ours_batches: list[int], minicons_batches: list[int],
-            accelerator, repeats: int) -> dict:
+def compare(
+    kind: str,
+    model,
+    tokenizer,
+    pairs: list,
+    ours_batches: list[int],
+    minicons_batches: list[int],
+    accelerator,
+    repeats: int,
+) -> dict:
     sentences = [s for pair in pairs for s in (pair.good, pair.bad)]  # minicons: in data order, as given
-    tokens_per_sentence = float(np.mean([len(ids) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]]))
+    tokens_per_sentence = float(
+        np.mean([len(ids) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]])
+    )
     print(f"{kind}: {len(pairs)} pairs, {tokens_per_sentence:.1f} tokens a sentence", flush=True)
     distinct = list(dict.fromkeys(sentences))
     scorer_class = CausalScorer if kind == "causal" else MaskedScorer
     with torch.inference_mode():
-        score_sentences(scorer_class(model, tokenizer, ScoringOptions()), sentences[:64], accelerator,
-                        progress=False)  # warm-up: threads, allocator
+        score_sentences(
+            scorer_class(model, tokenizer, ScoringOptions()), sentences[:64], accelerator, progress=False
+        )  # warm-up: threads, allocator
         ours_sweep = {}
         for size in ours_batches:  # ours' best batch size counts too
             scorer = scorer_class(model, tokenizer, ScoringOptions(batch_size=size))
-            ours_sweep[size] = run_side(f"ours, {size} rows a batch",
-                                        lambda: score_sentences(scorer, distinct, accelerator, progress=False),
-                                        repeats)
+            ours_sweep[size] = run_side(
+                f"ours, {size} rows a batch",
+                lambda: score_sentences(scorer, distinct, accelerator, progress=False),
+                repeats,
+            )
         ours_batch = min(ours_sweep, key=lambda size: ours_sweep[size][1])
         ours, ours_seconds = ours_sweep[ours_batch]
         sweep = {}
         for size in minicons_batches:  # minicons' best batch size counts
-            sweep[size] = run_side(f"minicons, {size} sentences a call",
-                                   lambda: minicons_scores(kind, model, tokenizer, sentences, size,
-                                                           str(accelerator.device)), repeats)
+            sweep[size] = run_side(
+                f"minicons, {size} sentences a call",
+                lambda: minicons_scores(kind, model, tokenizer, sentences, size, str(accelerator.device)),
+                repeats,
+            )
         minicons_batch = min(sweep, key=lambda size: sweep[size][1])
         theirs, theirs_seconds = sweep[minicons_batch]
     index = {sentence: i for i, sentence in enumerate(distinct)}
     ours_all = ours[[index[s] for s in sentences]]
     agree = float(np.mean((ours_all[0::2] > ours_all[1::2]) == (theirs[0::2] > theirs[1::2])))
-    result = {"pairs": len(pairs), "ours_pairs_per_s": len(pairs) / ours_seconds,
-              "minicons_pairs_per_s": len(pairs) / theirs_seconds, "speedup": theirs_seconds / ours_seconds,
-              "max_abs_score_difference": float(np.max(np.abs(ours_all - theirs))), "decisions_agree": agree,
-              "minicons_sentences_per_call": minicons_batch,
-              "minicons_seconds_by_batch": {size: seconds for size, (_, seconds) in sweep.items()},
-              "ours_rows_per_batch": ours_batch,
-              "ours_seconds_by_batch": {size: seconds for size, (_, seconds) in ours_sweep.items()}}
-    print(f"  ours (best, {ours_batch} rows a batch) {result['ours_pairs_per_s']:.1f} pairs/s, minicons (best, {minicons_batch} sentences a call) "
-          f"{result['minicons_pairs_per_s']:.1f} pairs/s: "
-          f"{result['speedup']:.2f}x; scores differ by at most {result['max_abs_score_difference']:.2e}, "
-          f"decisions agree on {100 * agree:.1f}% of pairs", flush=True)
+    result = {
+        "pairs": len(pairs),
+        "ours_pairs_per_s": len(pairs) / ours_seconds,
+        "minicons_pairs_per_s": len(pairs) / theirs_seconds,
+        "speedup": theirs_seconds / ours_seconds,
+        "max_abs_score_difference": float(np.max(np.abs(ours_all - theirs))),
+        "decisions_agree": agree,
+        "minicons_sentences_per_call": minicons_batch,
+        "minicons_seconds_by_batch": {size: seconds for size, (_, seconds) in sweep.items()},
+        "ours_rows_per_batch": ours_batch,
+        "ours_seconds_by_batch": {size: seconds for size, (_, seconds) in ours_sweep.items()},
+    }
+    print(
+        f"  ours (best, {ours_batch} rows a batch) {result['ours_pairs_per_s']:.1f} pairs/s, minicons (best, {minicons_batch} sentences a call) "
+        f"{result['minicons_pairs_per_s']:.1f} pairs/s: "
+        f"{result['speedup']:.2f}x; scores differ by at most {result['max_abs_score_difference']:.2e}, "
+        f"decisions agree on {100 * agree:.1f}% of pairs",
+        flush=True,
+    )
     return result
 
 
@@ -131,12 +154,27 @@ def main():
     parser.add_argument("--model_size", default="20m", choices=["tiny", "20m", "60m", "180m"])
     parser.add_argument("--vocab_size", type=int, default=8000)
     parser.add_argument("--pairs", type=int, default=1000)
-    parser.add_argument("--ours_batches", type=int, nargs="+", default=[64, 512],
-                        help="ours' rows a batch to try (its best counts; 64 and 512 are its CPU and GPU defaults)")
-    parser.add_argument("--causal_batches", type=int, nargs="+", default=[32, 128, 512],
-                        help="minicons' sentences a call to try for the causal model (its best counts)")
-    parser.add_argument("--masked_batches", type=int, nargs="+", default=[4, 16, 64],
-                        help="minicons' sentences a call to try for the masked model (its best counts)")
+    parser.add_argument(
+        "--ours_batches",
+        type=int,
+        nargs="+",
+        default=[64, 512],
+        help="ours' rows a batch to try (its best counts; 64 and 512 are its CPU and GPU defaults)",
+    )
+    parser.add_argument(
+        "--causal_batches",
+        type=int,
+        nargs="+",
+        default=[32, 128, 512],
+        help="minicons' sentences a call to try for the causal model (its best counts)",
+    )
+    parser.add_argument(
+        "--masked_batches",
+        type=int,
+        nargs="+",
+        default=[4, 16, 64],
+        help="minicons' sentences a call to try for the masked model (its best counts)",
+    )
     parser.add_argument("--blimp_dir", type=Path, default=DEFAULT_BLIMP)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=1, help="time each setting this many times, keep the best")
@@ -150,12 +188,21 @@ def main():
     pairs = benchmark_pairs(args.blimp_dir, args.pairs)
     documents = list(synthetic_documents(300_000, seed=0))
     shape = resolve_shape(args.model_size)
-    machine = torch.cuda.get_device_name() if accelerator.device.type == "cuda" else \
-        f"CPU, {torch.get_num_threads()} torch threads"
-    report = {"machine": f"{machine}, torch {torch.__version__}", "model_size": args.model_size,
-              "vocab_size": args.vocab_size, "data": str(args.blimp_dir) if args.blimp_dir.is_dir() else "synthetic"}
-    for kind, tokenizer_kind, model_type, objective in (("causal", "bpe", "llama", "causal"),
-                                                        ("masked", "wordpiece", "bert", "mlm")):
+    machine = (
+        torch.cuda.get_device_name()
+        if accelerator.device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} torch threads"
+    )
+    report = {
+        "machine": f"{machine}, torch {torch.__version__}",
+        "model_size": args.model_size,
+        "vocab_size": args.vocab_size,
+        "data": str(args.blimp_dir) if args.blimp_dir.is_dir() else "synthetic",
+    }
+    for kind, tokenizer_kind, model_type, objective in (
+        ("causal", "bpe", "llama", "causal"),
+        ("masked", "wordpiece", "bert", "mlm"),
+    ):
         if args.only and args.only != kind:
             continue
         tokenizer = train_tokenizer(tokenizer_kind, documents, args.vocab_size)

@@ -52,8 +52,8 @@ KINDS = {"llama": ("bpe", "causal"), "bert": ("wordpiece", "mlm"), "electra": ("
 
 def negation_task(count: int) -> list[tuple[str, int]]:
     sentences = [s.strip() + " ." for d in synthetic_documents(60 * count, seed=1) for s in d.split(".") if s.strip()]
-    negated = [s for s in sentences if " not " in s][:count // 2]
-    plain = [s for s in sentences if " not " not in s][:count - len(negated)]
+    negated = [s for s in sentences if " not " in s][: count // 2]
+    plain = [s for s in sentences if " not " not in s][: count - len(negated)]
     rows = [(s, 1) for s in negated] + [(s, 0) for s in plain]
     random.Random(0).shuffle(rows)
     return rows
@@ -66,13 +66,26 @@ def accuracy(predicted: np.ndarray, true: np.ndarray) -> float:
 def run_ours(folder: Path, train, dev, args, bf16: bool) -> tuple[float, float]:
     accelerator = Accelerator(cpu=args.cpu, mixed_precision="bf16" if bf16 else "no")
     source = ModelSource(str(folder))
-    settings = FinetuneSettings(learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
-                                per_device_eval_batch_size=64, num_train_epochs=args.epochs, patience=0, seed=42)
+    settings = FinetuneSettings(
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=64,
+        num_train_epochs=args.epochs,
+        patience=0,
+        seed=42,
+    )
     started = time.perf_counter()
-    outcome = finetune(accelerator, lambda: load_classifier(source, ("0", "1"), args.pad_token_id), train,
-                       {"dev": dev}, settings, args.pad_token_id,
-                       measure=lambda split, predicted, true: {"accuracy": accuracy(predicted, true)},
-                       monitor=lambda metrics: metrics["dev"]["accuracy"], name="ours")
+    outcome = finetune(
+        accelerator,
+        lambda: load_classifier(source, ("0", "1"), args.pad_token_id),
+        train,
+        {"dev": dev},
+        settings,
+        args.pad_token_id,
+        measure=lambda split, predicted, true: {"accuracy": accuracy(predicted, true)},
+        monitor=lambda metrics: metrics["dev"]["accuracy"],
+        name="ours",
+    )
     return time.perf_counter() - started, outcome.epochs[-1].score
 
 
@@ -82,16 +95,33 @@ def run_trainer(folder: Path, tokenizer, train, dev, args, bf16: bool) -> tuple[
 
     with tempfile.TemporaryDirectory() as output_dir:
         training = TrainingArguments(
-            output_dir=output_dir, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
-            num_train_epochs=args.epochs, learning_rate=args.learning_rate, weight_decay=0.01, warmup_steps=0.1,
-            lr_scheduler_type="linear", eval_strategy="epoch", save_strategy="no", logging_strategy="no",
-            report_to="none", seed=42, bf16=bf16, use_cpu=args.cpu, disable_tqdm=True)
+            output_dir=output_dir,
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=64,
+            num_train_epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            weight_decay=0.01,
+            warmup_steps=0.1,
+            lr_scheduler_type="linear",
+            eval_strategy="epoch",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            seed=42,
+            bf16=bf16,
+            use_cpu=args.cpu,
+            disable_tqdm=True,
+        )
         started = time.perf_counter()
-        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2,
-                                                                   pad_token_id=args.pad_token_id)
-        trainer = Trainer(model=model, args=training, train_dataset=dataset(train), eval_dataset=dataset(dev),
-                          data_collator=DataCollatorWithPadding(tokenizer),
-                          compute_metrics=lambda p: {"accuracy": accuracy(p.predictions.argmax(-1), p.label_ids)})
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2, pad_token_id=args.pad_token_id)
+        trainer = Trainer(
+            model=model,
+            args=training,
+            train_dataset=dataset(train),
+            eval_dataset=dataset(dev),
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=lambda p: {"accuracy": accuracy(p.predictions.argmax(-1), p.label_ids)},
+        )
         trainer.train()
         seconds = time.perf_counter() - started
         return seconds, trainer.evaluate()["eval_accuracy"]
@@ -118,33 +148,45 @@ def main():
     tokenizer = train_tokenizer(tokenizer_kind, synthetic_documents(300_000, seed=0), args.vocab_size)
     args.pad_token_id = tokenizer.pad_token_id
     encoded = encode(tokenizer, [(s,) for s, _ in rows], [label for _, label in rows], 128)
-    train = type(encoded)(encoded.input_ids[:args.examples], None, encoded.labels[:args.examples])
-    dev = type(encoded)(encoded.input_ids[args.examples:], None, encoded.labels[args.examples:])
+    train = type(encoded)(encoded.input_ids[: args.examples], None, encoded.labels[: args.examples])
+    dev = type(encoded)(encoded.input_ids[args.examples :], None, encoded.labels[args.examples :])
     machine = "CPU, %d torch threads" % torch.get_num_threads() if args.cpu else torch.cuda.get_device_name()
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
         model = build_model(args.model_type, objective, resolve_shape(args.model_size), tokenizer, 128)
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        print(f"{args.model_type} {args.model_size}, {len(train)} training / {len(dev)} dev examples "
-              f"({np.mean([len(ids) for ids in train.input_ids]):.1f} tokens each), {args.epochs} epochs of "
-              f"batch {args.batch_size}, {'bf16' if bf16 else 'fp32'} on {machine}", flush=True)
+        print(
+            f"{args.model_type} {args.model_size}, {len(train)} training / {len(dev)} dev examples "
+            f"({np.mean([len(ids) for ids in train.input_ids]):.1f} tokens each), {args.epochs} epochs of "
+            f"batch {args.batch_size}, {'bf16' if bf16 else 'fp32'} on {machine}",
+            flush=True,
+        )
         best = {"ours": (float("inf"), 0.0), "trainer": (float("inf"), 0.0)}
         for _ in range(args.repeats):
-            for side, work in (("ours", lambda: run_ours(Path(folder), train, dev, args, bf16)),
-                               ("trainer", lambda: run_trainer(Path(folder), tokenizer, train, dev, args, bf16))):
+            for side, work in (
+                ("ours", lambda: run_ours(Path(folder), train, dev, args, bf16)),
+                ("trainer", lambda: run_trainer(Path(folder), tokenizer, train, dev, args, bf16)),
+            ):
                 seconds, dev_accuracy = work()
                 print(f"  {side:>8}: {seconds:7.2f} s, dev accuracy {100 * dev_accuracy:.1f}%", flush=True)
                 best[side] = min(best[side], (seconds, dev_accuracy))
     examples = len(train) * args.epochs
-    report = {"machine": f"{machine}, torch {torch.__version__}", "model": f"{args.model_type} {args.model_size}",
-              "precision": "bf16" if bf16 else "fp32", "examples": len(train), "epochs": args.epochs,
-              "batch_size": args.batch_size,
-              **{f"{side}_examples_per_s": examples / seconds for side, (seconds, _) in best.items()},
-              **{f"{side}_dev_accuracy": acc for side, (_, acc) in best.items()},
-              "speedup": best["trainer"][0] / best["ours"][0]}
-    print(f"ours {report['ours_examples_per_s']:.0f} examples/s, Trainer {report['trainer_examples_per_s']:.0f} "
-          f"examples/s: {report['speedup']:.2f}x")
+    report = {
+        "machine": f"{machine}, torch {torch.__version__}",
+        "model": f"{args.model_type} {args.model_size}",
+        "precision": "bf16" if bf16 else "fp32",
+        "examples": len(train),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        **{f"{side}_examples_per_s": examples / seconds for side, (seconds, _) in best.items()},
+        **{f"{side}_dev_accuracy": acc for side, (_, acc) in best.items()},
+        "speedup": best["trainer"][0] / best["ours"][0],
+    }
+    print(
+        f"ours {report['ours_examples_per_s']:.0f} examples/s, Trainer {report['trainer_examples_per_s']:.0f} "
+        f"examples/s: {report['speedup']:.2f}x"
+    )
     print(json.dumps(report, indent=2))
     if args.output:
         args.output.write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -86,8 +86,14 @@ BATCH_SIZE = 16
 VOCAB_SIZE = 8000
 SEED = 42
 VALIDATION_PERCENT = 1.0  # ours holds out 1% of the documents; the Trainer gets the same 99%
-OPTIMIZER = {"learning_rate": 1e-3, "weight_decay": 0.1, "adam_beta1": 0.9, "adam_beta2": 0.95,
-             "adam_epsilon": 1e-8, "max_grad_norm": 1.0}
+OPTIMIZER = {
+    "learning_rate": 1e-3,
+    "weight_decay": 0.1,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.95,
+    "adam_epsilon": 1e-8,
+    "max_grad_norm": 1.0,
+}
 MIN_LR_RATIO = 0.1  # ours decays to 10% of the peak (cosine); the Trainer gets the same curve
 MLM_PROBABILITY = 0.15
 
@@ -100,8 +106,7 @@ OURS_MODEL = {"causal": ("--model_type", "llama"), "mlm": ("--model_type", "bert
 ELECTRA_FLAGS = (*MASKING, "--generator_size_divisor", "4", "--disc_weight", "50")
 ELECTRA_VARIANTS = {
     "ELECTRA": ("--model_type", "electra", *ELECTRA_FLAGS),
-    "ELECTRA-MoE": ("--model_type", "electra_moe", "--num_experts", "8", "--num_experts_per_tok", "2",
-                    *ELECTRA_FLAGS),
+    "ELECTRA-MoE": ("--model_type", "electra_moe", "--num_experts", "8", "--num_experts_per_tok", "2", *ELECTRA_FLAGS),
 }
 VARIANT_LABELS = {"ELECTRA": "ELECTRA", "ELECTRA-MoE": "ELECTRA-MoE (8 experts, top-2)"}
 
@@ -112,23 +117,40 @@ def usable_cores() -> int:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--objective", choices=tuple(OURS_MODEL), default="causal",
-                        help="causal: LLaMA vs the run_clm recipe; mlm: BERT vs the run_mlm recipe, "
-                             "plus ours' ELECTRA and ELECTRA-MoE at the same discriminator shape")
+    parser.add_argument(
+        "--objective",
+        choices=tuple(OURS_MODEL),
+        default="causal",
+        help="causal: LLaMA vs the run_clm recipe; mlm: BERT vs the run_mlm recipe, "
+        "plus ours' ELECTRA and ELECTRA-MoE at the same discriminator shape",
+    )
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps for each side")
-    parser.add_argument("--logging_steps", type=int, default=5,
-                        help="log interval of every side; the first interval is warm-up and not timed")
-    parser.add_argument("--data_file", default=None, help=f"training text (default: {DEFAULT_DATA} if present, "
-                                                          "else a synthetic corpus)")
-    parser.add_argument("--threads", type=int, default=usable_cores(),
-                        help="torch threads for every side (default: every core this process may use)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="run every side this many times, alternating; report each side's best")
+    parser.add_argument(
+        "--logging_steps",
+        type=int,
+        default=5,
+        help="log interval of every side; the first interval is warm-up and not timed",
+    )
+    parser.add_argument(
+        "--data_file", default=None, help=f"training text (default: {DEFAULT_DATA} if present, else a synthetic corpus)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=usable_cores(),
+        help="torch threads for every side (default: every core this process may use)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="run every side this many times, alternating; report each side's best"
+    )
     parser.add_argument("--skip_trainer", action="store_true", help="only run train_pretrain.py")
     parser.add_argument("--skip_electra", action="store_true", help="--objective mlm without the ELECTRA rows")
     parser.add_argument("--torch_compile", action="store_true", help="ours with --torch_compile")
-    parser.add_argument("--trainer_torch_compile", action="store_true",
-                        help="the Trainer with its own torch_compile=True (for a like-for-like compiled comparison)")
+    parser.add_argument(
+        "--trainer_torch_compile",
+        action="store_true",
+        help="the Trainer with its own torch_compile=True (for a like-for-like compiled comparison)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folders")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--_run_trainer", default=None, help=argparse.SUPPRESS)  # the child: a spec file
@@ -146,13 +168,20 @@ def warmup_steps(steps: int) -> int:
 
 # --- running the sides -------------------------------------------------------------------------
 
+
 def thread_env(threads: int) -> dict:
     """The environment of every child: the same thread count, no network, fp32 (no mixed
     precision from an accelerate environment)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ACCELERATE_")}
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), ACCELERATE_MIXED_PRECISION="no",
-               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="true",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        ACCELERATE_MIXED_PRECISION="no",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="true",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
     return env
 
 
@@ -189,8 +218,12 @@ def run_child(name: str, command: list[str], env: dict, log_path: Path) -> dict:
     if busy is not None:
         others = max(0.0, (busy_cpu_seconds() - busy) - (children_cpu_seconds() - own)) / wall
         if others > 0.25:
-            print(f"[bench] warning: other processes used {others:.2f} cores during the {name} run: "
-                  f"its timing is disturbed", file=sys.stderr, flush=True)
+            print(
+                f"[bench] warning: other processes used {others:.2f} cores during the {name} run: "
+                f"its timing is disturbed",
+                file=sys.stderr,
+                flush=True,
+            )
     return {"wall_s": wall, "other_cores": others}
 
 
@@ -203,26 +236,64 @@ def run_ours(name: str, model_flags: tuple, data_file: Path, workdir: Path, args
     benchmark's shape, data and optimizer; its init is saved for the Trainer to start from."""
     run_dir = workdir / f"{name.lower()}-{round_}"
     command = [
-        sys.executable, "train_pretrain.py", "--dataset", "text", "--data_files", str(data_file),
-        "--vocab_size", str(VOCAB_SIZE), *model_flags, *flag_pairs(SHAPE),
-        "--seq_length", str(SEQ_LENGTH), "--per_device_train_batch_size", str(BATCH_SIZE),
-        "--max_steps", str(args.steps), "--output_dir", str(run_dir), "--cache_dir", str(workdir / "cache"),
-        "--logging_steps", str(args.logging_steps), "--eval_steps", str(args.steps),  # no mid-run evaluation
-        "--max_eval_samples", "64", "--checkpointing_steps", "0", "--seed", str(SEED), "--save_init", "true",
-        "--validation_split_percentage", str(VALIDATION_PERCENT),
-        "--lr_scheduler_type", "cosine", "--min_lr_ratio", str(MIN_LR_RATIO),
-        "--warmup_steps", str(warmup_steps(args.steps)), *flag_pairs(OPTIMIZER),
+        sys.executable,
+        "train_pretrain.py",
+        "--dataset",
+        "text",
+        "--data_files",
+        str(data_file),
+        "--vocab_size",
+        str(VOCAB_SIZE),
+        *model_flags,
+        *flag_pairs(SHAPE),
+        "--seq_length",
+        str(SEQ_LENGTH),
+        "--per_device_train_batch_size",
+        str(BATCH_SIZE),
+        "--max_steps",
+        str(args.steps),
+        "--output_dir",
+        str(run_dir),
+        "--cache_dir",
+        str(workdir / "cache"),
+        "--logging_steps",
+        str(args.logging_steps),
+        "--eval_steps",
+        str(args.steps),  # no mid-run evaluation
+        "--max_eval_samples",
+        "64",
+        "--checkpointing_steps",
+        "0",
+        "--seed",
+        str(SEED),
+        "--save_init",
+        "true",
+        "--validation_split_percentage",
+        str(VALIDATION_PERCENT),
+        "--lr_scheduler_type",
+        "cosine",
+        "--min_lr_ratio",
+        str(MIN_LR_RATIO),
+        "--warmup_steps",
+        str(warmup_steps(args.steps)),
+        *flag_pairs(OPTIMIZER),
         *(["--torch_compile"] if args.torch_compile else []),
     ]
     child = run_child(name, command, env, workdir / f"{run_dir.name}.log")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in records if r.get("train/loss") is not None]
     last = train[-1]
-    return {"tokens_per_s": timed_tokens_per_s(train), "timed_steps": args.steps - train[0]["step"],
-            "losses": {r["step"]: r["train/loss"] for r in train}, "tokens_seen": last["tokens_seen"],
-            "flops_per_token": last["perf/tflops_per_process"] * 1e12 / last["perf/tokens_per_s"],
-            **child, "model_dir": str(run_dir / "final"), "init_dir": str(run_dir / "milestones" / "init"),
-            "tokenizer_dir": str(run_dir / "tokenizer")}
+    return {
+        "tokens_per_s": timed_tokens_per_s(train),
+        "timed_steps": args.steps - train[0]["step"],
+        "losses": {r["step"]: r["train/loss"] for r in train},
+        "tokens_seen": last["tokens_seen"],
+        "flops_per_token": last["perf/tflops_per_process"] * 1e12 / last["perf/tokens_per_s"],
+        **child,
+        "model_dir": str(run_dir / "final"),
+        "init_dir": str(run_dir / "milestones" / "init"),
+        "tokenizer_dir": str(run_dir / "tokenizer"),
+    }
 
 
 def timed_tokens_per_s(train_records: list[dict]) -> float:
@@ -231,23 +302,38 @@ def timed_tokens_per_s(train_records: list[dict]) -> float:
     tokens, seconds, previous = 0, 0.0, train_records[0]["tokens_seen"]
     for record in train_records[1:]:
         interval = record["tokens_seen"] - previous
-        tokens, seconds, previous = tokens + interval, seconds + interval / record["perf/tokens_per_s"], \
-            record["tokens_seen"]
+        tokens, seconds, previous = (
+            tokens + interval,
+            seconds + interval / record["perf/tokens_per_s"],
+            record["tokens_seen"],
+        )
     return tokens / seconds
 
 
 def run_trainer(data_file: Path, workdir: Path, args, env: dict, ours: dict, round_: int) -> dict:
     """The Trainer recipe in a child process, starting from `ours`' tokenizer and initial model."""
     run_dir = workdir / f"trainer-{round_}"
-    spec = {"objective": args.objective, "data_file": str(data_file), "tokenizer_dir": ours["tokenizer_dir"],
-            "init_dir": ours["init_dir"], "run_dir": str(run_dir), "steps": args.steps,
-            "logging_steps": args.logging_steps, "threads": args.threads,
-            "torch_compile": args.trainer_torch_compile, "result": str(run_dir.with_suffix(".json"))}
+    spec = {
+        "objective": args.objective,
+        "data_file": str(data_file),
+        "tokenizer_dir": ours["tokenizer_dir"],
+        "init_dir": ours["init_dir"],
+        "run_dir": str(run_dir),
+        "steps": args.steps,
+        "logging_steps": args.logging_steps,
+        "threads": args.threads,
+        "torch_compile": args.trainer_torch_compile,
+        "result": str(run_dir.with_suffix(".json")),
+    }
     spec_path = workdir / f"trainer-{round_}-spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = {**env, "HF_DATASETS_CACHE": str(workdir / "hf_datasets")}
-    child = run_child("HF Trainer", [sys.executable, str(Path(__file__).resolve()), "--_run_trainer",
-                                     str(spec_path)], env, workdir / f"trainer-{round_}.log")
+    child = run_child(
+        "HF Trainer",
+        [sys.executable, str(Path(__file__).resolve()), "--_run_trainer", str(spec_path)],
+        env,
+        workdir / f"trainer-{round_}.log",
+    )
     result = json.loads(Path(spec["result"]).read_text(encoding="utf-8"))
     result["losses"] = {int(step): loss for step, loss in result["losses"].items()}
     return {**result, **child, "model_dir": str(run_dir / "final")}
@@ -269,12 +355,13 @@ def run_rounds(data_file: Path, workdir: Path, args, env: dict) -> dict[str, lis
 
 # --- the Trainer side (runs in a child process) ------------------------------------------------
 
+
 def group_texts(examples: dict, block_size: int, with_labels: bool) -> dict:
     """The run_clm / run_mlm recipe: concatenate, drop the remainder, cut into blocks; for causal
     models labels = inputs (the MLM collator makes its own)."""
     ids = [token for row in examples["input_ids"] for token in row]
     usable = len(ids) // block_size * block_size
-    blocks = [ids[start:start + block_size] for start in range(0, usable, block_size)]
+    blocks = [ids[start : start + block_size] for start in range(0, usable, block_size)]
     return {"input_ids": blocks, **({"labels": [list(block) for block in blocks]} if with_labels else {})}
 
 
@@ -285,8 +372,13 @@ def token_blocks(documents: list[str], tokenizer, block_size: int, with_labels: 
 
     boundary = boundary_token_id(tokenizer)
     raw = Dataset.from_dict({"text": documents})
-    tokenized = raw.map(lambda batch: {"input_ids": [ids + [boundary] for ids in tokenizer(
-        batch["text"], add_special_tokens=False)["input_ids"]]}, batched=True, remove_columns=["text"])
+    tokenized = raw.map(
+        lambda batch: {
+            "input_ids": [ids + [boundary] for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]]
+        },
+        batched=True,
+        remove_columns=["text"],
+    )
     return tokenized.map(group_texts, batched=True, fn_kwargs={"block_size": block_size, "with_labels": with_labels})
 
 
@@ -330,8 +422,9 @@ def trainer_main(spec_path: str) -> None:
             if self.lr_scheduler is None:
                 warmup = self.args.get_warmup_steps(num_training_steps)
                 self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    optimizer or self.optimizer, lambda step: learning_rate_at(
-                        step, 1.0, num_training_steps, warmup, "cosine", MIN_LR_RATIO))
+                    optimizer or self.optimizer,
+                    lambda step: learning_rate_at(step, 1.0, num_training_steps, warmup, "cosine", MIN_LR_RATIO),
+                )
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
@@ -350,14 +443,33 @@ def trainer_main(spec_path: str) -> None:
 
     run_dir = Path(spec["run_dir"])
     training_args = TrainingArguments(
-        output_dir=str(run_dir), max_steps=spec["steps"], per_device_train_batch_size=BATCH_SIZE,
-        gradient_accumulation_steps=1, **OPTIMIZER, warmup_steps=warmup_steps(spec["steps"]),
-        logging_steps=spec["logging_steps"], eval_strategy="no", save_strategy="no", report_to="none",
-        use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0, dataloader_pin_memory=False,
-        seed=SEED, data_seed=SEED, torch_compile=spec["torch_compile"])
+        output_dir=str(run_dir),
+        max_steps=spec["steps"],
+        per_device_train_batch_size=BATCH_SIZE,
+        gradient_accumulation_steps=1,
+        **OPTIMIZER,
+        warmup_steps=warmup_steps(spec["steps"]),
+        logging_steps=spec["logging_steps"],
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        seed=SEED,
+        data_seed=SEED,
+        torch_compile=spec["torch_compile"],
+    )
     clock = StepClock()
-    trainer = MatchedTrainer(model=model, args=training_args, train_dataset=dataset,
-                             data_collator=trainer_collator(objective, tokenizer), callbacks=[clock])
+    trainer = MatchedTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=trainer_collator(objective, tokenizer),
+        callbacks=[clock],
+    )
     trainer.train()
     trainer.save_model(str(run_dir / "final"))
 
@@ -365,13 +477,20 @@ def trainer_main(spec_path: str) -> None:
     timed_steps = len(clock.times) - skip
     tokens_per_s = timed_steps * BATCH_SIZE * SEQ_LENGTH / (clock.times[-1] - clock.times[skip - 1])
     losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
-    result = {"tokens_per_s": tokens_per_s, "timed_steps": timed_steps, "losses": losses,
-              "tokens_seen": len(clock.times) * BATCH_SIZE * SEQ_LENGTH, "blocks": len(dataset),
-              "optim": str(training_args.optim), "attn_implementation": model.config._attn_implementation}
+    result = {
+        "tokens_per_s": tokens_per_s,
+        "timed_steps": timed_steps,
+        "losses": losses,
+        "tokens_seen": len(clock.times) * BATCH_SIZE * SEQ_LENGTH,
+        "blocks": len(dataset),
+        "optim": str(training_args.optim),
+        "attn_implementation": model.config._attn_implementation,
+    }
     Path(spec["result"]).write_text(json.dumps(result), encoding="utf-8")
 
 
 # --- measuring and comparing -------------------------------------------------------------------
+
 
 def evaluation_objective(objective: str, tokenizer) -> CausalLM | MaskedLM:
     """Ours' batch maker for held-out windows: next-token targets, or masks drawn from its fixed
@@ -385,11 +504,12 @@ def held_out_loss(model_dir: str, windows: np.ndarray, objective: CausalLM | Mas
     model = auto_class(objective.name).from_pretrained(model_dir).eval()
     total, count = 0.0, 0
     for start in range(0, len(windows), BATCH_SIZE):
-        rows = windows[start:start + BATCH_SIZE]
+        rows = windows[start : start + BATCH_SIZE]
         batch = objective.make_batch(rows, torch.device("cpu"), range(start, start + len(rows)), evaluation=True)
         logits = model(input_ids=batch["input_ids"]).logits
-        total += F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE,
-                                 reduction="sum").item()
+        total += F.cross_entropy(
+            logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum"
+        ).item()
         count += int((batch["labels"] != IGNORE).sum())
     return total / count
 
@@ -404,7 +524,7 @@ def held_out_windows(data_file: str, tokenizer) -> np.ndarray | None:
     count = (len(ids) - 1) // SEQ_LENGTH
     if count == 0:
         return None
-    return np.array([ids[i * SEQ_LENGTH:i * SEQ_LENGTH + SEQ_LENGTH + 1] for i in range(count)], dtype=np.int64)
+    return np.array([ids[i * SEQ_LENGTH : i * SEQ_LENGTH + SEQ_LENGTH + 1] for i in range(count)], dtype=np.int64)
 
 
 def held_out_comparison(data_file: str, objective: str, ours: dict, theirs: dict) -> dict | None:
@@ -416,8 +536,11 @@ def held_out_comparison(data_file: str, objective: str, ours: dict, theirs: dict
     if windows is None:
         return None
     scorer = evaluation_objective(objective, tokenizer)
-    return {"windows": len(windows), "ours": held_out_loss(ours["model_dir"], windows, scorer),
-            "trainer": held_out_loss(theirs["model_dir"], windows, scorer)}
+    return {
+        "windows": len(windows),
+        "ours": held_out_loss(ours["model_dir"], windows, scorer),
+        "trainer": held_out_loss(theirs["model_dir"], windows, scorer),
+    }
 
 
 def tail_mean(losses: dict[int, float], count: int = 5) -> float:
@@ -437,20 +560,33 @@ def summarise(runs: list[dict], per_token: float, peak: float) -> dict:
     (the runs are seeded, so later rounds train the same way)."""
     best = max(runs, key=lambda run: run["tokens_per_s"])
     first = runs[0]
-    return {**first, "tokens_per_s": best["tokens_per_s"], "mfu": mfu(best["tokens_per_s"], per_token, peak, 1),
-            "flops_per_token": per_token,
-            "rounds": [{key: run[key] for key in ("tokens_per_s", "other_cores", "wall_s")} for run in runs],
-            "final_loss": first["losses"][max(first["losses"])], "tail_loss": tail_mean(first["losses"])}
+    return {
+        **first,
+        "tokens_per_s": best["tokens_per_s"],
+        "mfu": mfu(best["tokens_per_s"], per_token, peak, 1),
+        "flops_per_token": per_token,
+        "rounds": [{key: run[key] for key in ("tokens_per_s", "other_cores", "wall_s")} for run in runs],
+        "final_loss": first["losses"][max(first["losses"])],
+        "tail_loss": tail_mean(first["losses"]),
+    }
 
 
 def compare(runs: dict[str, list[dict]], data_file: Path, args, peak: float) -> dict:
     """Every side summarised; the Trainer against ours, the ELECTRA variants against ours' MLM."""
     per_token = runs["ours"][0]["flops_per_token"]  # the Trainer trains the same model
     ours = summarise(runs["ours"], per_token, peak)
-    results = {"objective": args.objective, "steps": args.steps, "threads": args.threads, "repeats": args.repeats,
-               "data": str(data_file), "tokens_per_step": BATCH_SIZE * SEQ_LENGTH, "peak_gflops": peak / 1e9,
-               "flops_per_token": per_token, "ours": ours,
-               "torch_compile": {"ours": args.torch_compile, "trainer": args.trainer_torch_compile}}
+    results = {
+        "objective": args.objective,
+        "steps": args.steps,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "data": str(data_file),
+        "tokens_per_step": BATCH_SIZE * SEQ_LENGTH,
+        "peak_gflops": peak / 1e9,
+        "flops_per_token": per_token,
+        "ours": ours,
+        "torch_compile": {"ours": args.torch_compile, "trainer": args.trainer_torch_compile},
+    }
     if runs.get("trainer"):
         theirs = results["trainer"] = summarise(runs["trainer"], per_token, peak)
         results["ratio"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
@@ -458,8 +594,11 @@ def compare(runs: dict[str, list[dict]], data_file: Path, args, peak: float) -> 
         held_out = held_out_comparison(str(data_file), args.objective, ours, theirs)
         if held_out:
             results["held_out"] = held_out
-    variants = {name: summarise(side, side[0]["flops_per_token"], peak) for name, side in runs.items()
-                if name in ELECTRA_VARIANTS}
+    variants = {
+        name: summarise(side, side[0]["flops_per_token"], peak)
+        for name, side in runs.items()
+        if name in ELECTRA_VARIANTS
+    }
     for variant in variants.values():
         variant["ratio_vs_mlm"] = variant["tokens_per_s"] / ours["tokens_per_s"]
     if variants:
@@ -484,10 +623,14 @@ def report(results: dict) -> None:
 
 def print_setup(results: dict) -> None:
     compiled = {True: "torch.compile", False: "eager"}
-    print(f"\n{MODEL_NAMES[results['objective']]}; ours: {compiled[results['torch_compile']['ours']]}, "
-          f"HF Trainer: {compiled[results['torch_compile']['trainer']]}")
-    print(f"pretraining throughput, CPU, {results['threads']} threads, fp32, {results['steps']} steps "
-          f"({results['tokens_per_step']} tokens/step), data: {results['data']}")
+    print(
+        f"\n{MODEL_NAMES[results['objective']]}; ours: {compiled[results['torch_compile']['ours']]}, "
+        f"HF Trainer: {compiled[results['torch_compile']['trainer']]}"
+    )
+    print(
+        f"pretraining throughput, CPU, {results['threads']} threads, fp32, {results['steps']} steps "
+        f"({results['tokens_per_step']} tokens/step), data: {results['data']}"
+    )
     print(f"matmul peak {results['peak_gflops']:.1f} GFLOP/s, {results['flops_per_token'] / 1e6:.1f} MFLOP/token\n")
 
 
@@ -495,11 +638,13 @@ def print_comparison(results: dict) -> None:
     ours, theirs = results["ours"], results.get("trainer")
     both = lambda fmt, key: (fmt.format(ours[key]), fmt.format(theirs[key]) if theirs else "-")  # noqa: E731
     best_of = f" (best of {results['repeats']})" if results["repeats"] > 1 else ""
-    rows = [("", "ours", "HF Trainer"),
-            (f"tokens/s{best_of}", *both("{:.0f}", "tokens_per_s")),
-            ("MFU", *both("{:.1%}", "mfu")),
-            ("final logged train loss", *both("{:.4f}", "final_loss")),
-            ("mean of last 5 logged losses", *both("{:.4f}", "tail_loss"))]
+    rows = [
+        ("", "ours", "HF Trainer"),
+        (f"tokens/s{best_of}", *both("{:.0f}", "tokens_per_s")),
+        ("MFU", *both("{:.1%}", "mfu")),
+        ("final logged train loss", *both("{:.4f}", "final_loss")),
+        ("mean of last 5 logged losses", *both("{:.4f}", "tail_loss")),
+    ]
     if results.get("held_out"):
         held = results["held_out"]
         rows.append((f"held-out loss ({held['windows']} windows)", f"{held['ours']:.4f}", f"{held['trainer']:.4f}"))
@@ -510,11 +655,15 @@ def print_comparison(results: dict) -> None:
 def print_objectives(results: dict) -> None:
     """Ours' objectives at the same (discriminator) shape: tokens/s and its ratio to the MLM's."""
     print(f"\n  {'ours, same encoder shape':<32} {'tokens/s':>10} {'x MLM':>7} {'MFU':>7} {'MFLOP/token':>12}")
-    rows = [("MLM (BERT)", {**results["ours"], "ratio_vs_mlm": 1.0}),
-            *((VARIANT_LABELS[name], side) for name, side in results["variants"].items())]
+    rows = [
+        ("MLM (BERT)", {**results["ours"], "ratio_vs_mlm": 1.0}),
+        *((VARIANT_LABELS[name], side) for name, side in results["variants"].items()),
+    ]
     for label, side in rows:
-        print(f"  {label:<32} {side['tokens_per_s']:>10.0f} {side['ratio_vs_mlm']:>7.2f} {side['mfu']:>7.1%} "
-              f"{side['flops_per_token'] / 1e6:>12.1f}")
+        print(
+            f"  {label:<32} {side['tokens_per_s']:>10.0f} {side['ratio_vs_mlm']:>7.2f} {side['mfu']:>7.1%} "
+            f"{side['flops_per_token'] / 1e6:>12.1f}"
+        )
 
 
 def print_rounds(results: dict) -> None:

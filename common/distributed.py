@@ -58,7 +58,9 @@ def main_process_value(accelerator: Accelerator, value):
 def setup_logging(accelerator: Accelerator) -> None:
     """Info lines from the main process only; warnings and errors from every rank."""
     level = logging.INFO if accelerator.is_main_process else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, level=level, force=True)
+    logging.basicConfig(
+        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, level=level, force=True
+    )
     for noisy in ("deepspeed", "DeepSpeed", "torch.distributed", "accelerate", "datasets", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -132,6 +134,6 @@ def all_reduce_tensors(accelerator: Accelerator, values: dict[str, torch.Tensor]
     flat = flat.cpu().numpy()
     out, offset = {}, 0
     for name, value in values.items():
-        out[name] = flat[offset:offset + value.numel()].reshape(value.shape)
+        out[name] = flat[offset : offset + value.numel()].reshape(value.shape)
         offset += value.numel()
     return out

@@ -16,6 +16,7 @@ def looks_like_path(name: str) -> bool:
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from: a local folder or a Hub id (at a branch, tag or commit)."""
+
     name_or_path: str
     revision: str | None = None
 

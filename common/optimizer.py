@@ -16,7 +16,9 @@ def warmup_steps_for(total_steps: int, warmup_ratio: float, warmup_steps: int = 
     return warmup_steps if warmup_steps > 0 else math.ceil(round(total_steps * warmup_ratio, 9))
 
 
-def learning_rate_at(step: int, base_lr: float, total_steps: int, warmup: int, kind: str, min_lr_ratio: float = 0.0) -> float:
+def learning_rate_at(
+    step: int, base_lr: float, total_steps: int, warmup: int, kind: str, min_lr_ratio: float = 0.0
+) -> float:
     """The learning rate for optimizer step `step` (0-based): linear warmup, then `kind` decay.
 
     Decay goes from base_lr down to base_lr * min_lr_ratio at the last trained step, total_steps - 1.
@@ -46,9 +48,16 @@ def decay_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def adamw(model, learning_rate: float, weight_decay: float, device: torch.device,
-          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+def adamw(
+    model,
+    learning_rate: float,
+    weight_decay: float,
+    device: torch.device,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
     """AdamW over `decay_groups`; fused (one kernel for all parameters instead of a Python loop
     over them) on the CPU and CUDA, where PyTorch has that kernel."""
-    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=learning_rate, betas=betas, eps=eps,
-                             fused=device.type in ("cpu", "cuda"))
+    return torch.optim.AdamW(
+        decay_groups(model, weight_decay), lr=learning_rate, betas=betas, eps=eps, fused=device.type in ("cpu", "cuda")
+    )

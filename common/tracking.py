@@ -42,8 +42,11 @@ def drop_records_after(path: Path, step: int) -> None:
     """A resumed run redoes the steps after its checkpoint: forget their first records."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line)["step"] <= step
+    ]
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 

@@ -20,9 +20,22 @@ def bpe_tokenizer(training_documents):
 def small_run_arguments(model_type: str, *extra: str) -> list[str]:
     from tests.helpers import TINY_MODEL
 
-    return [*TINY_MODEL, "--synthetic_words", "60000", "--model_type", model_type, "--max_steps", "60",
-            "--logging_steps", "20", "--blimp_at_end", "false",
-            "--max_position_embeddings", "128", *extra]  # room for real BLiMP sentences
+    return [
+        *TINY_MODEL,
+        "--synthetic_words",
+        "60000",
+        "--model_type",
+        model_type,
+        "--max_steps",
+        "60",
+        "--logging_steps",
+        "20",
+        "--blimp_at_end",
+        "false",
+        "--max_position_embeddings",
+        "128",
+        *extra,
+    ]  # room for real BLiMP sentences
 
 
 CAUSAL_RUN = small_run_arguments("llama", "--save_init", "--milestones", "5K,20K")

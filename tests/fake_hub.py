@@ -84,6 +84,7 @@ class Request:
 @dataclass
 class _Rule:
     """A failure or delay to apply to the next `remaining` requests that match."""
+
     remaining: int
     method: str | None
     path_contains: str | None
@@ -92,8 +93,11 @@ class _Rule:
     after_handling: bool = False
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.remaining > 0 and (self.method is None or self.method == method)
-                and (self.path_contains is None or self.path_contains in path))
+        return (
+            self.remaining > 0
+            and (self.method is None or self.method == method)
+            and (self.path_contains is None or self.path_contains in path)
+        )
 
 
 class HubError(Exception):
@@ -186,8 +190,14 @@ class FakeHub:
 
     # ---------------------------------------------------------------- failure injection
 
-    def fail_next(self, count: int = 1, method: str | None = None, path_contains: str | None = None,
-                  status: int = 500, after_handling: bool = False) -> None:
+    def fail_next(
+        self,
+        count: int = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+        status: int = 500,
+        after_handling: bool = False,
+    ) -> None:
         """Answer the next `count` matching requests with `status` (matched on the URL-decoded path).
 
         By default the request is refused before it changes anything, so a retry can succeed. With
@@ -196,8 +206,9 @@ class FakeHub:
         with self._lock:
             self._rules.append(_Rule(count, method, path_contains, status, after_handling=after_handling))
 
-    def delay_next(self, count: int, seconds: float, method: str | None = None,
-                   path_contains: str | None = None) -> None:
+    def delay_next(
+        self, count: int, seconds: float, method: str | None = None, path_contains: str | None = None
+    ) -> None:
         """Hold the next `count` matching requests for `seconds` before serving them (a slow Hub)."""
         with self._lock:
             self._rules.append(_Rule(count, method, path_contains, None, delay=seconds))
@@ -278,8 +289,9 @@ class FakeHub:
         parent = repo.branches.get(branch)
         seed = f"{repo.repo_id}\0{branch}\0{parent}\0{message}\0{next(self._ids)}"
         commit_id = hashlib.sha1(seed.encode()).hexdigest()
-        commit = Commit(commit_id, branch, message, parent, MappingProxyType(files), tuple(changed), tuple(deleted),
-                        _now())
+        commit = Commit(
+            commit_id, branch, message, parent, MappingProxyType(files), tuple(changed), tuple(deleted), _now()
+        )
         repo.commits[commit_id] = commit
         repo.branches[branch] = commit_id
         return commit
@@ -305,24 +317,45 @@ class FakeHub:
 
     def _whoami(self, **_):
         """GET /api/whoami-v2 <- whoami."""
-        return _json({"type": "user", "name": self.user, "fullname": self.user, "orgs": [],
-                      "auth": {"type": "access_token", "accessToken": {"displayName": "fake", "role": "write"}}})
+        return _json(
+            {
+                "type": "user",
+                "name": self.user,
+                "fullname": self.user,
+                "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "fake", "role": "write"}},
+            }
+        )
 
     def _repo_info(self, type, repo_id, authed, rev="main", **_):
         """GET /api/{type}s/{repo}[/revision/{rev}] <- repo_info/model_info, revision_exists, snapshot_download
         (which reads `sha` to pin the commit), and create_commit when nothing changed."""
         repo = self._repo(type, repo_id, authed)
         commit = repo.commits[self._resolve(repo, rev)]
-        return _json({"id": repo_id, "author": repo_id.split("/")[0], "sha": commit.id, "private": repo.private,
-                      "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
-                      "createdAt": repo.created_at, "lastModified": commit.date,
-                      "siblings": [{"rfilename": path} for path in sorted(commit.files)]})
+        return _json(
+            {
+                "id": repo_id,
+                "author": repo_id.split("/")[0],
+                "sha": commit.id,
+                "private": repo.private,
+                "gated": False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "createdAt": repo.created_at,
+                "lastModified": commit.date,
+                "siblings": [{"rfilename": path} for path in sorted(commit.files)],
+            }
+        )
 
     def _refs(self, type, repo_id, authed, **_):
         """GET /api/{type}s/{repo}/refs <- list_repo_refs."""
         repo = self._repo(type, repo_id, authed)
-        branches = [{"name": name, "ref": f"refs/heads/{name}", "targetCommit": commit_id}
-                    for name, commit_id in sorted(repo.branches.items())]
+        branches = [
+            {"name": name, "ref": f"refs/heads/{name}", "targetCommit": commit_id}
+            for name, commit_id in sorted(repo.branches.items())
+        ]
         return _json({"branches": branches, "converts": [], "tags": [], "pullRequests": []})
 
     def _tree(self, type, repo_id, authed, rev, query, path="", **_):
@@ -334,11 +367,13 @@ class FakeHub:
         base = path.strip("/") + "/" if path.strip("/") else ""
         entries: dict[str, dict] = {}
         for file_path in sorted(p for p in files if p.startswith(base)):
-            parts = file_path[len(base):].split("/")
+            parts = file_path[len(base) :].split("/")
             for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
                 folder = base + "/".join(parts[:depth])
-                entries.setdefault(folder, {"type": "directory", "path": folder, "size": 0,
-                                            "oid": hashlib.sha1(folder.encode()).hexdigest()})
+                entries.setdefault(
+                    folder,
+                    {"type": "directory", "path": folder, "size": 0, "oid": hashlib.sha1(folder.encode()).hexdigest()},
+                )
             if recursive or len(parts) == 1:
                 data = files[file_path]
                 entries[file_path] = {"type": "file", "path": file_path, "size": len(data), "oid": git_blob_id(data)}
@@ -356,8 +391,14 @@ class FakeHub:
         answers = []
         for f in json.loads(body)["files"]:
             existing = commit.files.get(f["path"])
-            answers.append({"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                            "oid": git_blob_id(existing) if existing is not None else None})
+            answers.append(
+                {
+                    "path": f["path"],
+                    "uploadMode": "regular",
+                    "shouldIgnore": False,
+                    "oid": git_blob_id(existing) if existing is not None else None,
+                }
+            )
         return _json({"files": answers, "commitOid": commit.id})
 
     def _commit(self, type, repo_id, authed, rev, body, query, **_):
@@ -393,8 +434,14 @@ class FakeHub:
             elif key != "header":  # "lfsFile": never asked for, since preupload says "regular"
                 raise HubError(400, f"Unsupported commit operation for the fake hub: {key}")
         commit = self._add_commit(repo, rev, header["summary"], files, changed, deleted)
-        return _json({"success": True, "commitOid": commit.id, "hookOutput": "",
-                      "commitUrl": f"{self._repo_url(repo)}/commit/{commit.id}"})
+        return _json(
+            {
+                "success": True,
+                "commitOid": commit.id,
+                "hookOutput": "",
+                "commitUrl": f"{self._repo_url(repo)}/commit/{commit.id}",
+            }
+        )
 
     def _create_branch(self, type, repo_id, authed, rev, body, **_):
         """POST /api/{type}s/{repo}/branch/{branch} {"startingPoint": rev?} <- create_branch.
@@ -419,8 +466,12 @@ class FakeHub:
         if path not in commit.files:
             raise HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": commit.id})
         data = commit.files[path]
-        out = {"ETag": f'"{git_blob_id(data)}"', "X-Repo-Commit": commit.id,
-               "Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
+        out = {
+            "ETag": f'"{git_blob_id(data)}"',
+            "X-Repo-Commit": commit.id,
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(len(data)),
+        }
         return 200, out, data
 
 
@@ -447,8 +498,12 @@ _ROUTES = [
     (("POST",), _REPO + r"/preupload/" + _REV, FakeHub._preupload, True),
     (("POST",), _REPO + r"/commit/" + _REV, FakeHub._commit, True),
     (("POST",), _REPO + r"/branch/" + _REV, FakeHub._create_branch, True),
-    (("GET", "HEAD"), r"/(?:(?P<type>dataset|space)s/)?(?P<repo_id>[^/]+/[^/]+)/resolve/" + _REV + r"/(?P<path>.+)",
-     FakeHub._resolve_file, False),
+    (
+        ("GET", "HEAD"),
+        r"/(?:(?P<type>dataset|space)s/)?(?P<repo_id>[^/]+/[^/]+)/resolve/" + _REV + r"/(?P<path>.+)",
+        FakeHub._resolve_file,
+        False,
+    ),
 ]
 
 

@@ -25,8 +25,8 @@ def synthetic_sentences(num_words: int = 40000, seed: int = 7) -> list[str]:
 def negation_rows(count: int, seed: int = 0) -> list[tuple[str, int]]:
     """A separable sentence task: 1 when the sentence is negated ("... does not ..."), half of each."""
     sentences = synthetic_sentences()
-    negated = [s for s in sentences if " not " in s][:count // 2]
-    plain = [s for s in sentences if " not " not in s][:count - len(negated)]
+    negated = [s for s in sentences if " not " in s][: count // 2]
+    plain = [s for s in sentences if " not " not in s][: count - len(negated)]
     rows = [(s, 1) for s in negated] + [(s, 0) for s in plain]
     random.Random(seed).shuffle(rows)
     return rows
@@ -45,18 +45,20 @@ def write_glue_dir(root: Path, train: int = 320, dev: int = 120) -> Path:
     rows = negation_rows(train + dev + 1)
     sst2 = [f"{s}\t{label}" for s, label in rows]
     write_tsv(root / "SST-2" / "train.tsv", "sentence\tlabel", sst2[:train])
-    write_tsv(root / "SST-2" / "dev.tsv", "sentence\tlabel", sst2[train:train + dev])
+    write_tsv(root / "SST-2" / "dev.tsv", "sentence\tlabel", sst2[train : train + dev])
     nli = ("entailment", "neutral", "contradiction")
     pairs = [(i, rows[i][0], rows[i + 1][0], rows[i][1] + rows[i + 1][1]) for i in range(train + dev)]
     mnli_header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tlabel1\tgold_label"
     mnli = [f"{i}\t{i}\t{i}n\tfiction\t{a}\t{b}\t{nli[n]}\t{nli[n]}" for i, a, b, n in pairs]
     write_tsv(root / "MNLI" / "train.tsv", mnli_header, mnli[:train])
-    write_tsv(root / "MNLI" / "dev_matched.tsv", mnli_header, mnli[train:train + dev // 2])
-    write_tsv(root / "MNLI" / "dev_mismatched.tsv", mnli_header, mnli[train + dev // 2:train + dev])
+    write_tsv(root / "MNLI" / "dev_matched.tsv", mnli_header, mnli[train : train + dev // 2])
+    write_tsv(root / "MNLI" / "dev_mismatched.tsv", mnli_header, mnli[train + dev // 2 : train + dev])
     stsb_header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
-    stsb = [f"{i}\tmain-captions\tMSRvid\t2012test\t{i:04d}\tnone\tnone\t{a}\t{b}\t{2.5 * n:.3f}" for i, a, b, n in pairs]
+    stsb = [
+        f"{i}\tmain-captions\tMSRvid\t2012test\t{i:04d}\tnone\tnone\t{a}\t{b}\t{2.5 * n:.3f}" for i, a, b, n in pairs
+    ]
     write_tsv(root / "STS-B" / "train.tsv", stsb_header, stsb[:train])
-    write_tsv(root / "STS-B" / "dev.tsv", stsb_header, stsb[train:train + dev])
+    write_tsv(root / "STS-B" / "dev.tsv", stsb_header, stsb[train : train + dev])
     return root
 
 

@@ -20,47 +20,96 @@ def shared_data_dir() -> Path | None:
 
 
 # A model and corpus small enough that a run takes seconds on 2 CPU cores.
-TINY_MODEL = ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "2",
-              "--intermediate_size", "128", "--seq_length", "32", "--vocab_size", "600"]
+TINY_MODEL = [
+    "--hidden_size",
+    "64",
+    "--num_hidden_layers",
+    "2",
+    "--num_attention_heads",
+    "2",
+    "--intermediate_size",
+    "128",
+    "--seq_length",
+    "32",
+    "--vocab_size",
+    "600",
+]
 # (and no end-of-training BLiMP evaluation: tests of it turn it back on with --blimp_at_end true)
 TINY_DATA = ["--synthetic_words", "40000", "--blimp_at_end", "false"]
 
 
 def quiet_env(**extra: str) -> dict:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **extra}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        **extra,
+    }
     env.pop("ACCELERATE_USE_DEEPSPEED", None)
     return env
 
 
-def run_script(script: str, args: list[str], check: bool = True, timeout: int = 600,
-               **popen) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, args: list[str], check: bool = True, timeout: int = 600, **popen
+) -> subprocess.CompletedProcess:
     """`python <script> args...` from the repository root; on failure, show its output."""
-    result = subprocess.run([sys.executable, script, *args], cwd=REPO, env=quiet_env(), capture_output=True,
-                            text=True, timeout=timeout, **popen)
+    result = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=REPO,
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{script} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
-                             f"\n--- stderr\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{script} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
+            f"\n--- stderr\n{result.stderr[-6000:]}"
+        )
     return result
 
 
 def launch_command(config: str, script: str, args: list[str], num_processes: int = 2) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}.yaml",
-            "--num_processes", str(num_processes), "--main_process_port", str(free_port()), script, *args]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        f"accelerate_configs/{config}.yaml",
+        "--num_processes",
+        str(num_processes),
+        "--main_process_port",
+        str(free_port()),
+        script,
+        *args,
+    ]
 
 
-def accelerate_launch(config: str, script: str, args: list[str], num_processes: int = 2, check: bool = True,
-                      timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(launch_command(config, script, args, num_processes), cwd=REPO, env=quiet_env(),
-                            capture_output=True, text=True, timeout=timeout)
+def accelerate_launch(
+    config: str, script: str, args: list[str], num_processes: int = 2, check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        launch_command(config, script, args, num_processes),
+        cwd=REPO,
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"accelerate launch {config} exited {result.returncode}\n--- stdout\n"
-                             f"{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-8000:]}")
+        raise AssertionError(
+            f"accelerate launch {config} exited {result.returncode}\n--- stdout\n"
+            f"{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-8000:]}"
+        )
     return result
 
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -87,8 +136,9 @@ def run_and_preempt(command: list[str], out: Path, after_step: int, signal_targe
     """Run `command`; once its run folder `out` has logged `after_step`, send SIGUSR1 to
     `signal_target(process)` (by default the process itself), as Slurm does before a time limit.
     Returns (exit status, stderr, the step of the newest checkpoint)."""
-    process = subprocess.Popen(command, cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline, signalled = time.time() + 300, False
     while not signalled and time.time() < deadline and process.poll() is None:
         if (out / "metrics.jsonl").exists() and any(r["step"] >= after_step for r in read_metrics(out)):

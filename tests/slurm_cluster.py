@@ -33,31 +33,36 @@ def memory_mib() -> int:
 
 
 def slurm_conf(folder: Path, host: str) -> str:
-    return "\n".join([
-        "ClusterName=babytrain-test",
-        f"SlurmctldHost={host}",
-        "AuthType=auth/munge",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core",
-        "JobAcctGatherType=jobacct_gather/none",
-        "SlurmUser=root",
-        "SlurmdUser=root",
-        "MpiDefault=none",
-        "ReturnToService=2",
-        "KillWait=30",  # the trainer's checkpoint on SIGTERM has this long
-        f"SlurmctldPort={free_port()}",
-        f"SlurmdPort={free_port()}",
-        f"StateSaveLocation={folder / 'state'}",
-        f"SlurmdSpoolDir={folder / 'spool'}",
-        f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
-        f"SlurmdPidFile={folder / 'slurmd.pid'}",
-        f"SlurmctldLogFile={folder / 'slurmctld.log'}",
-        f"SlurmdLogFile={folder / 'slurmd.log'}",
-        f"NodeName={host} CPUs={os.cpu_count()} RealMemory={memory_mib()} State=UNKNOWN",
-        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "ClusterName=babytrain-test",
+                f"SlurmctldHost={host}",
+                "AuthType=auth/munge",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_Core",
+                "JobAcctGatherType=jobacct_gather/none",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                "MpiDefault=none",
+                "ReturnToService=2",
+                "KillWait=30",  # the trainer's checkpoint on SIGTERM has this long
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
+                f"StateSaveLocation={folder / 'state'}",
+                f"SlurmdSpoolDir={folder / 'spool'}",
+                f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
+                f"SlurmdPidFile={folder / 'slurmd.pid'}",
+                f"SlurmctldLogFile={folder / 'slurmctld.log'}",
+                f"SlurmdLogFile={folder / 'slurmd.log'}",
+                f"NodeName={host} CPUs={os.cpu_count()} RealMemory={memory_mib()} State=UNKNOWN",
+                f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+            ]
+        )
+        + "\n"
+    )
 
 
 class LocalSlurm:
@@ -125,13 +130,15 @@ class LocalSlurm:
     def run(self, command: list[str], check: bool = True, **options) -> subprocess.CompletedProcess:
         return subprocess.run(command, env=self.env, capture_output=True, text=True, check=check, **options)
 
-    def submit(self, script: str, sbatch_options: list[str], arguments: list[str], cwd: Path,
-               export: dict[str, str]) -> str:
+    def submit(
+        self, script: str, sbatch_options: list[str], arguments: list[str], cwd: Path, export: dict[str, str]
+    ) -> str:
         """sbatch a template from `cwd` (the repository) with options over its #SBATCH lines;
         `export`: settings the job sees in its environment on top of this process's."""
         exported = ",".join(["ALL", *(f"{key}={value}" for key, value in export.items())])
-        done = self.run(["sbatch", "--parsable", f"--export={exported}", *sbatch_options, script, *arguments],
-                        cwd=cwd, check=False)
+        done = self.run(
+            ["sbatch", "--parsable", f"--export={exported}", *sbatch_options, script, *arguments], cwd=cwd, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(f"sbatch {script} failed: {done.stderr}")
         return done.stdout.strip().split(";")[0]
@@ -141,8 +148,11 @@ class LocalSlurm:
         shown = self.run(["scontrol", "-o", "show", "job", job_id], check=False)
         if shown.returncode != 0:
             return []
-        return [dict(item.split("=", 1) for item in line.split() if "=" in item)
-                for line in shown.stdout.splitlines() if line.strip()]
+        return [
+            dict(item.split("=", 1) for item in line.split() if "=" in item)
+            for line in shown.stdout.splitlines()
+            if line.strip()
+        ]
 
     def wait(self, job_id: str, timeout: float = 600, while_pending=None) -> list[dict[str, str]]:
         """Wait until every task of the job has ended; their final fields. `while_pending(fields)`

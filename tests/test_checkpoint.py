@@ -41,7 +41,12 @@ def test_no_checkpoints_folder_means_no_checkpoints(tmp_path):
 def test_complete_checkpoints_are_sorted_by_step_not_by_name(tmp_path):
     for step in (10, 2, 100_000_000, 9):
         make_checkpoint(tmp_path, step)
-    assert names(complete_checkpoints(tmp_path)) == ["step-00000002", "step-00000009", "step-00000010", "step-100000000"]
+    assert names(complete_checkpoints(tmp_path)) == [
+        "step-00000002",
+        "step-00000009",
+        "step-00000010",
+        "step-100000000",
+    ]
 
 
 def test_temporary_and_incomplete_folders_are_not_checkpoints(tmp_path):
@@ -50,7 +55,7 @@ def test_temporary_and_incomplete_folders_are_not_checkpoints(tmp_path):
     tmp = root / ".tmp-step-00000005"
     tmp.mkdir()
     (tmp / STATE_FILE).write_text("{}", encoding="utf-8")  # written last, but not renamed yet
-    (root / "step-00000003").mkdir()                        # crashed before trainer_state.json
+    (root / "step-00000003").mkdir()  # crashed before trainer_state.json
     (root / "other").mkdir()
     (root / "other" / STATE_FILE).write_text("{}", encoding="utf-8")
     assert names(complete_checkpoints(tmp_path)) == ["step-00000001"]

@@ -18,15 +18,39 @@ from tests.helpers import accelerate_launch, error_line, run_script
 def test_model_against_baseline_on_web_of_science(tmp_path, causal_run, electra_run):
     data = write_wos_file(tmp_path / "WOS" / "Data.txt", per_domain=60)
     out = tmp_path / "docs"
-    done = accelerate_launch("cpu", "classify_docs.py", [
-        "--model_name_or_path", str(causal_run / "final"), "--baseline", str(electra_run / "final"),
-        "--data_file", str(data), "--batch_sizes", "4", "8", "--num_train_epochs", "3", "--learning_rate", "1e-3",
-        "--max_length", "48", "--truncation", "head_tail", "--output_dir", str(out)])
+    done = accelerate_launch(
+        "cpu",
+        "classify_docs.py",
+        [
+            "--model_name_or_path",
+            str(causal_run / "final"),
+            "--baseline",
+            str(electra_run / "final"),
+            "--data_file",
+            str(data),
+            "--batch_sizes",
+            "4",
+            "8",
+            "--num_train_epochs",
+            "3",
+            "--learning_rate",
+            "1e-3",
+            "--max_length",
+            "48",
+            "--truncation",
+            "head_tail",
+            "--output_dir",
+            str(out),
+        ],
+    )
     table = (out / "results.md").read_text()
     for model in ("run-final-1", "run-final-2"):  # two models from folders named alike get numbered
         for batch in (4, 8):
             assert f"| {model} | {batch} | " in table
-    assert "| model | batch size | epoch 1 | epoch 2 | epoch 3 | macro-F1 |" in table and table.split("\n\n")[1] in done.stdout
+    assert (
+        "| model | batch size | epoch 1 | epoch 2 | epoch 3 | macro-F1 |" in table
+        and table.split("\n\n")[1] in done.stdout
+    )
     with open(out / "results.csv", encoding="utf-8") as lines:
         rows = list(csv.DictReader(lines))
     assert len(rows) == 2 * 2 * 3  # models x batch sizes x epochs
@@ -43,30 +67,46 @@ def test_model_against_baseline_on_web_of_science(tmp_path, causal_run, electra_
     assert results["provenance"]["processes"] == 2
     for model in ("run-final-1", "run-final-2"):
         assert (out / f"confusion_{model}.png").read_bytes()[:4] == b"\x89PNG"
-    assert sorted(p.name for p in (out / "tb").iterdir()) == ["run-final-1-bs4", "run-final-1-bs8",
-                                                              "run-final-2-bs4", "run-final-2-bs8"]
+    assert sorted(p.name for p in (out / "tb").iterdir()) == [
+        "run-final-1-bs4",
+        "run-final-1-bs8",
+        "run-final-2-bs4",
+        "run-final-2-bs8",
+    ]
 
 
 def test_split_files_and_bad_input(tmp_path, causal_run):
     train = write_tsv(tmp_path / "train.csv", "body,topic", ["a cat sleeps .,animals", "the bridge is dry .,things"])
     test = write_tsv(tmp_path / "test.csv", "body,topic", ["a dog runs .,animals", "a box is wet .,boxes"])
-    base = ["--model_name_or_path", str(causal_run / "final"), "--train_file", str(train), "--dev_file", str(train),
-            "--test_file", str(test), "--output_dir", str(tmp_path / "out")]
+    base = [
+        "--model_name_or_path",
+        str(causal_run / "final"),
+        "--train_file",
+        str(train),
+        "--dev_file",
+        str(train),
+        "--test_file",
+        str(test),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     unknown = run_script("classify_docs.py", base + ["--text_column", "body", "--label_column", "topic"], check=False)
     assert unknown.returncode == 2
-    assert error_line(unknown) == (f"error: {test}:3: label 'boxes' is not among the training labels "
-                                   f"(animals, things)")
+    assert error_line(unknown) == (f"error: {test}:3: label 'boxes' is not among the training labels (animals, things)")
     assert not (tmp_path / "out").exists()
     with pytest.raises(UsageError, match=f"--text_column abstract: not a column of {train}"):
         read_splits(parse_config(DocsConfig, base + ["--text_column", "abstract"]))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data_file", "x.txt", "--train_file", "y.txt"], "give either --data_file"),
-    (["--train_file", "y.txt"], "--train_file, --dev_file and --test_file go together"),
-    (["--data_file", "x.txt", "--batch_sizes", "0"], "--batch_sizes must be whole numbers of at least 1"),
-    (["--data_file", "x.txt", "--dev_fraction", "0.5", "--test_fraction", "0.5"], "leave documents to train on"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data_file", "x.txt", "--train_file", "y.txt"], "give either --data_file"),
+        (["--train_file", "y.txt"], "--train_file, --dev_file and --test_file go together"),
+        (["--data_file", "x.txt", "--batch_sizes", "0"], "--batch_sizes must be whole numbers of at least 1"),
+        (["--data_file", "x.txt", "--dev_fraction", "0.5", "--test_fraction", "0.5"], "leave documents to train on"),
+    ],
+)
 def test_config_refuses_contradictions(args, message):
     with pytest.raises(UsageError, match=message):
         parse_config(DocsConfig, ["--model_name_or_path", "m", *args])

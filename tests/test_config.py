@@ -26,8 +26,11 @@ def test_defaults_without_any_flag():
 
 
 def test_preset_values_become_the_config(tmp_path):
-    path = preset(tmp_path, "seq_length: 64\nlearning_rate: 2.0e-3\nlr_scheduler_type: linear\n"
-                            "gradient_checkpointing: true\nmilestones: 1M,2M\n")
+    path = preset(
+        tmp_path,
+        "seq_length: 64\nlearning_rate: 2.0e-3\nlr_scheduler_type: linear\n"
+        "gradient_checkpointing: true\nmilestones: 1M,2M\n",
+    )
     config = parse_config(PretrainConfig, ["--config", path])
     assert config.seq_length == 64
     assert config.learning_rate == 2e-3
@@ -91,12 +94,15 @@ def test_config_flag_without_a_file_is_a_usage_error():
         parse_config(PretrainConfig, ["--seq_length", "8", "--config"])
 
 
-@pytest.mark.parametrize("argv, expected", [
-    ([], (None, [])),
-    (["--config", "a.yaml", "--x", "1"], ("a.yaml", ["--x", "1"])),
-    (["--x", "1", "--config=b.yaml"], ("b.yaml", ["--x", "1"])),
-    (["--configuration", "1"], (None, ["--configuration", "1"])),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], (None, [])),
+        (["--config", "a.yaml", "--x", "1"], ("a.yaml", ["--x", "1"])),
+        (["--x", "1", "--config=b.yaml"], ("b.yaml", ["--x", "1"])),
+        (["--configuration", "1"], (None, ["--configuration", "1"])),
+    ],
+)
 def test_split_config_flag(argv, expected):
     assert split_config_flag(argv) == expected
 
@@ -112,10 +118,14 @@ def test_preset_value_outside_the_choices_is_refused(tmp_path, line):
         parse_config(PretrainConfig, ["--config", preset(tmp_path, line + "\n")])
 
 
-@pytest.mark.parametrize("line, check", [
-    ("max_train_tokens: 100000000", lambda c: c.train_token_limit() == 100_000_000),
-    ("milestones: 1000000", lambda c: [a.name for a in c.anchors()] == ["tokens-1M"]),
-], ids=["max_train_tokens", "milestones"])
+@pytest.mark.parametrize(
+    "line, check",
+    [
+        ("max_train_tokens: 100000000", lambda c: c.train_token_limit() == 100_000_000),
+        ("milestones: 1000000", lambda c: [a.name for a in c.anchors()] == ["tokens-1M"]),
+    ],
+    ids=["max_train_tokens", "milestones"],
+)
 def test_preset_plain_integer_counts_are_accepted(tmp_path, line, check):
     assert check(parse_config(PretrainConfig, ["--config", preset(tmp_path, line + "\n")]))
 
@@ -157,10 +167,14 @@ def test_chain_of_two_bases(tmp_path):
     assert (config.seq_length, config.vocab_size, config.learning_rate) == (64, 600, 0.002)
 
 
-@pytest.mark.parametrize("files", [
-    {"a.yaml": "base: a.yaml\n"},
-    {"a.yaml": "base: b.yaml\n", "b.yaml": "base: c.yaml\n", "c.yaml": "base: a.yaml\n"},
-], ids=["itself", "three"])
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"a.yaml": "base: a.yaml\n"},
+        {"a.yaml": "base: b.yaml\n", "b.yaml": "base: c.yaml\n", "c.yaml": "base: a.yaml\n"},
+    ],
+    ids=["itself", "three"],
+)
 def test_base_cycle_is_a_usage_error_naming_the_files(tmp_path, files):
     for name, text in files.items():
         write(tmp_path, name, text)
@@ -192,23 +206,29 @@ def test_base_that_is_not_a_file_name_is_a_usage_error(tmp_path):
 # --- PretrainConfig validation -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["--per_device_train_batch_size", "-1"], "--per_device_train_batch_size must be positive"),
-    (["--per_device_eval_batch_size", "0"], "--per_device_eval_batch_size must be positive"),
-    (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be positive"),
-    (["--vocab_size", "0"], "--vocab_size must be positive"),
-    (["--seq_length", "256", "--max_position_embeddings", "128"], "--seq_length 256 is above --max_position_embeddings 128"),
-    (["--milestones", "25M,25X"], "--milestones: '25X'"),
-    (["--milestones_words", "1M,1M"], "--milestones_words"),
-    (["--max_train_tokens", "lots"], "--max_train_tokens"),
-    (["--dataset", "babylm"], "--dataset babylm needs --data_dir"),
-    (["--dataset", "text"], "--dataset text needs --data_files"),
-    (["--dataset", "jsonl"], "--dataset jsonl needs --data_files"),
-    (["--learning_rate", "0"], "--learning_rate must be positive"),
-    (["--warmup_ratio", "1.0"], "--warmup_ratio must be in"),
-    (["--validation_split_percentage", "100"], "--validation_split_percentage must be in"),
-    (["--num_train_epochs", "0"], "--num_train_epochs, --max_steps or --max_train_tokens"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--per_device_train_batch_size", "-1"], "--per_device_train_batch_size must be positive"),
+        (["--per_device_eval_batch_size", "0"], "--per_device_eval_batch_size must be positive"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be positive"),
+        (["--vocab_size", "0"], "--vocab_size must be positive"),
+        (
+            ["--seq_length", "256", "--max_position_embeddings", "128"],
+            "--seq_length 256 is above --max_position_embeddings 128",
+        ),
+        (["--milestones", "25M,25X"], "--milestones: '25X'"),
+        (["--milestones_words", "1M,1M"], "--milestones_words"),
+        (["--max_train_tokens", "lots"], "--max_train_tokens"),
+        (["--dataset", "babylm"], "--dataset babylm needs --data_dir"),
+        (["--dataset", "text"], "--dataset text needs --data_files"),
+        (["--dataset", "jsonl"], "--dataset jsonl needs --data_files"),
+        (["--learning_rate", "0"], "--learning_rate must be positive"),
+        (["--warmup_ratio", "1.0"], "--warmup_ratio must be in"),
+        (["--validation_split_percentage", "100"], "--validation_split_percentage must be in"),
+        (["--num_train_epochs", "0"], "--num_train_epochs, --max_steps or --max_train_tokens"),
+    ],
+)
 def test_invalid_flags_raise_a_usage_error_naming_the_flag(argv, flag):
     with pytest.raises(UsageError) as error:
         parse_config(PretrainConfig, argv)
@@ -220,14 +240,17 @@ def test_direct_construction_validates_too():
         PretrainConfig(seq_length=64, max_position_embeddings=32)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--seq_length", "128", "--max_position_embeddings", "128"],
-    ["--dataset", "babylm", "--data_dir", "/data/train_10M"],
-    ["--dataset", "text", "--data_files", "a.txt", "b.txt"],
-    ["--num_train_epochs", "0", "--max_steps", "10"],
-    ["--num_train_epochs", "0", "--max_train_tokens", "1M"],
-    ["--milestones", "50M,25M", "--milestones_words", "1M,10M"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--seq_length", "128", "--max_position_embeddings", "128"],
+        ["--dataset", "babylm", "--data_dir", "/data/train_10M"],
+        ["--dataset", "text", "--data_files", "a.txt", "b.txt"],
+        ["--num_train_epochs", "0", "--max_steps", "10"],
+        ["--num_train_epochs", "0", "--max_train_tokens", "1M"],
+        ["--milestones", "50M,25M", "--milestones_words", "1M,10M"],
+    ],
+)
 def test_valid_edge_combinations_are_accepted(argv):
     assert isinstance(parse_config(PretrainConfig, argv), PretrainConfig)
 

@@ -23,8 +23,20 @@ from tests.helpers import (
     train_losses,
 )
 
-STEPS = ["--max_steps", "5", "--logging_steps", "1", "--eval_steps", "1000", "--max_eval_samples", "32",
-         "--checkpointing_steps", "0", "--warmup_steps", "1"]
+STEPS = [
+    "--max_steps",
+    "5",
+    "--logging_steps",
+    "1",
+    "--eval_steps",
+    "1000",
+    "--max_eval_samples",
+    "32",
+    "--checkpointing_steps",
+    "0",
+    "--warmup_steps",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +48,51 @@ def cache_dir(tmp_path_factory):
 def one_process_losses(cache_dir, tmp_path_factory):
     """The reference: one process with the global batch (2 x 4 windows) of the 2-process runs."""
     out = tmp_path_factory.mktemp("single") / "run"
-    run_script("train_pretrain.py", [*TINY_MODEL, *TINY_DATA, *STEPS, "--per_device_train_batch_size", "8",
-                                     "--output_dir", str(out), "--cache_dir", str(cache_dir)])
+    run_script(
+        "train_pretrain.py",
+        [
+            *TINY_MODEL,
+            *TINY_DATA,
+            *STEPS,
+            "--per_device_train_batch_size",
+            "8",
+            "--output_dir",
+            str(out),
+            "--cache_dir",
+            str(cache_dir),
+        ],
+    )
     return train_losses(out)
 
 
 # bf16 under DeepSpeed (its configs fix the precision) cannot match an fp32 run bit for bit.
-@pytest.mark.parametrize("config, distributed_type, zero_stage, tolerance", [
-    ("cpu", "MULTI_CPU", 0, 1e-4),
-    ("deepspeed_zero2", "DEEPSPEED", 2, 3e-2),
-    ("deepspeed_zero3", "DEEPSPEED", 3, 3e-2),
-])
-def test_two_processes_train_like_one(tmp_path, cache_dir, one_process_losses, config, distributed_type,
-                                      zero_stage, tolerance):
+@pytest.mark.parametrize(
+    "config, distributed_type, zero_stage, tolerance",
+    [
+        ("cpu", "MULTI_CPU", 0, 1e-4),
+        ("deepspeed_zero2", "DEEPSPEED", 2, 3e-2),
+        ("deepspeed_zero3", "DEEPSPEED", 3, 3e-2),
+    ],
+)
+def test_two_processes_train_like_one(
+    tmp_path, cache_dir, one_process_losses, config, distributed_type, zero_stage, tolerance
+):
     out = tmp_path / "run"
-    accelerate_launch(config, "train_pretrain.py", [*TINY_MODEL, *TINY_DATA, *STEPS, "--per_device_train_batch_size",
-                                                    "4", "--output_dir", str(out), "--cache_dir", str(cache_dir)])
+    accelerate_launch(
+        config,
+        "train_pretrain.py",
+        [
+            *TINY_MODEL,
+            *TINY_DATA,
+            *STEPS,
+            "--per_device_train_batch_size",
+            "4",
+            "--output_dir",
+            str(out),
+            "--cache_dir",
+            str(cache_dir),
+        ],
+    )
     launch = yaml.safe_load((out / "config.yaml").read_text())["provenance"]["launch"]
     assert launch["num_processes"] == 2
     assert launch["distributed_type"] == distributed_type
@@ -65,8 +106,12 @@ def test_two_processes_train_like_one(tmp_path, cache_dir, one_process_losses, c
 
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
-    generated = model.generate(**tokenizer("The dog", return_tensors="pt"), max_new_tokens=4, do_sample=False,
-                               pad_token_id=tokenizer.pad_token_id)
+    generated = model.generate(
+        **tokenizer("The dog", return_tensors="pt"),
+        max_new_tokens=4,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     assert generated.shape[1] > 2
 
 
@@ -74,19 +119,36 @@ def interrupt_launch(args: list[str], out, after_step: int) -> int:
     """Launch 2 processes, send SIGUSR1 to one rank once `after_step` is logged; return the checkpoint step.
 
     One rank is enough: the ranks agree on stopping through the per-step all-reduce."""
-    def first_worker(launcher):
-        return next(p for p in psutil.Process(launcher.pid).children(recursive=True)
-                    if "train_pretrain.py" in " ".join(p.cmdline()))
 
-    returncode, stderr, step = run_and_preempt(launch_command("cpu", "train_pretrain.py", args), out, after_step,
-                                               signal_target=first_worker)
+    def first_worker(launcher):
+        return next(
+            p
+            for p in psutil.Process(launcher.pid).children(recursive=True)
+            if "train_pretrain.py" in " ".join(p.cmdline())
+        )
+
+    returncode, stderr, step = run_and_preempt(
+        launch_command("cpu", "train_pretrain.py", args), out, after_step, signal_target=first_worker
+    )
     assert returncode != 0, stderr[-3000:]
     return step
 
 
 def test_two_process_resume_matches_uninterrupted_run_and_one_process_can_take_over(tmp_path, cache_dir):
-    steps = ["--max_steps", "30", "--logging_steps", "1", "--eval_steps", "1000", "--max_eval_samples", "32",
-             "--checkpointing_steps", "0", "--per_device_train_batch_size", "4"]
+    steps = [
+        "--max_steps",
+        "30",
+        "--logging_steps",
+        "1",
+        "--eval_steps",
+        "1000",
+        "--max_eval_samples",
+        "32",
+        "--checkpointing_steps",
+        "0",
+        "--per_device_train_batch_size",
+        "4",
+    ]
     common = [*TINY_MODEL, *TINY_DATA, *steps, "--cache_dir", str(cache_dir)]
     reference = tmp_path / "uninterrupted"
     accelerate_launch("cpu", "train_pretrain.py", [*common, "--output_dir", str(reference)])
@@ -96,11 +158,25 @@ def test_two_process_resume_matches_uninterrupted_run_and_one_process_can_take_o
     stopped_at = interrupt_launch([*common, "--output_dir", str(resumed)], resumed, after_step=3)
     assert 3 <= stopped_at < 30
     checkpoint = resumed / "checkpoints" / f"step-{stopped_at:08d}"
-    taken_over = tmp_path / "taken_over"   # the same checkpoint continued by one process, same global batch
-    run_script("train_pretrain.py", [*TINY_MODEL, *TINY_DATA, *steps[:-1], "8", "--cache_dir", str(cache_dir),
-                                     "--output_dir", str(taken_over), "--resume_from_checkpoint", str(checkpoint)])
-    accelerate_launch("cpu", "train_pretrain.py", [*common, "--output_dir", str(resumed),
-                                                   "--resume_from_checkpoint", "auto"])
+    taken_over = tmp_path / "taken_over"  # the same checkpoint continued by one process, same global batch
+    run_script(
+        "train_pretrain.py",
+        [
+            *TINY_MODEL,
+            *TINY_DATA,
+            *steps[:-1],
+            "8",
+            "--cache_dir",
+            str(cache_dir),
+            "--output_dir",
+            str(taken_over),
+            "--resume_from_checkpoint",
+            str(checkpoint),
+        ],
+    )
+    accelerate_launch(
+        "cpu", "train_pretrain.py", [*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "auto"]
+    )
 
     two, one = train_losses(resumed), train_losses(taken_over)
     for step in (s for s in expected if s > stopped_at):
@@ -112,10 +188,26 @@ def test_two_process_resume_matches_uninterrupted_run_and_one_process_can_take_o
 def test_electra_trains_under_zero2_with_two_processes(tmp_path, cache_dir, model_type):
     out = tmp_path / "run"
     extra = ["--num_experts", "4", "--num_experts_per_tok", "2"] if model_type == "electra_moe" else []
-    accelerate_launch("deepspeed_zero2", "train_pretrain.py",
-                      ["--model_type", model_type, *extra, *TINY_MODEL, *TINY_DATA, *STEPS,
-                       "--generator_size_divisor", "2", "--per_device_train_batch_size", "4",
-                       "--output_dir", str(out), "--cache_dir", str(cache_dir)])
+    accelerate_launch(
+        "deepspeed_zero2",
+        "train_pretrain.py",
+        [
+            "--model_type",
+            model_type,
+            *extra,
+            *TINY_MODEL,
+            *TINY_DATA,
+            *STEPS,
+            "--generator_size_divisor",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--output_dir",
+            str(out),
+            "--cache_dir",
+            str(cache_dir),
+        ],
+    )
     launch = yaml.safe_load((out / "config.yaml").read_text())["provenance"]["launch"]
     assert (launch["num_processes"], launch["distributed_type"], launch["zero_stage"]) == (2, "DEEPSPEED", 2)
     records = [r for r in read_metrics(out) if "train/loss" in r]
@@ -125,6 +217,7 @@ def test_electra_trains_under_zero2_with_two_processes(tmp_path, cache_dir, mode
     final = json.loads((out / "final" / "milestone.json").read_text())
     assert final["tokens_seen"] == 5 * 8 * 32 and final["model_type"] == model_type
     discriminator = AutoModelForPreTraining.from_pretrained(out / "final")
-    assert type(discriminator).__name__ == ("ElectraMoeForPreTraining" if model_type == "electra_moe"
-                                           else "ElectraForPreTraining")
+    assert type(discriminator).__name__ == (
+        "ElectraMoeForPreTraining" if model_type == "electra_moe" else "ElectraForPreTraining"
+    )
     assert (out / "final" / "generator" / "model.safetensors").is_file()

@@ -18,8 +18,10 @@ def write_wos(path, per_domain: int = 10):
     rows = ["Y1\tY2\tY\tDomain\tarea\tkeywords\tAbstract"]
     for d, domain in enumerate(DOMAINS):
         for i in range(per_domain):
-            rows.append(f"{d}\t{i}\t{d * 20 + i}\t{domain}\t area {i} \t kw{i}; kw{d} \t"
-                        f" Abstract {i} about {domain.strip()}: a \"quoted\" finding. ")
+            rows.append(
+                f"{d}\t{i}\t{d * 20 + i}\t{domain}\t area {i} \t kw{i}; kw{d} \t"
+                f' Abstract {i} about {domain.strip()}: a "quoted" finding. '
+            )
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
 
@@ -33,10 +35,13 @@ def test_web_of_science_layout_needs_no_column_names(tmp_path):
 
 def test_csv_and_jsonl_with_named_columns(tmp_path):
     (tmp_path / "d.csv").write_text('body,topic\n"A, b ""c"" d",sports\nplain text, politics \n', encoding="utf-8")
-    assert read_documents(tmp_path / "d.csv", "body", "topic") == [Document('A, b "c" d', "sports"),
-                                                                   Document("plain text", "politics")]
-    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"text": f"doc {i}", "label": i % 2}) for i in range(4)),
-                                      encoding="utf-8")
+    assert read_documents(tmp_path / "d.csv", "body", "topic") == [
+        Document('A, b "c" d', "sports"),
+        Document("plain text", "politics"),
+    ]
+    (tmp_path / "d.jsonl").write_text(
+        "\n".join(json.dumps({"text": f"doc {i}", "label": i % 2}) for i in range(4)), encoding="utf-8"
+    )
     assert [d.label for d in read_documents(tmp_path / "d.jsonl")] == ["0", "1", "0", "1"]
 
 

@@ -31,9 +31,18 @@ from common.models.modeling_electra_moe import (
 )
 
 # The brief's tiny discriminator; dropout off so that two forward passes can be compared.
-TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, embedding_size=16,
-            intermediate_size=64, num_experts=4, num_experts_per_tok=2,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+TINY = dict(
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    embedding_size=16,
+    intermediate_size=64,
+    num_experts=4,
+    num_experts_per_tok=2,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 INPUT_IDS = [[5, 17, 42, 8, 99, 3, 61, 28], [7, 7, 12, 90, 33, 2, 0, 0]]
 ATTENTION_MASK = [[1] * 8, [1] * 6 + [0] * 2]
 
@@ -45,8 +54,13 @@ def tiny_model(cls=ElectraMoeForPreTraining, seed: int = 0, **overrides):
 
 def moe_block(num_experts: int, top_k: int, hidden_size: int = 16, seed: int = 0) -> MoeFeedForward:
     torch.manual_seed(seed)
-    config = ElectraMoeConfig(hidden_size=hidden_size, intermediate_size=24, num_attention_heads=2,
-                              num_experts=num_experts, num_experts_per_tok=top_k)
+    config = ElectraMoeConfig(
+        hidden_size=hidden_size,
+        intermediate_size=24,
+        num_attention_heads=2,
+        num_experts=num_experts,
+        num_experts_per_tok=top_k,
+    )
     block = MoeFeedForward(config)
     # Random, not the near-zero initial router, so that routing differs between tokens.
     torch.nn.init.normal_(block.router.weight)
@@ -89,6 +103,7 @@ def test_each_expert_runs_on_exactly_the_tokens_routed_to_it(num_experts, top_k)
     def record_rows(expert_index):
         def hook(module, args, output):
             seen[expert_index] = args[0].detach()
+
         return hook
 
     for e, expert in enumerate(block.experts):
@@ -133,13 +148,12 @@ def test_router_losses_match_a_hand_computed_case():
     block = moe_block(2, 1, hidden_size=2)
     with torch.no_grad():
         block.router.weight.copy_(torch.eye(2))
-    logits = [[2.0, 0.0], [0.0, 1.0], [1.0, 0.5], [0.5, 0.0]]   # argmax: expert 0, 1, 0, 0
+    logits = [[2.0, 0.0], [0.0, 1.0], [1.0, 0.5], [0.5, 0.0]]  # argmax: expert 0, 1, 0, 0
 
     _, stats = block(torch.tensor(logits))
 
     fractions = [3 / 4, 1 / 4]
-    probs = [[math.exp(a) / (math.exp(a) + math.exp(b)), math.exp(b) / (math.exp(a) + math.exp(b))]
-             for a, b in logits]
+    probs = [[math.exp(a) / (math.exp(a) + math.exp(b)), math.exp(b) / (math.exp(a) + math.exp(b))] for a, b in logits]
     mean_probs = [sum(p[e] for p in probs) / 4 for e in range(2)]
     balance = 2 * sum(f * p for f, p in zip(fractions, mean_probs))
     z_loss = sum(math.log(math.exp(a) + math.exp(b)) ** 2 for a, b in logits) / 4
@@ -152,7 +166,7 @@ def test_router_losses_match_a_hand_computed_case():
 def test_an_expert_without_tokens_still_gets_a_zero_gradient():
     block = moe_block(4, 2)
     with torch.no_grad():
-        block.router.weight[3] = -10.0   # with all-positive inputs, expert 3 is never in the top 2
+        block.router.weight[3] = -10.0  # with all-positive inputs, expert 3 is never in the top 2
     output, stats = block(torch.rand(2, 5, 16) + 0.1)
     assert stats.expert_fractions[3] == 0
 
@@ -179,7 +193,7 @@ def test_model_reports_layer_mean_of_router_losses():
 
     assert out.last_hidden_state.shape == (2, 8, 32)
     assert len(out.hidden_states) == TINY["num_hidden_layers"] + 1
-    assert out.aux_loss.item() == pytest.approx(1.0, abs=1e-6)   # mean over layers, each exactly 1
+    assert out.aux_loss.item() == pytest.approx(1.0, abs=1e-6)  # mean over layers, each exactly 1
     assert out.z_loss.item() == pytest.approx(math.log(4) ** 2, abs=1e-5)
     assert out.expert_fractions.shape == (2, 4)
     torch.testing.assert_close(out.expert_fractions.sum(dim=1), torch.ones(2))
@@ -308,8 +322,10 @@ def test_registered_auto_classes_load_without_remote_code(saved):
     assert type(AutoModel.from_pretrained(path)) is ElectraMoeModel
     classifier = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)
     assert type(classifier) is ElectraMoeForSequenceClassification
-    torch.testing.assert_close(classifier.electra.encoder.layer[1].feed_forward.router.weight,
-                               model.electra.encoder.layer[1].feed_forward.router.weight)
+    torch.testing.assert_close(
+        classifier.electra.encoder.layer[1].feed_forward.router.weight,
+        model.electra.encoder.layer[1].feed_forward.router.weight,
+    )
 
 
 def run_python(code: str, cwd, pythonpath: str | None) -> dict:
@@ -318,8 +334,9 @@ def run_python(code: str, cwd, pythonpath: str | None) -> dict:
     env.update(HF_HOME=str(cwd / "hf_home"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -327,7 +344,8 @@ def run_python(code: str, cwd, pythonpath: str | None) -> dict:
 def test_fresh_process_loads_the_folder_as_remote_code(saved):
     path, logits, hidden = saved
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    loaded = run_python(f"""
+    loaded = run_python(
+        f"""
         import importlib.util, json, sys
         import torch
         from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
@@ -350,7 +368,10 @@ def test_fresh_process_loads_the_folder_as_remote_code(saved):
         reloaded = AutoModelForPreTraining.from_pretrained(path)
         result["reloaded_module"] = type(reloaded).__module__
         print(json.dumps(result))
-        """, cwd=path.parent, pythonpath=None)
+        """,
+        cwd=path.parent,
+        pythonpath=None,
+    )
 
     assert loaded["module"].startswith("transformers_modules.")
     assert loaded["module"].endswith(".modeling_electra_moe")
@@ -364,7 +385,8 @@ def test_fresh_process_loads_the_folder_as_remote_code(saved):
 def test_remote_copy_imported_after_this_module_keeps_the_registration(saved):
     path, logits, _ = saved
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    loaded = run_python(f"""
+    loaded = run_python(
+        f"""
         import json
         import torch
         from transformers import CONFIG_MAPPING, AutoModelForPreTraining
@@ -379,7 +401,10 @@ def test_remote_copy_imported_after_this_module_keeps_the_registration(saved):
                 config_kept=CONFIG_MAPPING["electra_moe"] is local.ElectraMoeConfig,
                 loaded_local=type(with_remote_code) is local.ElectraMoeForPreTraining,
                 remote_logits=remote_class.from_pretrained(path)(ids, attention_mask=mask).logits.tolist())))
-        """, cwd=path.parent, pythonpath=repo)
+        """,
+        cwd=path.parent,
+        pythonpath=repo,
+    )
 
     assert loaded["distinct_classes"] and loaded["config_kept"] and loaded["loaded_local"]
     torch.testing.assert_close(torch.tensor(loaded["remote_logits"]), logits, atol=1e-5, rtol=0)

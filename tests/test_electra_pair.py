@@ -20,9 +20,17 @@ from common.models.electra import ElectraPair, generator_config, sample_replacem
 from common.models.modeling_electra_moe import ElectraMoeConfig, ElectraMoeForPreTraining, register_electra_moe
 
 # Tiny discriminator, dropout off so that in-memory and reloaded logits can be compared.
-TINY = dict(vocab_size=120, embedding_size=16, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=128, max_position_embeddings=32, hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0)
+TINY = dict(
+    vocab_size=120,
+    embedding_size=16,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=32,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 INPUT_IDS = torch.tensor([[5, 17, 42, 8, 99, 3, 61, 28], [7, 7, 12, 90, 33, 2, 0, 0]])
 ATTENTION_MASK = torch.tensor([[1] * 8, [1] * 6 + [0] * 2])
 
@@ -45,14 +53,28 @@ def load_checked(auto_class, folder):
 
 
 def test_generator_config_divides_sizes_and_keeps_shared_fields():
-    disc = ElectraConfig(vocab_size=150, embedding_size=128, hidden_size=256, num_attention_heads=4,
-                         intermediate_size=1024, num_hidden_layers=3, max_position_embeddings=64,
-                         type_vocab_size=3, pad_token_id=1)
+    disc = ElectraConfig(
+        vocab_size=150,
+        embedding_size=128,
+        hidden_size=256,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        num_hidden_layers=3,
+        max_position_embeddings=64,
+        type_vocab_size=3,
+        pad_token_id=1,
+    )
     gen = generator_config(disc, 4)
     assert type(gen) is ElectraConfig
     assert (gen.hidden_size, gen.num_attention_heads, gen.intermediate_size) == (64, 1, 256)
-    assert (gen.embedding_size, gen.vocab_size, gen.max_position_embeddings, gen.type_vocab_size,
-            gen.pad_token_id, gen.num_hidden_layers) == (128, 150, 64, 3, 1, 3)
+    assert (
+        gen.embedding_size,
+        gen.vocab_size,
+        gen.max_position_embeddings,
+        gen.type_vocab_size,
+        gen.pad_token_id,
+        gen.num_hidden_layers,
+    ) == (128, 150, 64, 3, 1, 3)
     assert gen.tie_word_embeddings
 
 

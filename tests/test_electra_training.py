@@ -22,8 +22,12 @@ from common.models.modeling_electra_moe import ElectraMoeForPreTraining
 from common.training.objectives import Electra
 from tests.helpers import TINY_DATA, TINY_MODEL, error_line, read_metrics, run_and_preempt, run_script, train_losses
 
-ELECTRA_TERMS = {"train/generator_loss", "train/discriminator_loss", "train/discriminator_accuracy",
-                 "train/replaced_fraction"}
+ELECTRA_TERMS = {
+    "train/generator_loss",
+    "train/discriminator_loss",
+    "train/discriminator_accuracy",
+    "train/replaced_fraction",
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +36,27 @@ def cache_dir(tmp_path_factory):
 
 
 def electra_args(output_dir, cache_dir, *extra: str) -> list[str]:
-    return ["--model_type", "electra", *TINY_MODEL, *TINY_DATA, "--generator_size_divisor", "2",
-            "--output_dir", str(output_dir), "--cache_dir", str(cache_dir), "--logging_steps", "1",
-            "--eval_steps", "1000", "--max_eval_samples", "32", "--checkpointing_steps", "0", *extra]
+    return [
+        "--model_type",
+        "electra",
+        *TINY_MODEL,
+        *TINY_DATA,
+        "--generator_size_divisor",
+        "2",
+        "--output_dir",
+        str(output_dir),
+        "--cache_dir",
+        str(cache_dir),
+        "--logging_steps",
+        "1",
+        "--eval_steps",
+        "1000",
+        "--max_eval_samples",
+        "32",
+        "--checkpointing_steps",
+        "0",
+        *extra,
+    ]
 
 
 def scalar_tags(run_dir) -> set[str]:
@@ -45,31 +67,59 @@ def scalar_tags(run_dir) -> set[str]:
 
 def test_electra_moe_run_logs_its_terms_and_its_folder_loads_alone_in_a_fresh_process(tmp_path, cache_dir):
     out = tmp_path / "run"
-    run_script("train_pretrain.py", electra_args(out, cache_dir, "--model_type", "electra_moe", "--num_experts", "8",
-                                                 "--num_experts_per_tok", "2", "--max_steps", "6",
-                                                 "--router_z_loss_coef", "0.001"))
+    run_script(
+        "train_pretrain.py",
+        electra_args(
+            out,
+            cache_dir,
+            "--model_type",
+            "electra_moe",
+            "--num_experts",
+            "8",
+            "--num_experts_per_tok",
+            "2",
+            "--max_steps",
+            "6",
+            "--router_z_loss_coef",
+            "0.001",
+        ),
+    )
     records = [r for r in read_metrics(out) if "train/loss" in r]
     fractions = [[r[f"train/expert_fraction_{e}"] for e in range(8)] for r in records]
     assert all(abs(sum(f) - 1) < 1e-6 for f in fractions)  # every token reaches exactly k of the experts
     for r in records:
-        expected = (r["train/generator_loss"] + 50 * r["train/discriminator_loss"]
-                    + 0.01 * r["train/router_aux_loss"] + 0.001 * r["train/router_z_loss"])
+        expected = (
+            r["train/generator_loss"]
+            + 50 * r["train/discriminator_loss"]
+            + 0.01 * r["train/router_aux_loss"]
+            + 0.001 * r["train/router_z_loss"]
+        )
         assert r["train/loss"] == pytest.approx(expected, rel=1e-6)
         assert 0 <= r["train/discriminator_accuracy"] <= 1
         assert 0 < r["train/replaced_fraction"] < 0.2
-    assert ELECTRA_TERMS | {"train/router_aux_loss", "train/expert_fraction_7", "val/discriminator_accuracy"} \
-        <= scalar_tags(out)
+    assert ELECTRA_TERMS | {
+        "train/router_aux_loss",
+        "train/expert_fraction_7",
+        "val/discriminator_accuracy",
+    } <= scalar_tags(out)
 
     final = tmp_path / "elsewhere" / "model"  # the folder alone, away from this repository's code
     shutil.copytree(out / "final", final)
     assert (final / "modeling_electra_moe.py").is_file() and (final / "generator" / "config.json").is_file()
     ids = [[2, 40, 41, 42, 43, 44, 3]]
-    script = ("import json, sys, torch; from transformers import AutoModelForPreTraining as A; "
-              "m = A.from_pretrained(sys.argv[1], trust_remote_code=True).eval(); "
-              "print(json.dumps([type(m).__name__, m(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits.tolist()]))")
-    result = subprocess.run([sys.executable, "-c", script, str(final), json.dumps(ids)], cwd=final.parent,
-                            capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin",
-                                                                               "HF_HUB_OFFLINE": "1"})
+    script = (
+        "import json, sys, torch; from transformers import AutoModelForPreTraining as A; "
+        "m = A.from_pretrained(sys.argv[1], trust_remote_code=True).eval(); "
+        "print(json.dumps([type(m).__name__, m(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits.tolist()]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(final), json.dumps(ids)],
+        cwd=final.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     class_name, remote_logits = json.loads(result.stdout.strip().splitlines()[-1])
     assert class_name == "ElectraMoeForPreTraining"
@@ -85,9 +135,10 @@ def replaced_token_auc(folder, windows: int = 400, length: int = 64) -> float:
     the all-original one included, scores 0.5."""
     pair, tokenizer = ElectraPair.from_pretrained(folder).eval(), load_tokenizer(str(folder))
     ids = np.concatenate([tokenizer(doc)["input_ids"] for doc in synthetic_documents(60_000, seed=7)])
-    rows = np.stack([ids[i * (length + 1):(i + 1) * (length + 1)] for i in range(windows)])
-    batch = Electra(tokenizer, 0.15, seed=0, disc_weight=50.0).make_batch(rows, torch.device("cpu"), range(windows),
-                                                                         evaluation=True)
+    rows = np.stack([ids[i * (length + 1) : (i + 1) * (length + 1)] for i in range(windows)])
+    batch = Electra(tokenizer, 0.15, seed=0, disc_weight=50.0).make_batch(
+        rows, torch.device("cpu"), range(windows), evaluation=True
+    )
     with torch.no_grad():
         _, corrupted = pair.corrupt(batch["input_ids"], batch["original_ids"], batch["labels"], batch["uniforms"])
         scores = pair.discriminator(input_ids=corrupted).logits
@@ -100,12 +151,44 @@ def test_electra_discriminator_beats_the_all_original_baseline_after_a_short_run
     only be told apart by context); its ranking of replaced over original tokens rises above the
     constant predictor's 0.5 much sooner (measured here: 0.517 after these 120 steps, 0.47 untrained, 0.53 after 300)."""
     out = tmp_path / "run"
-    run_script("train_pretrain.py", ["--model_type", "electra", "--hidden_size", "64", "--num_hidden_layers", "2",
-                                     "--num_attention_heads", "2", "--intermediate_size", "128", "--seq_length", "64",
-                                     "--vocab_size", "800", "--synthetic_words", "40000", "--max_steps", "120",
-                                     "--learning_rate", "2e-3", "--generator_size_divisor", "2", "--eval_steps",
-                                     "1000", "--max_eval_samples", "64", "--logging_steps", "20", "--save_init",
-                                     "--output_dir", str(out), "--cache_dir", str(cache_dir)])
+    run_script(
+        "train_pretrain.py",
+        [
+            "--model_type",
+            "electra",
+            "--hidden_size",
+            "64",
+            "--num_hidden_layers",
+            "2",
+            "--num_attention_heads",
+            "2",
+            "--intermediate_size",
+            "128",
+            "--seq_length",
+            "64",
+            "--vocab_size",
+            "800",
+            "--synthetic_words",
+            "40000",
+            "--max_steps",
+            "120",
+            "--learning_rate",
+            "2e-3",
+            "--generator_size_divisor",
+            "2",
+            "--eval_steps",
+            "1000",
+            "--max_eval_samples",
+            "64",
+            "--logging_steps",
+            "20",
+            "--save_init",
+            "--output_dir",
+            str(out),
+            "--cache_dir",
+            str(cache_dir),
+        ],
+    )
     trained, untrained = replaced_token_auc(out / "final"), replaced_token_auc(out / "milestones" / "init")
     assert trained > 0.505 and trained > untrained + 0.01, (trained, untrained)
 
@@ -120,8 +203,9 @@ def test_electra_run_saves_the_discriminator_with_its_generator(tmp_path, cache_
     assert type(AutoModel.from_pretrained(out / "final")).__name__ == "ElectraModel"
     generator = AutoModelForMaskedLM.from_pretrained(out / "final" / "generator")
     assert generator.config.hidden_size == 32  # --generator_size_divisor 2
-    torch.testing.assert_close(generator.get_input_embeddings().weight,
-                               discriminator.get_input_embeddings().weight)  # shared while training
+    torch.testing.assert_close(
+        generator.get_input_embeddings().weight, discriminator.get_input_embeddings().weight
+    )  # shared while training
     info = json.loads((out / "final" / "milestone.json").read_text())
     assert info["objective"] == "electra" and info["embedding_size"] == 32
 
@@ -135,7 +219,8 @@ def test_electra_resume_continues_with_exactly_the_same_losses(tmp_path, cache_d
 
     resumed = tmp_path / "interrupted"
     returncode, stderr, stopped_at = run_and_preempt(
-        [sys.executable, "train_pretrain.py", *electra_args(resumed, cache_dir, *steps)], resumed, after_step=3)
+        [sys.executable, "train_pretrain.py", *electra_args(resumed, cache_dir, *steps)], resumed, after_step=3
+    )
     assert returncode == 75, stderr[-3000:]
     assert 3 <= stopped_at < 12
     run_script("train_pretrain.py", electra_args(resumed, cache_dir, *steps, "--resume_from_checkpoint", "auto"))
@@ -157,24 +242,40 @@ def bpe_tokenizer_dir(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--model_type", "bert", "--objective", "electra"], "--objective electra cannot train --model_type bert"),
-    (["--model_type", "llama", "--objective", "electra"], "--objective electra cannot train --model_type llama"),
-    (["--model_type", "electra_moe", "--num_experts", "2", "--num_experts_per_tok", "3"],
-     "--num_experts_per_tok 3 is more than --num_experts 2"),
-    (["--model_type", "electra", "--generator_size_divisor", "3"],
-     "--generator_size_divisor 3: hidden_size=64 is not divisible by size_divisor=3"),
-    (["--model_type", "electra", "--hidden_size", "65"], "--hidden_size 65 is not divisible by --num_attention_heads 2"),
-    (["--model_type", "llama", "--embedding_size", "32"], "--embedding_size applies to --model_type electra"),
-    (["--model_type", "electra", "--tokenizer_name_or_path", "BPE"],
-     "--objective electra needs a tokenizer with a mask token"),
-])
-def test_flags_that_cannot_work_fail_with_one_line_before_any_work(tmp_path, cache_dir, bpe_tokenizer_dir, flags,
-                                                                    expected):
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--model_type", "bert", "--objective", "electra"], "--objective electra cannot train --model_type bert"),
+        (["--model_type", "llama", "--objective", "electra"], "--objective electra cannot train --model_type llama"),
+        (
+            ["--model_type", "electra_moe", "--num_experts", "2", "--num_experts_per_tok", "3"],
+            "--num_experts_per_tok 3 is more than --num_experts 2",
+        ),
+        (
+            ["--model_type", "electra", "--generator_size_divisor", "3"],
+            "--generator_size_divisor 3: hidden_size=64 is not divisible by size_divisor=3",
+        ),
+        (
+            ["--model_type", "electra", "--hidden_size", "65"],
+            "--hidden_size 65 is not divisible by --num_attention_heads 2",
+        ),
+        (["--model_type", "llama", "--embedding_size", "32"], "--embedding_size applies to --model_type electra"),
+        (
+            ["--model_type", "electra", "--tokenizer_name_or_path", "BPE"],
+            "--objective electra needs a tokenizer with a mask token",
+        ),
+    ],
+)
+def test_flags_that_cannot_work_fail_with_one_line_before_any_work(
+    tmp_path, cache_dir, bpe_tokenizer_dir, flags, expected
+):
     flags = [str(bpe_tokenizer_dir) if flag == "BPE" else flag for flag in flags]
     out = tmp_path / "run"
-    result = run_script("train_pretrain.py", [*TINY_MODEL, *TINY_DATA, "--output_dir", str(out), "--cache_dir",
-                                              str(cache_dir), *flags], check=False)
+    result = run_script(
+        "train_pretrain.py",
+        [*TINY_MODEL, *TINY_DATA, "--output_dir", str(out), "--cache_dir", str(cache_dir), *flags],
+        check=False,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert expected in error_line(result)
     assert not (out / "config.yaml").exists()

@@ -51,8 +51,15 @@ def write_jsonl(path: Path, records: list) -> None:
 
 
 def blimp_record(uid: str, number: int, key: str = "pairID", **extra) -> dict:
-    return {"sentence_good": f"The cat sleeps {number}.", "sentence_bad": f"The cat sleep {number}.",
-            "field": "morphology", "linguistics_term": "subject_verb_agreement", "UID": uid, key: str(number), **extra}
+    return {
+        "sentence_good": f"The cat sleeps {number}.",
+        "sentence_bad": f"The cat sleep {number}.",
+        "field": "morphology",
+        "linguistics_term": "subject_verb_agreement",
+        "UID": uid,
+        key: str(number),
+        **extra,
+    }
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -68,11 +75,25 @@ def test_real_blimp_paradigms_parse_and_score(causal_run, tmp_path):
     assert all(p.good and p.bad and p.good != p.bad for p in pair_set.pairs)
 
     out = tmp_path / "results"
-    result = run_script("eval_blimp.py", ["--model_name_or_path", str(causal_run / "final"),
-                                          "--blimp_dir", str(real / "blimp"), "--output_dir", str(out)])
+    result = run_script(
+        "eval_blimp.py",
+        [
+            "--model_name_or_path",
+            str(causal_run / "final"),
+            "--blimp_dir",
+            str(real / "blimp"),
+            "--output_dir",
+            str(out),
+        ],
+    )
     results = read_json(out / "results.json")
-    assert results["data"] == {"name": "blimp", "source": str((real / "blimp").resolve()), "paradigms": 6,
-                               "pairs": 6000, "sentences": results["data"]["sentences"]}
+    assert results["data"] == {
+        "name": "blimp",
+        "source": str((real / "blimp").resolve()),
+        "paradigms": 6,
+        "pairs": 6000,
+        "sentences": results["data"]["sentences"],
+    }
     paradigms = results["accuracy"]["paradigms"]
     assert sorted(paradigms) == sorted(path.stem for path in (real / "blimp").glob("*.jsonl"))
     assert all(0.0 <= p["accuracy"] <= 1.0 and p["pairs"] == 1000 for p in paradigms.values())
@@ -88,9 +109,17 @@ def test_real_blimp_paradigms_parse_and_score(causal_run, tmp_path):
 
 
 def test_babylm_filtered_files_use_pair_id_and_may_lack_a_field(tmp_path):
-    write_jsonl(tmp_path / "filtered" / "hypernym.jsonl",
-                [{"sentence_good": "A dog is an animal.", "sentence_bad": "An animal is a dog.", "UID": "hypernym",
-                  "pair_id": 7}])
+    write_jsonl(
+        tmp_path / "filtered" / "hypernym.jsonl",
+        [
+            {
+                "sentence_good": "A dog is an animal.",
+                "sentence_bad": "An animal is a dog.",
+                "UID": "hypernym",
+                "pair_id": 7,
+            }
+        ],
+    )
     write_jsonl(tmp_path / "filtered" / "agreement.jsonl", [blimp_record("agreement", 0, key="pair_id")])
     pair_set = read_pair_folder(tmp_path / "filtered")
     assert pair_set.name == "filtered"
@@ -101,8 +130,12 @@ def test_babylm_filtered_files_use_pair_id_and_may_lack_a_field(tmp_path):
 
 def test_a_bad_line_is_named_or_skipped_on_request(causal_run, tmp_path):
     folder = tmp_path / "pairs"
-    write_jsonl(folder / "agreement.jsonl", [blimp_record("agreement", i) for i in range(2)]
-                + ['{"sentence_good": "The cat sleeps."}'] + [blimp_record("agreement", 3)])
+    write_jsonl(
+        folder / "agreement.jsonl",
+        [blimp_record("agreement", i) for i in range(2)]
+        + ['{"sentence_good": "The cat sleeps."}']
+        + [blimp_record("agreement", 3)],
+    )
     out = tmp_path / "out"
     args = ["--model_name_or_path", str(causal_run / "final"), "--blimp_dir", str(folder), "--output_dir", str(out)]
     refused = run_script("eval_blimp.py", args, check=False)
@@ -147,8 +180,9 @@ def same_length_pairs(tokenizer, count: int = 150) -> PairSet:
     return PairSet("same_length", "synthetic pairs of equal token length", kept)
 
 
-@pytest.mark.parametrize("kind, run_fixture", [("causal", "causal_run"), ("masked", "masked_run"),
-                                               ("electra", "electra_run")])
+@pytest.mark.parametrize(
+    "kind, run_fixture", [("causal", "causal_run"), ("masked", "masked_run"), ("electra", "electra_run")]
+)
 def test_constant_logits_score_zero_not_one_hundred(kind, run_fixture, request, tmp_path):
     folder = flatten_head(request.getfixturevalue(run_fixture) / "final", kind, tmp_path / "flat")
     pair_set = same_length_pairs(AutoTokenizer.from_pretrained(folder))
@@ -163,8 +197,9 @@ def test_electra_can_be_scored_by_its_generator(electra_run):
     accelerator = accelerate.Accelerator(cpu=True)
     pair_set = synthetic_pair_set(20)
     by_discriminator, _ = evaluate_model(accelerator, str(electra_run / "final"), pair_set, ScoringOptions())
-    by_generator, scores = evaluate_model(accelerator, str(electra_run / "final"), pair_set,
-                                          ScoringOptions(electra_scorer="generator"))
+    by_generator, scores = evaluate_model(
+        accelerator, str(electra_run / "final"), pair_set, ScoringOptions(electra_scorer="generator")
+    )
     assert by_discriminator["scorer"].startswith("ELECTRA discriminator")
     assert by_generator["scorer"].startswith("masked, pseudo-log-likelihood")
     assert by_generator["settings"]["electra_scorer"] == "generator"
@@ -174,10 +209,12 @@ def test_electra_can_be_scored_by_its_generator(electra_run):
 def test_pair_order_does_not_matter(masked_run):
     accelerator = accelerate.Accelerator(cpu=True)
     pairs = synthetic_pair_set(30).pairs
-    forward, forward_scores = evaluate_model(accelerator, str(masked_run / "final"), PairSet("a", "a", pairs),
-                                             ScoringOptions())
-    backward, backward_scores = evaluate_model(accelerator, str(masked_run / "final"),
-                                               PairSet("a", "a", pairs[::-1]), ScoringOptions())
+    forward, forward_scores = evaluate_model(
+        accelerator, str(masked_run / "final"), PairSet("a", "a", pairs), ScoringOptions()
+    )
+    backward, backward_scores = evaluate_model(
+        accelerator, str(masked_run / "final"), PairSet("a", "a", pairs[::-1]), ScoringOptions()
+    )
     assert forward["accuracy"] == backward["accuracy"]
     assert forward_scores == backward_scores[::-1]  # bit for bit
 
@@ -186,11 +223,22 @@ def test_pair_order_does_not_matter(masked_run):
 
 
 def test_two_processes_give_the_same_scores_as_one(masked_run, tmp_path):
-    args = ["--model_name_or_path", str(masked_run / "final"), "--paradigms", *SOME_PARADIGMS, "--save_pair_scores",
-            "--batch_size", "32"]
+    args = [
+        "--model_name_or_path",
+        str(masked_run / "final"),
+        "--paradigms",
+        *SOME_PARADIGMS,
+        "--save_pair_scores",
+        "--batch_size",
+        "32",
+    ]
     launched = accelerate_launch("cpu", "eval_blimp.py", [*args, "--output_dir", str(tmp_path / "two")])
-    one, one_scores = evaluate_model(accelerate.Accelerator(cpu=True), str(masked_run / "final"),
-                                     select_paradigms(synthetic_pair_set(), SOME_PARADIGMS), ScoringOptions(batch_size=32))
+    one, one_scores = evaluate_model(
+        accelerate.Accelerator(cpu=True),
+        str(masked_run / "final"),
+        select_paradigms(synthetic_pair_set(), SOME_PARADIGMS),
+        ScoringOptions(batch_size=32),
+    )
     two = read_json(tmp_path / "two" / "results.json")
     two_scores = [json.loads(line) for line in (tmp_path / "two" / "pair_scores.jsonl").read_text().splitlines()]
     assert (one["num_processes"], two["num_processes"]) == (1, 2)
@@ -216,8 +264,9 @@ def test_run_dir_scores_every_snapshot_draws_the_curve_and_skips_scored_ones(cau
     assert [row["snapshot"] for row in curve] == snapshots
     assert [int(row["tokens_seen"]) for row in curve] == tokens
     assert {"overall", "overall_micro", "morphology", "semantics"} <= set(curve[0])
-    assert [float(row["overall"]) for row in curve] == pytest.approx([r["accuracy"]["overall"]["accuracy"]
-                                                                      for r in results])
+    assert [float(row["overall"]) for row in curve] == pytest.approx(
+        [r["accuracy"]["overall"]["accuracy"] for r in results]
+    )
     assert (run / "blimp" / "synthetic" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
 
     events = EventAccumulator(str(run / "tb" / "blimp-synthetic"))
@@ -234,8 +283,9 @@ def test_run_dir_scores_every_snapshot_draws_the_curve_and_skips_scored_ones(cau
     assert again == results  # read back, not scored again
     assert stamps == [(folder / "blimp" / "synthetic" / "results.json").stat().st_mtime_ns for folder in folders]
     evaluate_run(accelerate.Accelerator(cpu=True), run, pair_set, ScoringOptions(bos=False))  # other options
-    assert all(read_json(folder / "blimp" / "synthetic" / "results.json")["settings"]["bos"] is False
-               for folder in folders)
+    assert all(
+        read_json(folder / "blimp" / "synthetic" / "results.json")["settings"]["bos"] is False for folder in folders
+    )
 
 
 def test_hub_model_revision_from_the_cache(causal_run, tmp_path):
@@ -250,14 +300,24 @@ def test_hub_model_revision_from_the_cache(causal_run, tmp_path):
     env = {**quiet_env(), "HF_HUB_CACHE": str(tmp_path / "hub")}
 
     def evaluate(*args):
-        return subprocess.run([sys.executable, "eval_blimp.py", "--paradigms", *SOME_PARADIGMS, *args], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "eval_blimp.py", "--paradigms", *SOME_PARADIGMS, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     out = tmp_path / "hub_results"
     done = evaluate("--model_name_or_path", "babylm/tiny-llama", "--revision", "chck_10M", "--output_dir", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
-    local, _ = evaluate_model(accelerate.Accelerator(cpu=True), str(causal_run / "milestones" / "tokens-5K"),
-                              select_paradigms(synthetic_pair_set(), SOME_PARADIGMS), ScoringOptions())
+    local, _ = evaluate_model(
+        accelerate.Accelerator(cpu=True),
+        str(causal_run / "milestones" / "tokens-5K"),
+        select_paradigms(synthetic_pair_set(), SOME_PARADIGMS),
+        ScoringOptions(),
+    )
     assert read_json(out / "results.json")["accuracy"] == local["accuracy"]
     assert read_json(out / "results.json")["revision"] == "chck_10M"
 

@@ -70,10 +70,12 @@ def write_folder(folder: Path, files: dict[str, bytes]) -> dict[str, bytes]:
 def model_files(seed: int) -> dict[str, bytes]:
     """A config, a ~300 KB model.safetensors, a 2 MiB binary and a README: different bytes per seed."""
     rng = random.Random(seed)
-    return {"config.json": b'{"hidden_size": %d}' % (64 + seed),
-            "model.safetensors": rng.randbytes(300_000),
-            "optimizer/state.bin": rng.randbytes(2 * 1024 * 1024),
-            "README.md": b"---\nlicense: mit\n---\n# tiny model %d\n" % seed}
+    return {
+        "config.json": b'{"hidden_size": %d}' % (64 + seed),
+        "model.safetensors": rng.randbytes(300_000),
+        "optimizer/state.bin": rng.randbytes(2 * 1024 * 1024),
+        "README.md": b"---\nlicense: mit\n---\n# tiny model %d\n" % seed,
+    }
 
 
 def read_tree(folder: str | Path) -> dict[str, bytes]:
@@ -163,8 +165,12 @@ def test_failed_commit_then_retry_loop_succeeds(hub, api):
     """create_commit/upload_file POST the commit once: a 5xx reaches the caller as HfHubHTTPError."""
     api.create_repo(REPO)
     api.create_branch(REPO, branch="chck_1M")
-    push = lambda: api.upload_file(path_or_fileobj=b"weights", path_in_repo="model.safetensors",  # noqa: E731
-                                   repo_id=REPO, revision="chck_1M")
+    push = lambda: api.upload_file(
+        path_or_fileobj=b"weights",
+        path_in_repo="model.safetensors",  # noqa: E731
+        repo_id=REPO,
+        revision="chck_1M",
+    )
 
     hub.fail_next(1, method="POST", path_contains="/commit/chck_1M")
     with pytest.raises(HfHubHTTPError) as failed:
@@ -238,12 +244,22 @@ print(open(hf_hub_download(repo_id, "sub/hello.txt", revision="tokens-25M"), "rb
 
 def test_subprocess_uses_hf_endpoint_and_hf_token(hub, api, tmp_path):
     api.create_repo(REPO, private=True)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGINGFACE_HUB_CACHE")}
-    env.update(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HOME=str(tmp_path / "home"),
-               HF_HUB_CACHE=str(tmp_path / "cache"), HF_HUB_DISABLE_TELEMETRY="1", NO_PROXY="127.0.0.1,localhost")
-    result = subprocess.run([sys.executable, "-c", SUBPROCESS, REPO], env=env, capture_output=True, text=True,
-                            timeout=60)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGINGFACE_HUB_CACHE")
+    }
+    env.update(
+        HF_ENDPOINT=hub.url,
+        HF_TOKEN=TOKEN,
+        HF_HOME=str(tmp_path / "home"),
+        HF_HUB_CACHE=str(tmp_path / "cache"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", SUBPROCESS, REPO], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "from a subprocess"
     assert hub.files(REPO, "tokens-25M")["sub/hello.txt"] == b"from a subprocess"

@@ -52,14 +52,20 @@ def test_the_body_is_the_pretrained_model_and_only_the_head_is_new(fixture, requ
 
 
 def test_llama4_gets_a_last_token_head_over_its_text_model(tmp_path, bpe_tokenizer):
-    model = build_model("llama4", "causal", resolve_shape("tiny", hidden_size=32, num_hidden_layers=1,
-                                                           num_attention_heads=2, intermediate_size=64),
-                        bpe_tokenizer, 64)
+    model = build_model(
+        "llama4",
+        "causal",
+        resolve_shape("tiny", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        bpe_tokenizer,
+        64,
+    )
     model.save_pretrained(tmp_path)
     bpe_tokenizer.save_pretrained(tmp_path)
     classifier = load_classifier(ModelSource(str(tmp_path)), ("0", "1"), bpe_tokenizer.pad_token_id)
     assert isinstance(classifier, Llama4TextForSequenceClassification)
-    assert torch.equal(classifier.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight)
+    assert torch.equal(
+        classifier.model.layers[0].self_attn.q_proj.weight, model.model.layers[0].self_attn.q_proj.weight
+    )
     ids = torch.tensor([[5, 6, 7, bpe_tokenizer.pad_token_id], [5, 6, 7, 8]])
     logits = classifier(input_ids=ids).logits
     # The padded row is classified from its last real token: as if the padding were not there.
@@ -128,8 +134,9 @@ def test_encode_single_pairs_and_truncation(training_documents, bpe_tokenizer):
 
 
 def test_collate_right_pads_and_masks():
-    batch = collate([{"input_ids": [5, 6, 7], "labels": np.int64(1)}, {"input_ids": [8], "labels": np.int64(0)}],
-                    pad_token_id=0)
+    batch = collate(
+        [{"input_ids": [5, 6, 7], "labels": np.int64(1)}, {"input_ids": [8], "labels": np.int64(0)}], pad_token_id=0
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0]
@@ -144,11 +151,18 @@ def test_early_stopping_keeps_the_best_epoch(causal_run, tmp_path):
     tokenizer, _ = load_classification_tokenizer(source)
     rows = negation_rows(64)
     data = encode(tokenizer, [(s,) for s, _ in rows], [label for _, label in rows], 64)
-    outcome = finetune(Accelerator(cpu=True), lambda: load_classifier(source, ("0", "1"), tokenizer.pad_token_id),
-                       data, {"dev": data}, FinetuneSettings(learning_rate=0.0, num_train_epochs=10, patience=2,
-                                                             per_device_train_batch_size=16),
-                       tokenizer.pad_token_id, measure=lambda split, p, t: document_metrics(p, t),
-                       monitor=lambda metrics: metrics["dev"]["accuracy"], name="frozen", tensorboard_dir=tmp_path)
+    outcome = finetune(
+        Accelerator(cpu=True),
+        lambda: load_classifier(source, ("0", "1"), tokenizer.pad_token_id),
+        data,
+        {"dev": data},
+        FinetuneSettings(learning_rate=0.0, num_train_epochs=10, patience=2, per_device_train_batch_size=16),
+        tokenizer.pad_token_id,
+        measure=lambda split, p, t: document_metrics(p, t),
+        monitor=lambda metrics: metrics["dev"]["accuracy"],
+        name="frozen",
+        tensorboard_dir=tmp_path,
+    )
     assert [e.epoch for e in outcome.epochs] == [1, 2, 3] and outcome.stopped_early
     assert outcome.best.epoch == 1 and outcome.record()["best_epoch"] == 1
     assert len({e.score for e in outcome.epochs}) == 1  # nothing learned at lr 0
@@ -165,11 +179,17 @@ def test_stsb_trains_a_regression_head(causal_run, tmp_path):
     def encoded(examples):
         return encode(tokenizer, [e.texts for e in examples], [e.label for e in examples], 64)
 
-    outcome = finetune(Accelerator(cpu=True), lambda: load_classifier(source, task.labels, tokenizer.pad_token_id),
-                       encoded(splits["train"]), {"dev": encoded(splits["dev"])},
-                       FinetuneSettings(learning_rate=1e-3, num_train_epochs=3, per_device_train_batch_size=16),
-                       tokenizer.pad_token_id, measure=lambda split, p, t: glue_metrics(task, p, t),
-                       monitor=glue_score, name="stsb")
+    outcome = finetune(
+        Accelerator(cpu=True),
+        lambda: load_classifier(source, task.labels, tokenizer.pad_token_id),
+        encoded(splits["train"]),
+        {"dev": encoded(splits["dev"])},
+        FinetuneSettings(learning_rate=1e-3, num_train_epochs=3, per_device_train_batch_size=16),
+        tokenizer.pad_token_id,
+        measure=lambda split, p, t: glue_metrics(task, p, t),
+        monitor=glue_score,
+        name="stsb",
+    )
     assert set(outcome.best.metrics["dev"]) == {"pearson", "spearman"}
     predicted, true = outcome.epochs[-1].predictions["dev"]
     assert predicted.dtype == np.float32 and sorted(set(true.tolist())) == [0.0, 2.5, 5.0]
@@ -180,15 +200,18 @@ def test_stsb_trains_a_regression_head(causal_run, tmp_path):
 
 
 def test_hub_rows_become_examples():
-    rows = [{"premise": "A man sleeps.", "hypothesis": "A man rests.", "label": 0, "idx": 0},
-            {"premise": "A dog.", "hypothesis": "A cat.", "label": 2, "idx": 1}]
+    rows = [
+        {"premise": "A man sleeps.", "hypothesis": "A man rests.", "label": 0, "idx": 0},
+        {"premise": "A dog.", "hypothesis": "A cat.", "label": 2, "idx": 1},
+    ]
     examples = examples_from_hub_rows(GLUE_TASKS["mnli"], rows, "nyu-mll/glue mnli validation_matched")
     assert [(e.texts, e.label) for e in examples] == [(("A man sleeps.", "A man rests."), 0), (("A dog.", "A cat."), 2)]
     stsb = examples_from_hub_rows(GLUE_TASKS["stsb"], [{"sentence1": "a", "sentence2": "b", "label": 3.8}], "x")
     assert stsb[0].label == 3.8
     with pytest.raises(UsageError, match="row 0: label -1 is not a class of rte"):
-        examples_from_hub_rows(GLUE_TASKS["rte"], [{"sentence1": "a", "sentence2": "b", "label": -1}],
-                               "nyu-mll/glue rte test")
+        examples_from_hub_rows(
+            GLUE_TASKS["rte"], [{"sentence1": "a", "sentence2": "b", "label": -1}], "nyu-mll/glue rte test"
+        )
 
 
 def test_glue_score_and_records_average_seeds(tmp_path):
@@ -196,21 +219,30 @@ def test_glue_score_and_records_average_seeds(tmp_path):
     assert flat_metrics(mnli) == {"matched_accuracy": 0.8, "mismatched_accuracy": 0.7}
     assert glue_score(mnli) == pytest.approx(0.75)
     assert glue_score({"dev": {"f1": 0.9, "accuracy": 0.8}}) == pytest.approx(0.85)
-    seeds = {1: {"metrics": {"dev": {"f1": 0.9, "accuracy": 0.8}}, "score": 0.85},
-             2: {"metrics": {"dev": {"f1": 0.7, "accuracy": 0.6}}, "score": 0.65}}
+    seeds = {
+        1: {"metrics": {"dev": {"f1": 0.9, "accuracy": 0.8}}, "score": 0.85},
+        2: {"metrics": {"dev": {"f1": 0.7, "accuracy": 0.6}}, "score": 0.65},
+    }
     model = {"label": "m", "name_or_path": "m", "revision": None}
     result = task_result(GLUE_TASKS["mrpc"], model, seeds, {}, {"train": 3})
     assert result["metrics"] == pytest.approx({"f1": 0.8, "accuracy": 0.7})
     assert result["metrics_std"]["f1"] == pytest.approx(0.1) and result["score"] == pytest.approx(0.75)
     write_task_result(tmp_path / "m", result)
-    other = task_result(GLUE_TASKS["cola"], {**model, "label": "n"},
-                        {1: {"metrics": {"dev": {"matthews_correlation": -0.2}}, "score": -0.2}}, {}, {})
+    other = task_result(
+        GLUE_TASKS["cola"],
+        {**model, "label": "n"},
+        {1: {"metrics": {"dev": {"matthews_correlation": -0.2}}, "score": -0.2}},
+        {},
+        {},
+    )
     write_task_result(tmp_path / "n", other)
     (tmp_path / "n" / "notes.json").write_text(json.dumps({"not": "a result"}))
     paths, rows, columns = gather(tmp_path)
     assert columns == ["model", "cola", "mrpc", "average", "tasks"]
-    assert rows == [{"model": "m", "cola": None, "mrpc": 75.0, "average": 75.0, "tasks": 1},
-                    {"model": "n", "cola": -20.0, "mrpc": None, "average": -20.0, "tasks": 1}]
+    assert rows == [
+        {"model": "m", "cola": None, "mrpc": 75.0, "average": 75.0, "tasks": 1},
+        {"model": "n", "cola": -20.0, "mrpc": None, "average": -20.0, "tasks": 1},
+    ]
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -226,9 +258,16 @@ def test_document_metrics_and_table_by_hand():
     assert metrics["accuracy"] == pytest.approx(4 / 6)
     # per class F1: 0 -> P 1/2 R 1/2 = 0.5; 1 -> P 2/3 R 1 = 0.8; 2 -> P 1 R 1/2 = 2/3
     assert metrics["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
-    runs = [{"model": "ours", "batch_size": 8, "history": [
-        {"epoch": 1, "train_loss": 1.0, "metrics": {"test": {"accuracy": 0.5, "macro_f1": 0.4}}},
-        {"epoch": 2, "train_loss": 0.5, "metrics": {"test": {"accuracy": 0.75, "macro_f1": 0.7}}}]}]
+    runs = [
+        {
+            "model": "ours",
+            "batch_size": 8,
+            "history": [
+                {"epoch": 1, "train_loss": 1.0, "metrics": {"test": {"accuracy": 0.5, "macro_f1": 0.4}}},
+                {"epoch": 2, "train_loss": 0.5, "metrics": {"test": {"accuracy": 0.75, "macro_f1": 0.7}}},
+            ],
+        }
+    ]
     rows, columns = accuracy_table(runs)
     assert columns == ["model", "batch size", "epoch 1", "epoch 2", "macro-F1"]
     assert rows == [{"model": "ours", "batch size": 8, "epoch 1": 50.0, "epoch 2": 75.0, "macro-F1": 70.0}]

@@ -27,17 +27,54 @@ def glue_results(tmp_path_factory, causal_run, electra_run):
     results = root / "results"
     overrides = root / "overrides.yaml"  # one epoch is enough to see MNLI's two dev files at work
     overrides.write_text("mnli: {num_train_epochs: 1}\n")
-    accelerate_launch("deepspeed_zero2", "finetune_glue.py", [
-        "--model_name_or_path", str(causal_run / "final"), "--glue_dir", str(glue_dir), "--tasks", "sst2", "mnli",
-        "--num_train_epochs", "3", "--task_overrides", str(overrides), "--seeds", "1", "2",
-        "--output_dir", str(results), *FAST])
+    accelerate_launch(
+        "deepspeed_zero2",
+        "finetune_glue.py",
+        [
+            "--model_name_or_path",
+            str(causal_run / "final"),
+            "--glue_dir",
+            str(glue_dir),
+            "--tasks",
+            "sst2",
+            "mnli",
+            "--num_train_epochs",
+            "3",
+            "--task_overrides",
+            str(overrides),
+            "--seeds",
+            "1",
+            "2",
+            "--output_dir",
+            str(results),
+            *FAST,
+        ],
+    )
     # The tiny pretrained ELECTRA's first-token states hardly differ between inputs (its discriminator
     # never needed them): it sits at chance for an epoch or two before the head finds a signal, and
     # needs a larger learning rate than the LLaMA.
-    electra = run_script("finetune_glue.py", [
-        "--model_name_or_path", str(electra_run / "final"), "--glue_dir", str(glue_dir), "--tasks", "sst-2",
-        "--num_train_epochs", "8", "--patience", "2", "--model_label", "electra", "--output_dir", str(results),
-        *FAST, "--learning_rate", "3e-3"])
+    electra = run_script(
+        "finetune_glue.py",
+        [
+            "--model_name_or_path",
+            str(electra_run / "final"),
+            "--glue_dir",
+            str(glue_dir),
+            "--tasks",
+            "sst-2",
+            "--num_train_epochs",
+            "8",
+            "--patience",
+            "2",
+            "--model_label",
+            "electra",
+            "--output_dir",
+            str(results),
+            *FAST,
+            "--learning_rate",
+            "3e-3",
+        ],
+    )
     return results, electra
 
 
@@ -85,8 +122,7 @@ def test_gather_writes_the_table_and_the_chart(glue_results):
     scores = [float(ours[t]) for t in ("sst2", "mnli")]
     assert float(ours["average"]) == pytest.approx(sum(scores) / 2, abs=0.02) and ours["tasks"] == "2"
     assert rows["electra"]["mnli"] == "" and rows["electra"]["tasks"] == "1"
-    assert float(ours["sst2"]) == pytest.approx(100 * read_json(results / "run-final" / "sst2.json")["score"],
-                                                abs=0.01)
+    assert float(ours["sst2"]) == pytest.approx(100 * read_json(results / "run-final" / "sst2.json")["score"], abs=0.01)
     assert (results / "glue_results.png").read_bytes()[:4] == b"\x89PNG"
     assert (results / "glue_metrics.csv").read_text().count("\n") == 1 + 3 + 1  # header, ours, electra
     assert "| run-final |" in gathered.stdout
@@ -96,21 +132,35 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, causal_run, monkeypa
     glue_dir = write_glue_dir(tmp_path / "glue", train=20, dev=10)
     (glue_dir / "SST-2" / "dev.tsv").unlink()
     out = tmp_path / "results"
-    argv = ["finetune_glue.py", "--model_name_or_path", str(causal_run / "final"), "--glue_dir", str(glue_dir),
-            "--tasks", "mnli", "sst2", "--output_dir", str(out)]
+    argv = [
+        "finetune_glue.py",
+        "--model_name_or_path",
+        str(causal_run / "final"),
+        "--glue_dir",
+        str(glue_dir),
+        "--tasks",
+        "mnli",
+        "sst2",
+        "--output_dir",
+        str(out),
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(UsageError, match=f"^{glue_dir / 'SST-2' / 'dev.tsv'}: no such file"):
         finetune_glue.main()
     assert not out.exists()  # MNLI's files were fine, but nothing trained before every task's data was read
-    offline = run_script("finetune_glue.py", ["--model_name_or_path", str(causal_run / "final"), "--tasks", "rte",
-                                              "--output_dir", str(out)], check=False)  # tests run offline
+    offline = run_script(
+        "finetune_glue.py",
+        ["--model_name_or_path", str(causal_run / "final"), "--tasks", "rte", "--output_dir", str(out)],
+        check=False,
+    )  # tests run offline
     assert error_line(offline).startswith("error: cannot load nyu-mll/glue (rte): ")
     assert error_line(offline).endswith("pass --glue_dir with the GLUE download") and not out.exists()
 
     with pytest.raises(UsageError, match="--tasks sst3: unknown GLUE task"):
         GlueConfig(model_name_or_path="m", tasks=["sst2", "sst3"])
-    bad_label = write_tsv(tmp_path / "bad" / "SST-2" / "train.tsv", "sentence\tlabel", ["a fine film .\t1",
-                                                                                       "a bad one .\t2"])
+    bad_label = write_tsv(
+        tmp_path / "bad" / "SST-2" / "train.tsv", "sentence\tlabel", ["a fine film .\t1", "a bad one .\t2"]
+    )
     with pytest.raises(UsageError, match=f"{bad_label}:3: label '2' is not one of 0, 1"):
         read_glue_split_files(tmp_path / "bad", GLUE_TASKS["sst2"])
 
@@ -118,14 +168,18 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, causal_run, monkeypa
 def test_task_overrides_are_checked(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("rte: {learning_rate: 2.0e-5, num_train_epochs: 20}\nSST-2: {patience: 0}\n")
-    assert read_task_overrides(str(good)) == {"rte": {"learning_rate": 2e-5, "num_train_epochs": 20},
-                                              "sst2": {"patience": 0}}
+    assert read_task_overrides(str(good)) == {
+        "rte": {"learning_rate": 2e-5, "num_train_epochs": 20},
+        "sst2": {"patience": 0},
+    }
     config = GlueConfig(model_name_or_path="m", tasks=["rte", "cola"])
     assert config.settings(GLUE_TASKS["rte"], 7, read_task_overrides(str(good))).num_train_epochs == 20
     assert config.settings(GLUE_TASKS["cola"], 7, read_task_overrides(str(good))).num_train_epochs == 10
-    for text, message in (("rte: {learning_rat: 1}", "rte must map settings"),
-                          ("rte: {num_train_epochs: 2.5}", "rte.num_train_epochs must be a whole number"),
-                          ("qnlx: {patience: 1}", "--tasks qnlx: unknown GLUE task")):
+    for text, message in (
+        ("rte: {learning_rat: 1}", "rte must map settings"),
+        ("rte: {num_train_epochs: 2.5}", "rte.num_train_epochs must be a whole number"),
+        ("qnlx: {patience: 1}", "--tasks qnlx: unknown GLUE task"),
+    ):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(UsageError, match=message):

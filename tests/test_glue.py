@@ -14,46 +14,97 @@ from tests.helpers import shared_data_dir
 
 # One dev file per task, in the layout of the GLUE download (tabs, no quoting).
 LAYOUTS = {
-    "cola": ("CoLA/dev.tsv", "",
-             ["gj04\t1\t\tThe sailors rode the breeze clear of the rocks.",
-              "gj04\t0\t*\tThe more does Bill smoke, the more Susan hates him."]),
-    "sst2": ("SST-2/dev.tsv", "sentence\tlabel",
-             ["it 's a charming and often affecting journey . \t1", "unflinchingly bleak and desperate \t0"]),
-    "mrpc": ("MRPC/dev.tsv", "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String",
-             ["1\t1355540\t1355592\tHe said the foodservice pie business doesn't fit.\tThe foodservice pie business does not fit.",
-              "0\t2029631\t2029565\tMagnarelli said Racicot hated the Iraqi regime.\tHis wife said he was \"100 percent behind George Bush\"."]),
-    "stsb": ("STS-B/dev.tsv", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
-             ["0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man with a hard hat is dancing.\t"
-              "A man wearing a hard hat is dancing.\t5.000",
-              "1\tmain-captions\tMSRvid\t2012test\t0002\tnone\tnone\tA young child is riding a horse.\t"
-              "A child is riding a horse.\t4.750"]),
-    "qqp": ("QQP/dev.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate",
-            ["201359\t303345\t303346\tWhy are African-Americans so beautiful?\tWhy are hispanics so beautiful?\t0",
-             "263843\t69383\t380476\tI want to pursue PhD in Computer Science?\tHow do I pursue a PhD?\t1"]),
-    "mnli": ("MNLI/dev_matched.tsv",
-             "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
-             "sentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label",
-             ["0\t63735\t63735n\tslate\t( ( The )\t( ( The )\t(ROOT)\t(ROOT)\tThe new rights are nice enough\t"
-              "Everyone really likes the newest benefits \tneutral\tentailment\tneutral\tneutral\tneutral\tneutral",
-              "1\t91383\t91383c\tgovernment\t( ( This )\t( ( The )\t(ROOT)\t(ROOT)\tThis site includes a list.\t"
-              "The Government Executive articles housed on the website are not able to be searched .\t"
-              "contradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction"]),
-    "qnli": ("QNLI/dev.tsv", "index\tquestion\tsentence\tlabel",
-             ["0\tWhat came into force after the new constitution was herald?\tAs of that day, the new "
-              "constitution heralding the Second Republic came into force.\tentailment",
-              "1\tWhat is the first major city in the stream of the Rhine?\tThe most important tributaries in "
-              "this area are the Ill below of Strasbourg.\tnot_entailment"]),
-    "rte": ("RTE/dev.tsv", "index\tsentence1\tsentence2\tlabel",
-            ["0\tDana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at age 44.\t"
-             "Christopher Reeve had an accident.\tnot_entailment",
-             "1\tYet, we now are discovering that antibiotics are losing their effectiveness.\tBacteria is "
-             "winning the war against antibiotics.\tentailment"]),
-    "wnli": ("WNLI/dev.tsv", "index\tsentence1\tsentence2\tlabel",
-             ["0\tThe drain is clogged with hair. It has to be cleaned.\tThe hair has to be cleaned.\t0",
-              "1\tJane knocked on Susan's door but she did not answer.\tSusan did not answer.\t1"]),
+    "cola": (
+        "CoLA/dev.tsv",
+        "",
+        [
+            "gj04\t1\t\tThe sailors rode the breeze clear of the rocks.",
+            "gj04\t0\t*\tThe more does Bill smoke, the more Susan hates him.",
+        ],
+    ),
+    "sst2": (
+        "SST-2/dev.tsv",
+        "sentence\tlabel",
+        ["it 's a charming and often affecting journey . \t1", "unflinchingly bleak and desperate \t0"],
+    ),
+    "mrpc": (
+        "MRPC/dev.tsv",
+        "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String",
+        [
+            "1\t1355540\t1355592\tHe said the foodservice pie business doesn't fit.\tThe foodservice pie business does not fit.",
+            '0\t2029631\t2029565\tMagnarelli said Racicot hated the Iraqi regime.\tHis wife said he was "100 percent behind George Bush".',
+        ],
+    ),
+    "stsb": (
+        "STS-B/dev.tsv",
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
+        [
+            "0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man with a hard hat is dancing.\t"
+            "A man wearing a hard hat is dancing.\t5.000",
+            "1\tmain-captions\tMSRvid\t2012test\t0002\tnone\tnone\tA young child is riding a horse.\t"
+            "A child is riding a horse.\t4.750",
+        ],
+    ),
+    "qqp": (
+        "QQP/dev.tsv",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate",
+        [
+            "201359\t303345\t303346\tWhy are African-Americans so beautiful?\tWhy are hispanics so beautiful?\t0",
+            "263843\t69383\t380476\tI want to pursue PhD in Computer Science?\tHow do I pursue a PhD?\t1",
+        ],
+    ),
+    "mnli": (
+        "MNLI/dev_matched.tsv",
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+        "sentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label",
+        [
+            "0\t63735\t63735n\tslate\t( ( The )\t( ( The )\t(ROOT)\t(ROOT)\tThe new rights are nice enough\t"
+            "Everyone really likes the newest benefits \tneutral\tentailment\tneutral\tneutral\tneutral\tneutral",
+            "1\t91383\t91383c\tgovernment\t( ( This )\t( ( The )\t(ROOT)\t(ROOT)\tThis site includes a list.\t"
+            "The Government Executive articles housed on the website are not able to be searched .\t"
+            "contradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction",
+        ],
+    ),
+    "qnli": (
+        "QNLI/dev.tsv",
+        "index\tquestion\tsentence\tlabel",
+        [
+            "0\tWhat came into force after the new constitution was herald?\tAs of that day, the new "
+            "constitution heralding the Second Republic came into force.\tentailment",
+            "1\tWhat is the first major city in the stream of the Rhine?\tThe most important tributaries in "
+            "this area are the Ill below of Strasbourg.\tnot_entailment",
+        ],
+    ),
+    "rte": (
+        "RTE/dev.tsv",
+        "index\tsentence1\tsentence2\tlabel",
+        [
+            "0\tDana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at age 44.\t"
+            "Christopher Reeve had an accident.\tnot_entailment",
+            "1\tYet, we now are discovering that antibiotics are losing their effectiveness.\tBacteria is "
+            "winning the war against antibiotics.\tentailment",
+        ],
+    ),
+    "wnli": (
+        "WNLI/dev.tsv",
+        "index\tsentence1\tsentence2\tlabel",
+        [
+            "0\tThe drain is clogged with hair. It has to be cleaned.\tThe hair has to be cleaned.\t0",
+            "1\tJane knocked on Susan's door but she did not answer.\tSusan did not answer.\t1",
+        ],
+    ),
 }
-EXPECTED_LABELS = {"cola": [1, 0], "sst2": [1, 0], "mrpc": [1, 0], "stsb": [5.0, 4.75], "qqp": [0, 1],
-                   "mnli": [1, 2], "qnli": [0, 1], "rte": [1, 0], "wnli": [0, 1]}
+EXPECTED_LABELS = {
+    "cola": [1, 0],
+    "sst2": [1, 0],
+    "mrpc": [1, 0],
+    "stsb": [5.0, 4.75],
+    "qqp": [0, 1],
+    "mnli": [1, 2],
+    "qnli": [0, 1],
+    "rte": [1, 0],
+    "wnli": [0, 1],
+}
 
 
 def write_layout(root, task: str, extra_rows: tuple[str, ...] = ()):
@@ -88,10 +139,13 @@ def test_real_sst2_and_cola_dev_files():
     assert 0.6 < np.mean([e.label for e in cola]) < 0.75  # CoLA dev: ~69% acceptable
 
 
-@pytest.mark.parametrize("row, message", [
-    ("it is fine\t7", "SST-2/dev.tsv:4: label '7' is not one of 0, 1"),
-    ("just one field", "SST-2/dev.tsv:4: 1 fields, expected at least 2"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("it is fine\t7", "SST-2/dev.tsv:4: label '7' is not one of 0, 1"),
+        ("just one field", "SST-2/dev.tsv:4: 1 fields, expected at least 2"),
+    ],
+)
 def test_a_bad_row_names_the_file_and_line(tmp_path, row, message):
     path = write_layout(tmp_path, "sst2", extra_rows=(row,))
     with pytest.raises(UsageError, match=message):
@@ -113,8 +167,9 @@ def test_missing_files_columns_and_tasks_are_named(tmp_path):
 def test_metrics_against_hand_computed_values():
     cola, sst2, mrpc, stsb = (GLUE_TASKS[name] for name in ("cola", "sst2", "mrpc", "stsb"))
     # tp=2 fp=1 tn=1 fn=0: MCC = (2*1 - 1*0) / sqrt(3*2*2*1)
-    assert glue_metrics(cola, np.array([1, 1, 1, 0]), np.array([1, 1, 0, 0]))["matthews_correlation"] == \
-        pytest.approx(2 / math.sqrt(12))
+    assert glue_metrics(cola, np.array([1, 1, 1, 0]), np.array([1, 1, 0, 0]))["matthews_correlation"] == pytest.approx(
+        2 / math.sqrt(12)
+    )
     assert glue_metrics(sst2, np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1])) == {"accuracy": 0.75}
     # tp=1 fp=1 fn=1: precision = recall = F1 = 0.5; 2 of 4 right
     assert glue_metrics(mrpc, np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0])) == {"f1": 0.5, "accuracy": 0.5}

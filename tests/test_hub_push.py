@@ -26,17 +26,42 @@ REPO_ID = "babylm/tiny-llama"
 
 def hub_env(hub: FakeHub, tmp_path, token: str | None = TOKEN) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN", "ACCELERATE_USE_DEEPSPEED")}
-    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", NO_PROXY="127.0.0.1,localhost")
+    env.update(
+        HF_ENDPOINT=hub.url,
+        HF_HOME=str(tmp_path / "hf_home"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        NO_PROXY="127.0.0.1,localhost",
+    )
     if token:
         env["HF_TOKEN"] = token
     return env
 
 
 def train(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train_pretrain.py", *TINY_MODEL, *TINY_DATA, "--max_steps", "12",
-                           "--logging_steps", "4", "--eval_steps", "1000", "--max_eval_samples", "16", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "train_pretrain.py",
+            *TINY_MODEL,
+            *TINY_DATA,
+            "--max_steps",
+            "12",
+            "--logging_steps",
+            "4",
+            "--eval_steps",
+            "1000",
+            "--max_eval_samples",
+            "16",
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_milestones_go_to_branches_final_to_main_with_a_retry(tmp_path):
@@ -45,19 +70,41 @@ def test_milestones_go_to_branches_final_to_main_with_a_retry(tmp_path):
         # The first milestone's branch cannot be made at first (huggingface_hub retries commits itself,
         # not branch creation): the pusher's own retry must bring it.
         hub.fail_next(1, method="POST", path_contains="/branch/", status=503)
-        done = train(hub_env(hub, tmp_path), "--save_init", "--milestones", "2K,4K", "--output_dir", str(out),
-                     "--push_to_hub", "--hub_model_id", REPO_ID, "--hub_private", "--milestone_store", "hub")
+        done = train(
+            hub_env(hub, tmp_path),
+            "--save_init",
+            "--milestones",
+            "2K,4K",
+            "--output_dir",
+            str(out),
+            "--push_to_hub",
+            "--hub_model_id",
+            REPO_ID,
+            "--hub_private",
+            "--milestone_store",
+            "hub",
+        )
         assert done.returncode == 0, done.stderr[-4000:]
         assert not hub.server_errors
         assert hub.is_private(REPO_ID)
         assert hub.branches(REPO_ID) == {"main", "init", "tokens-2K", "tokens-4K"}
         branch_requests = hub.requests_to("/branch/", method="POST")
         assert [r.status for r in branch_requests][:2] == [503, 200]
-        for branch, name in (("init", "init"), ("tokens-2K", "tokens-2K"), ("tokens-4K", "tokens-4K"),
-                             ("main", "final")):
+        for branch, name in (
+            ("init", "init"),
+            ("tokens-2K", "tokens-2K"),
+            ("tokens-4K", "tokens-4K"),
+            ("main", "final"),
+        ):
             files = hub.files(REPO_ID, branch)
-            assert {"model.safetensors", "config.json", "tokenizer.json", "milestone.json", "README.md",
-                    "training_config.yaml"} <= set(files), (branch, sorted(files))
+            assert {
+                "model.safetensors",
+                "config.json",
+                "tokenizer.json",
+                "milestone.json",
+                "README.md",
+                "training_config.yaml",
+            } <= set(files), (branch, sorted(files))
             assert json.loads(files["milestone.json"])["name"] == name
             card = files["README.md"].decode()
             assert f"# {REPO_ID} ({name})" in card and "library_name: transformers" in card
@@ -79,8 +126,14 @@ def test_milestones_go_to_branches_final_to_main_with_a_retry(tmp_path):
 
 def test_no_token_or_no_hub_stops_before_training(tmp_path):
     with FakeHub(token=TOKEN) as hub:
-        no_token = train(hub_env(hub, tmp_path, token=None), "--output_dir", str(tmp_path / "a"),
-                         "--push_to_hub", "--hub_model_id", REPO_ID)
+        no_token = train(
+            hub_env(hub, tmp_path, token=None),
+            "--output_dir",
+            str(tmp_path / "a"),
+            "--push_to_hub",
+            "--hub_model_id",
+            REPO_ID,
+        )
         # A token the Hub refuses, in process: the pusher's client pointed at the fake.
         huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True  # no user-agent fetch from the real Hub
         refused = HubPusher(REPO_ID, private=False)
@@ -92,11 +145,14 @@ def test_no_token_or_no_hub_stops_before_training(tmp_path):
     assert not (tmp_path / "a" / "checkpoints").exists()  # nothing trained
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
-    (["--hub_model_id", "a/b"], "--hub_model_id is only used with --push_to_hub"),
-    (["--milestone_store", "hub"], "--milestone_store hub needs --push_to_hub"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+        (["--hub_model_id", "a/b"], "--hub_model_id is only used with --push_to_hub"),
+        (["--milestone_store", "hub"], "--milestone_store hub needs --push_to_hub"),
+    ],
+)
 def test_hub_flags_go_together(args, message):
     with pytest.raises(UsageError, match=message):
         parse_config(PretrainConfig, args)

@@ -23,8 +23,9 @@ def draw(rows=4000, length=64, probability=0.15, seed=0, start=0):
     special = np.zeros(VOCAB, dtype=bool)
     special[list(SPECIAL_IDS)] = True
     replacements = np.flatnonzero(~special)
-    inputs, labels = mask_tokens(tokens, range(start, start + rows), special, replacements, MASK_ID,
-                                 probability, seed, stream=1)
+    inputs, labels = mask_tokens(
+        tokens, range(start, start + rows), special, replacements, MASK_ID, probability, seed, stream=1
+    )
     return tokens, inputs, labels, special
 
 
@@ -69,11 +70,31 @@ def test_a_tokenizer_without_mask_token_is_refused():
 
 def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path):
     out = tmp_path / "run"
-    run_script("train_pretrain.py", ["--model_type", "bert", *TINY_DATA, "--vocab_size", "800", "--seq_length", "64",
-                                     "--max_steps", "60", "--learning_rate", "2e-3", "--output_dir", str(out),
-                                     "--cache_dir", str(tmp_path / "cache"), "--logging_steps", "10"])
-    evals = [json.loads(line)["val/loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
-             if "val/loss" in line]
+    run_script(
+        "train_pretrain.py",
+        [
+            "--model_type",
+            "bert",
+            *TINY_DATA,
+            "--vocab_size",
+            "800",
+            "--seq_length",
+            "64",
+            "--max_steps",
+            "60",
+            "--learning_rate",
+            "2e-3",
+            "--output_dir",
+            str(out),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--logging_steps",
+            "10",
+        ],
+    )
+    evals = [
+        json.loads(line)["val/loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if "val/loss" in line
+    ]
     assert evals[-1] < evals[0] - 1.0, evals
     fill = pipeline("fill-mask", model=str(out / "final"))
     predictions = fill("the dogs [MASK] the cat.")
@@ -82,7 +103,10 @@ def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path):
 
 
 def test_mlm_objective_with_a_causal_model_is_refused(tmp_path):
-    result = run_script("train_pretrain.py", ["--model_type", "llama", "--objective", "mlm", "--output_dir",
-                                              str(tmp_path / "run")], check=False)
+    result = run_script(
+        "train_pretrain.py",
+        ["--model_type", "llama", "--objective", "mlm", "--output_dir", str(tmp_path / "run")],
+        check=False,
+    )
     assert result.returncode == 2
     assert "--objective mlm cannot train --model_type llama" in error_line(result)

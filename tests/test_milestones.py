@@ -6,10 +6,21 @@ from common.errors import UsageError
 from common.training.milestones import Anchor, due, format_count, parse_anchors, parse_count
 
 
-@pytest.mark.parametrize("text, value", [
-    ("25M", 25_000_000), ("1.5B", 1_500_000_000), ("100K", 100_000), ("1000", 1000), ("2G", 2_000_000_000),
-    ("25m", 25_000_000), (" 50M ", 50_000_000), ("10 M", 10_000_000), ("0.5K", 500), ("1.1M", 1_100_000),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("25M", 25_000_000),
+        ("1.5B", 1_500_000_000),
+        ("100K", 100_000),
+        ("1000", 1000),
+        ("2G", 2_000_000_000),
+        ("25m", 25_000_000),
+        (" 50M ", 50_000_000),
+        ("10 M", 10_000_000),
+        ("0.5K", 500),
+        ("1.1M", 1_100_000),
+    ],
+)
 def test_parse_count_reads_suffixed_and_plain_counts(text, value):
     assert parse_count(text, "--milestones") == value
 
@@ -26,10 +37,19 @@ def test_parse_count_refuses_counts_that_are_not_positive(text):
         parse_count(text, "--milestones")
 
 
-@pytest.mark.parametrize("value, text", [
-    (25_000_000, "25M"), (2_000_000_000, "2000M"), (1_500_000_000, "1500M"), (100_000, "100K"),
-    (1000, "1K"), (1234, "1234"), (1, "1"), (1_500_000, "1500K"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (25_000_000, "25M"),
+        (2_000_000_000, "2000M"),
+        (1_500_000_000, "1500M"),
+        (100_000, "100K"),
+        (1000, "1K"),
+        (1234, "1234"),
+        (1, "1"),
+        (1_500_000, "1500K"),
+    ],
+)
 def test_format_count_names_in_millions_then_thousands(value, text):
     assert format_count(value) == text
 

@@ -30,23 +30,43 @@ def masked_batch(rows=3, seed=0, padding_rows=0):
     if padding_rows:
         labels[-padding_rows:] = IGNORE
         weights[-padding_rows:] = 0
-    return {"input_ids": torch.where(chosen, torch.ones_like(original), original), "original_ids": original,
-            "labels": labels, "uniforms": torch.from_numpy(rng.random((rows, LENGTH), dtype=np.float32)),
-            "token_weights": weights}
+    return {
+        "input_ids": torch.where(chosen, torch.ones_like(original), original),
+        "original_ids": original,
+        "labels": labels,
+        "uniforms": torch.from_numpy(rng.random((rows, LENGTH), dtype=np.float32)),
+        "token_weights": weights,
+    }
 
 
 def electra_config(moe: bool = False):
-    shape = dict(vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=64, max_position_embeddings=LENGTH, hidden_dropout_prob=0.0,
-                 attention_probs_dropout_prob=0.0)
+    shape = dict(
+        vocab_size=VOCAB,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=LENGTH,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return ElectraMoeConfig(**shape, num_experts=4, num_experts_per_tok=2) if moe else ElectraConfig(**shape)
 
 
 def test_masked_lm_head_on_masked_positions_equals_the_full_forward():
     torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                       intermediate_size=64, hidden_dropout_prob=0.0,
-                                       attention_probs_dropout_prob=0.0)).eval()
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+    ).eval()
     batch = masked_batch()
     count = int((batch["labels"] != IGNORE).sum())
     ours = MaskedLMTraining(model)(input_ids=batch["input_ids"], labels=batch["labels"])["loss"]
@@ -63,15 +83,17 @@ def test_electra_terms_equal_a_direct_computation(moe):
 
     masked = batch["labels"] != IGNORE
     generator_logits = pair.generator(input_ids=batch["input_ids"]).logits[masked]
-    torch.testing.assert_close(terms["generator_loss"],
-                               F.cross_entropy(generator_logits, batch["labels"][masked], reduction="sum"))
+    torch.testing.assert_close(
+        terms["generator_loss"], F.cross_entropy(generator_logits, batch["labels"][masked], reduction="sum")
+    )
     corrupted = batch["original_ids"].clone()
     corrupted[masked] = sample_replacements(generator_logits, batch["uniforms"][masked])
     replaced = (corrupted != batch["original_ids"]).float()
     real = batch["token_weights"].bool()
     logits = pair.discriminator(input_ids=corrupted).logits
-    torch.testing.assert_close(terms["discriminator_loss"],
-                               F.binary_cross_entropy_with_logits(logits[real], replaced[real], reduction="sum"))
+    torch.testing.assert_close(
+        terms["discriminator_loss"], F.binary_cross_entropy_with_logits(logits[real], replaced[real], reduction="sum")
+    )
     assert terms["replaced_fraction"] == replaced[real].sum()
     assert terms["discriminator_accuracy"] == ((logits[real] > 0).float() == replaced[real]).sum()
     assert (corrupted[~masked] == batch["original_ids"][~masked]).all()  # only masked positions change
@@ -87,10 +109,12 @@ def test_electra_terms_reach_both_networks_and_the_shared_embeddings():
     pair = ElectraPair.build(electra_config(), generator_size_divisor=2)
     terms = pair(**masked_batch())
     (terms["generator_loss"] + 50 * terms["discriminator_loss"]).backward()
-    for name in ("generator.electra.encoder.layer.0.attention.self.query.weight",
-                 "discriminator.electra.encoder.layer.0.attention.self.query.weight",
-                 "discriminator.electra.embeddings.word_embeddings.weight",
-                 "discriminator.discriminator_predictions.dense_prediction.weight"):
+    for name in (
+        "generator.electra.encoder.layer.0.attention.self.query.weight",
+        "discriminator.electra.encoder.layer.0.attention.self.query.weight",
+        "discriminator.electra.embeddings.word_embeddings.weight",
+        "discriminator.discriminator_predictions.dense_prediction.weight",
+    ):
         assert pair.get_parameter(name).grad.abs().sum() > 0, name
 
 
@@ -106,8 +130,11 @@ def test_electra_batches_depend_only_on_sample_ids():
     assert not torch.equal(later_epoch["uniforms"], apart["uniforms"])
     validation = objective.make_batch(windows[2:], torch.device("cpu"), [12, 13], evaluation=True)
     assert not torch.equal(validation["uniforms"], apart["uniforms"])
-    assert objective.count_batch(together) == {"masked": int((together["labels"] != IGNORE).sum()),
-                                               "tokens": 4 * LENGTH, "batches": 1}
+    assert objective.count_batch(together) == {
+        "masked": int((together["labels"] != IGNORE).sum()),
+        "tokens": 4 * LENGTH,
+        "batches": 1,
+    }
     padded = objective.make_batch(windows, torch.device("cpu"), [10, 11, 12, 13], evaluation=True, padding_rows=4)
     assert objective.count_batch(padded) == {"masked": 0, "tokens": 0, "batches": 0}
 
@@ -120,10 +147,18 @@ def test_sampling_uniforms_are_in_the_unit_interval_and_seeded():
 
 
 def test_term_arithmetic_weights_means_and_averages_vectors_over_layers():
-    terms = {"generator_loss": Term("masked", 1.0), "discriminator_loss": Term("tokens", 50.0),
-             "discriminator_accuracy": Term("tokens"), "expert_fraction": Term("batches")}
-    sums = {"generator_loss": 40.0, "discriminator_loss": 10.0, "discriminator_accuracy": 90.0,
-            "expert_fraction": np.array([[0.5, 1.5], [1.0, 1.0]])}
+    terms = {
+        "generator_loss": Term("masked", 1.0),
+        "discriminator_loss": Term("tokens", 50.0),
+        "discriminator_accuracy": Term("tokens"),
+        "expert_fraction": Term("batches"),
+    }
+    sums = {
+        "generator_loss": 40.0,
+        "discriminator_loss": 10.0,
+        "discriminator_accuracy": 90.0,
+        "expert_fraction": np.array([[0.5, 1.5], [1.0, 1.0]]),
+    }
     counts = {"masked": 10, "tokens": 100, "batches": 2}
     means = term_means(terms, sums, counts)
     assert training_loss(terms, means) == pytest.approx(4.0 + 50 * 0.1)
@@ -139,6 +174,8 @@ def test_flops_count_only_the_active_experts():
     dense = ElectraPair.build(electra_config(), generator_size_divisor=2)
     moe = ElectraPair.build(electra_config(moe=True), generator_size_divisor=2)
     experts = sum(p.numel() for name, p in moe.named_parameters() if ".experts." in name)
-    assert matmul_parameters(moe) == count_parameters(moe, include_embeddings=False) + \
-        moe.get_output_embeddings().weight.numel() - experts // 2  # top-2 of 4 experts run per token
+    assert (
+        matmul_parameters(moe)
+        == count_parameters(moe, include_embeddings=False) + moe.get_output_embeddings().weight.numel() - experts // 2
+    )  # top-2 of 4 experts run per token
     assert matmul_parameters(dense) < matmul_parameters(moe)  # the router and the extra expert's share

@@ -65,7 +65,8 @@ def test_cosine_midpoint_is_halfway_between_base_and_floor():
     assert lr(midpoint, "linear", total=total, warmup=warmup) == pytest.approx(halfway, rel=1e-4)
     quarter = warmup + (total - warmup) // 4
     assert lr(quarter, "cosine", total=total, warmup=warmup) == pytest.approx(
-        BASE * (MIN_RATIO + (1 - MIN_RATIO) * 0.5 * (1 + math.cos(math.pi / 4))), rel=1e-4)
+        BASE * (MIN_RATIO + (1 - MIN_RATIO) * 0.5 * (1 + math.cos(math.pi / 4))), rel=1e-4
+    )
 
 
 def test_cosine_follows_the_half_cosine_of_the_linear_progress():
@@ -96,7 +97,8 @@ def test_no_warmup_starts_at_the_base_rate():
 
 def test_warmup_longer_than_the_run_does_not_divide_by_zero():
     assert [lr(step, "linear", total=5, warmup=5) for step in range(5)] == pytest.approx(
-        [BASE * (step + 1) / 5 for step in range(5)])
+        [BASE * (step + 1) / 5 for step in range(5)]
+    )
     assert lr(5, "cosine", total=5, warmup=5) == pytest.approx(BASE)
 
 
@@ -105,14 +107,17 @@ def test_unknown_schedule_is_refused():
         lr(WARMUP + 1, "step")
 
 
-@pytest.mark.parametrize("total, ratio, explicit, expected", [
-    (1000, 0.05, 0, 50),
-    (10, 0.05, 0, 1),     # a fraction of a step rounds up to one
-    (1001, 0.1, 0, 101),
-    (1000, 0.0, 0, 0),
-    (1000, 0.05, 7, 7),   # explicit steps win over the ratio
-    (1000, 0.0, 3, 3),
-])
+@pytest.mark.parametrize(
+    "total, ratio, explicit, expected",
+    [
+        (1000, 0.05, 0, 50),
+        (10, 0.05, 0, 1),  # a fraction of a step rounds up to one
+        (1001, 0.1, 0, 101),
+        (1000, 0.0, 0, 0),
+        (1000, 0.05, 7, 7),  # explicit steps win over the ratio
+        (1000, 0.0, 3, 3),
+    ],
+)
 def test_warmup_steps_for(total, ratio, explicit, expected):
     assert warmup_steps_for(total, ratio, explicit) == expected
 

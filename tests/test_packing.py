@@ -29,8 +29,12 @@ VALIDATION = ["The cat sees the dog.", "A bird sleeps."]
 
 
 def make_corpus(train=TRAIN, validation=VALIDATION, fingerprint="fp-1", name="tiny") -> Corpus:
-    return Corpus(name=name, fingerprint=fingerprint,
-                  train_documents=lambda: iter(list(train)), validation_documents=lambda: iter(list(validation)))
+    return Corpus(
+        name=name,
+        fingerprint=fingerprint,
+        train_documents=lambda: iter(list(train)),
+        validation_documents=lambda: iter(list(validation)),
+    )
 
 
 def expected_stream(tokenizer, documents) -> list[int]:
@@ -220,9 +224,16 @@ def test_empty_training_corpus_is_a_usage_error_naming_the_corpus(bpe_tokenizer,
     assert folders(tmp_path) == []
 
 
-@pytest.mark.parametrize("vocab_size, dtype", [
-    (400, np.uint16), (65535, np.uint16), (65536, np.uint16), (65537, np.uint32), (200_000, np.uint32),
-])
+@pytest.mark.parametrize(
+    "vocab_size, dtype",
+    [
+        (400, np.uint16),
+        (65535, np.uint16),
+        (65536, np.uint16),
+        (65537, np.uint32),
+        (200_000, np.uint32),
+    ],
+)
 def test_token_dtype_is_the_smallest_that_holds_every_id(vocab_size, dtype):
     assert token_dtype(vocab_size) == np.dtype(dtype)
     assert np.iinfo(token_dtype(vocab_size)).max >= vocab_size - 1

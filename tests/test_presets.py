@@ -24,15 +24,22 @@ EXPECTED_MILLIONS = {"tiny": (0.5, 5), "20m": (12, 30), "60m": (40, 80), "180m":
 # test's 8000-entry vocabulary; bert-base-uncased's 30522 entries make it ~11M. ELECTRA counts the
 # generator and the discriminator (measured: babylm_electra 5.1M, ELECTRA-Base 119.4M of which the
 # discriminator 109.5M; MoE 2, 4, 8 experts 176.1M, 289.4M, 516.1M whatever the top-k).
-REFERENCE_MILLIONS = {"babylm_electra": (4.5, 5.5), "babylm": (70, 260), "wikitext2": (4, 5),
-                      "electra_wikitext103": (110, 130), "electra_moe_2x": (165, 185),
-                      "electra_moe_4x": (275, 300), "electra_moe_8x": (500, 530)}
+REFERENCE_MILLIONS = {
+    "babylm_electra": (4.5, 5.5),
+    "babylm": (70, 260),
+    "wikitext2": (4, 5),
+    "electra_wikitext103": (110, 130),
+    "electra_moe_2x": (165, 185),
+    "electra_moe_4x": (275, 300),
+    "electra_moe_8x": (500, 530),
+}
 MOE_PRESETS = sorted((REPO / "configs").glob("electra_moe_*.yaml"))
 MOE_OPTIONS = ("model_type", "num_experts", "num_experts_per_tok")
 
 
 class VocabOnly:
     """The tokenizer facts a model needs, without training one for a 48k vocabulary."""
+
     def __init__(self, size):
         self.size, self.bos_token_id, self.eos_token_id, self.pad_token_id = size, 0, 0, 1
 
@@ -46,8 +53,14 @@ def test_preset_builds_a_model_of_its_size(preset):
     cfg = parse_config(PretrainConfig, ["--config", str(preset), *extra])
     shape = resolve_shape(cfg.model_size, **cfg.shape_overrides())
     with torch.device("meta"):
-        model = build_model(cfg.model_type, cfg.training_objective(), shape, VocabOnly(cfg.vocab_size),
-                            cfg.max_position_embeddings or cfg.seq_length, **cfg.model_options())
+        model = build_model(
+            cfg.model_type,
+            cfg.training_objective(),
+            shape,
+            VocabOnly(cfg.vocab_size),
+            cfg.max_position_embeddings or cfg.seq_length,
+            **cfg.model_options(),
+        )
     millions = count_parameters(model) / 1e6
     reference = next((span for prefix, span in REFERENCE_MILLIONS.items() if preset.stem.startswith(prefix)), None)
     low, high = reference or EXPECTED_MILLIONS[cfg.model_size]
@@ -56,44 +69,93 @@ def test_preset_builds_a_model_of_its_size(preset):
 
 def test_reference_babylm_presets_have_the_reference_shape():
     for arch in ("gemma2", "llama4", "olmo2"):
-        cfg = parse_config(PretrainConfig, ["--config", str(REPO / "configs" / f"babylm_{arch}.yaml"),
-                                            "--data_dir", "unused"])
-        assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, cfg.seq_length,
-                cfg.per_device_train_batch_size, cfg.num_train_epochs) == (768, 12, 48000, 128, 16, 3)
+        cfg = parse_config(
+            PretrainConfig, ["--config", str(REPO / "configs" / f"babylm_{arch}.yaml"), "--data_dir", "unused"]
+        )
+        assert (
+            cfg.hidden_size,
+            cfg.num_hidden_layers,
+            cfg.vocab_size,
+            cfg.seq_length,
+            cfg.per_device_train_batch_size,
+            cfg.num_train_epochs,
+        ) == (768, 12, 48000, 128, 16, 3)
         assert cfg.model_type == arch
 
 
 def test_wikitext2_preset_has_the_reference_setup():
     cfg = parse_config(PretrainConfig, ["--config", str(REPO / "configs" / "wikitext2_bert_mlm.yaml")])
     assert (cfg.model_type, cfg.training_objective(), cfg.dataset) == ("bert", "mlm", "wikitext:wikitext-2-raw-v1")
-    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size,
-            cfg.max_position_embeddings, cfg.dropout, cfg.seq_length) == (3, 256, 4, 1024, 512, 0.1, 128)
-    assert (cfg.per_device_train_batch_size, cfg.per_device_eval_batch_size, cfg.learning_rate,
-            cfg.lr_scheduler_type, cfg.warmup_ratio, cfg.max_grad_norm) == (8, 16, 5e-4, "linear", 0.06, 1.0)
+    assert (
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.intermediate_size,
+        cfg.max_position_embeddings,
+        cfg.dropout,
+        cfg.seq_length,
+    ) == (3, 256, 4, 1024, 512, 0.1, 128)
+    assert (
+        cfg.per_device_train_batch_size,
+        cfg.per_device_eval_batch_size,
+        cfg.learning_rate,
+        cfg.lr_scheduler_type,
+        cfg.warmup_ratio,
+        cfg.max_grad_norm,
+    ) == (8, 16, 5e-4, "linear", 0.06, 1.0)
 
 
 def test_babylm_electra_preset_has_the_reference_shape():
-    cfg = parse_config(PretrainConfig, ["--config", str(REPO / "configs" / "babylm_electra.yaml"),
-                                        "--data_dir", "unused"])
+    cfg = parse_config(
+        PretrainConfig, ["--config", str(REPO / "configs" / "babylm_electra.yaml"), "--data_dir", "unused"]
+    )
     assert (cfg.model_type, cfg.training_objective(), cfg.dataset) == ("electra", "electra", "babylm")
-    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.embedding_size,
-            cfg.intermediate_size, cfg.max_position_embeddings, cfg.seq_length,
-            cfg.mlm_probability) == (18, 196, 4, 64, 128, 512, 512, 0.15)
+    assert (
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.embedding_size,
+        cfg.intermediate_size,
+        cfg.max_position_embeddings,
+        cfg.seq_length,
+        cfg.mlm_probability,
+    ) == (18, 196, 4, 64, 128, 512, 512, 0.15)
     shape = resolve_shape(cfg.model_size, **cfg.shape_overrides())
     with torch.device("meta"):
-        pair = build_model(cfg.model_type, cfg.training_objective(), shape, VocabOnly(cfg.vocab_size),
-                           cfg.max_position_embeddings, **cfg.model_options())
+        pair = build_model(
+            cfg.model_type,
+            cfg.training_objective(),
+            shape,
+            VocabOnly(cfg.vocab_size),
+            cfg.max_position_embeddings,
+            **cfg.model_options(),
+        )
     generator = pair.generator.config
-    assert (generator.hidden_size, generator.num_attention_heads, generator.intermediate_size,
-            generator.embedding_size) == (49, 1, 32, 64)
+    assert (
+        generator.hidden_size,
+        generator.num_attention_heads,
+        generator.intermediate_size,
+        generator.embedding_size,
+    ) == (49, 1, 32, 64)
 
 
 def test_electra_wikitext103_preset_is_electra_base():
     cfg = parse_config(PretrainConfig, ["--config", str(REPO / "configs" / "electra_wikitext103.yaml")])
     assert (cfg.model_type, cfg.dataset, cfg.tokenizer_name_or_path, cfg.vocab_size) == (
-        "electra", "wikitext:wikitext-103-raw-v1", None, 30522)
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size,
-            cfg.embedding_size, cfg.generator_size_divisor, cfg.disc_weight) == (768, 12, 12, 3072, 768, 3, 50)
+        "electra",
+        "wikitext:wikitext-103-raw-v1",
+        None,
+        30522,
+    )
+    assert (
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.intermediate_size,
+        cfg.embedding_size,
+        cfg.generator_size_divisor,
+        cfg.disc_weight,
+    ) == (768, 12, 12, 3072, 768, 3, 50)
     assert (cfg.learning_rate, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps) == (2e-4, 256)
 
 
@@ -119,8 +181,10 @@ def test_electra_moe_grid_names_its_presets_and_agrees_with_them():
         cfg = parse_config(PretrainConfig, ["--config", str(REPO / row["config"]), "--seed", row["seed"]])
         assert cfg.model_type == row["model_type"], row["name"]
         if cfg.model_type == "electra_moe":
-            assert (cfg.num_experts, cfg.num_experts_per_tok) == (int(row["num_experts"]),
-                                                                 int(row["num_experts_per_tok"])), row["name"]
+            assert (cfg.num_experts, cfg.num_experts_per_tok) == (
+                int(row["num_experts"]),
+                int(row["num_experts_per_tok"]),
+            ), row["name"]
         else:
             assert row["num_experts"] == row["num_experts_per_tok"] == "", row["name"]
 
@@ -140,8 +204,12 @@ def test_accelerate_config_parses_and_points_at_real_files(path):
 @pytest.mark.parametrize("path", sorted((REPO / "ds_configs").glob("*.json")), ids=lambda p: p.stem)
 def test_deepspeed_config_leaves_run_dependent_values_to_accelerate(path):
     config = json.loads(path.read_text())
-    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-                "gradient_clipping"):
+    for key in (
+        "train_batch_size",
+        "train_micro_batch_size_per_gpu",
+        "gradient_accumulation_steps",
+        "gradient_clipping",
+    ):
         assert config[key] == "auto", key
     assert config["zero_optimization"]["stage"] in (2, 3)
     assert config.get("bf16", {}).get("enabled") or config.get("fp16", {}).get("enabled")

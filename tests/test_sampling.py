@@ -23,9 +23,19 @@ def epoch_ids(sampler: WindowSampler, epoch: int) -> np.ndarray:
 # --- windows -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("num_tokens, seq_length, expected", [
-    (0, 4, 0), (1, 4, 0), (4, 4, 0), (5, 4, 1), (8, 4, 1), (9, 4, 2), (201, 8, 25), (200, 8, 24),
-])
+@pytest.mark.parametrize(
+    "num_tokens, seq_length, expected",
+    [
+        (0, 4, 0),
+        (1, 4, 0),
+        (4, 4, 0),
+        (5, 4, 1),
+        (8, 4, 1),
+        (9, 4, 2),
+        (201, 8, 25),
+        (200, 8, 24),
+    ],
+)
 def test_num_windows_counts_whole_windows_of_l_plus_one_tokens(num_tokens, seq_length, expected):
     assert num_windows(num_tokens, seq_length) == expected
 
@@ -118,8 +128,11 @@ def test_corpus_of_exactly_one_window_is_enough():
 
 
 def step_samples(cursor, world_size, accumulation, micro_batch_size) -> list[list[int]]:
-    return [list(micro_batch_indices(cursor, micro_step, rank, world_size, micro_batch_size))
-            for micro_step in range(accumulation) for rank in range(world_size)]
+    return [
+        list(micro_batch_indices(cursor, micro_step, rank, world_size, micro_batch_size))
+        for micro_step in range(accumulation)
+        for rank in range(world_size)
+    ]
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 4])
@@ -145,9 +158,17 @@ def test_consecutive_steps_do_not_overlap(world_size, accumulation):
     assert first | second == set(range(2 * global_batch))
 
 
-@pytest.mark.parametrize("world_size, accumulation, micro_batch_size", [
-    (1, 1, 12), (1, 3, 4), (2, 3, 2), (4, 3, 1), (4, 1, 3), (2, 1, 6),
-])
+@pytest.mark.parametrize(
+    "world_size, accumulation, micro_batch_size",
+    [
+        (1, 1, 12),
+        (1, 3, 4),
+        (2, 3, 2),
+        (4, 3, 1),
+        (4, 1, 3),
+        (2, 1, 6),
+    ],
+)
 def test_the_step_at_a_cursor_covers_the_same_samples_for_any_world_size(world_size, accumulation, micro_batch_size):
     cursor = 36
     flat = {i for s in step_samples(cursor, world_size, accumulation, micro_batch_size) for i in s}

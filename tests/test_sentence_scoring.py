@@ -111,8 +111,9 @@ def test_masked_pll_matches_minicons(masked_run, accelerator, variant, minicons_
     scorer = load_scorer(str(masked_run / "final"), None, options, accelerator.device)
     ours = score_sentences(scorer, sentences, accelerator, progress=False)
     reference = minicons_scorer.MaskedLMScorer(scorer.model, device="cpu", tokenizer=minicons_tokenizer(masked_run))
-    theirs = np.array(reference.sequence_score(sentences, reduction=lambda x: x.sum(0).item(),
-                                               PLL_metric=minicons_name))
+    theirs = np.array(
+        reference.sequence_score(sentences, reduction=lambda x: x.sum(0).item(), PLL_metric=minicons_name)
+    )
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
     assert_same_decisions(ours, theirs, sentences, pairs)
 
@@ -125,8 +126,9 @@ def minicons_tokenizer(run):
     return tokenizer
 
 
-def assert_same_decisions(ours: np.ndarray, theirs: np.ndarray, sentences: list[str], pairs: list,
-                          tolerance: float = 1e-4) -> None:
+def assert_same_decisions(
+    ours: np.ndarray, theirs: np.ndarray, sentences: list[str], pairs: list, tolerance: float = 1e-4
+) -> None:
     """Whether the good sentence wins, pair by pair, under both sets of scores. A pair whose two
     scores are closer than the scores' tolerance has no decided winner: float32 sums in another
     order may flip it, so it is left out (a pair of a fixture model came within 3e-5)."""
@@ -181,8 +183,9 @@ def test_scores_do_not_depend_on_batching_or_order(masked_run, accelerator):
 
 def test_a_model_without_a_scoring_head_is_refused(tmp_path, masked_run):
     tokenizer_files = masked_run / "final"
-    BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(tmp_path)
+    BertModel(
+        BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(tmp_path)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (tmp_path / name).write_bytes((tokenizer_files / name).read_bytes())
     with pytest.raises(UsageError, match="BertModel model cannot score sentences"):

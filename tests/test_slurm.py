@@ -29,8 +29,13 @@ from tests.slurm_cluster import LocalSlurm
 
 TEMPLATES = sorted((REPO / "slurm").glob("*/*.sbatch"))
 SHELL_FILES = [REPO / "slurm" / "lib.sh", REPO / "slurm" / "node_launch.sh", *TEMPLATES]
-CPU_JOB = {"ACCELERATE_CONFIG": "accelerate_configs/cpu.yaml", "ENV_SETUP": "true", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+CPU_JOB = {
+    "ACCELERATE_CONFIG": "accelerate_configs/cpu.yaml",
+    "ENV_SETUP": "true",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 SMALL = ["--gpus-per-node=0", "--partition", "debug", "--time", "00:15:00"]  # the CPU override
 
 
@@ -38,16 +43,16 @@ SMALL = ["--gpus-per-node=0", "--partition", "debug", "--time", "00:15:00"]  # t
 
 
 def test_every_template_exists_for_both_clusters_and_passes_bash_and_shellcheck():
-    names = {"pretrain.sbatch", "pretrain_multinode.sbatch", "grid.sbatch", "eval_blimp.sbatch",
-             "finetune_glue.sbatch"}
+    names = {"pretrain.sbatch", "pretrain_multinode.sbatch", "grid.sbatch", "eval_blimp.sbatch", "finetune_glue.sbatch"}
     assert {p.name for p in TEMPLATES if p.parent.name == "borah"} == names
     assert {p.name for p in TEMPLATES if p.parent.name == "snellius"} == names
     for path in SHELL_FILES:
         assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0, path
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (apt-get install shellcheck); bash -n passed")
-    checked = subprocess.run(["shellcheck", "-s", "bash", "-x", *map(str, SHELL_FILES)], cwd=REPO,
-                             capture_output=True, text=True)
+    checked = subprocess.run(
+        ["shellcheck", "-s", "bash", "-x", *map(str, SHELL_FILES)], cwd=REPO, capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout
     for path in TEMPLATES:  # what a user must look at is marked
         text = path.read_text()
@@ -84,7 +89,7 @@ def test_grid_errors_name_the_file_row_or_column(tmp_path):
     grid.write_text("name,model_config,learning_rat\na,20m,1e-3\n")
     with pytest.raises(UsageError, match="column\\(s\\) learning_rat are not train_pretrain.py options"):
         read_grid(grid)
-    grid.write_text("name,anchors,seed\na,[-1],1\nb,\"25,50\",2\n")
+    grid.write_text('name,anchors,seed\na,[-1],1\nb,"25,50",2\n')
     assert row_arguments(grid, 0) == ["--seed", "1", "--output_dir", "runs/grid/a"]  # [-1]: no anchors
     with pytest.raises(UsageError, match=f"{grid}:3: anchors '25,50' is not a JSON list"):
         row_arguments(grid, 1)
@@ -109,25 +114,58 @@ def job_log(path: Path) -> str:
     return path.read_text() if path.exists() else f"(no log at {path})"
 
 
-TINY_RUN = [*TINY_MODEL, "--synthetic_words", "40000", "--blimp_at_end", "false", "--logging_steps", "1",
-            "--eval_steps", "1000", "--max_eval_samples", "32"]
+TINY_RUN = [
+    *TINY_MODEL,
+    "--synthetic_words",
+    "40000",
+    "--blimp_at_end",
+    "false",
+    "--logging_steps",
+    "1",
+    "--eval_steps",
+    "1000",
+    "--max_eval_samples",
+    "32",
+]
 
 
 def test_grid_runs_as_a_job_array_one_row_per_task(slurm, tmp_path):
     grid = tmp_path / "tiny.csv"
-    columns = ["name", "model_config", "dataset", "epochs", "batch_size", "grad_accum", "seq_length", "anchors",
-               "tokenizer_vocab_size", "seed", "hidden_size", "num_hidden_layers", "num_attention_heads",
-               "intermediate_size", "synthetic_words", "blimp_at_end", "output_dir"]
-    rows = [["a", "tiny", "synthetic", "1", "8", "1", "32", "[0.002,0.004]", "600", "1"],
-            ["b", "tiny", "synthetic", "1", "4", "2", "16", "[-1]", "700", "2"]]
+    columns = [
+        "name",
+        "model_config",
+        "dataset",
+        "epochs",
+        "batch_size",
+        "grad_accum",
+        "seq_length",
+        "anchors",
+        "tokenizer_vocab_size",
+        "seed",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "synthetic_words",
+        "blimp_at_end",
+        "output_dir",
+    ]
+    rows = [
+        ["a", "tiny", "synthetic", "1", "8", "1", "32", "[0.002,0.004]", "600", "1"],
+        ["b", "tiny", "synthetic", "1", "4", "2", "16", "[-1]", "700", "2"],
+    ]
     with open(grid, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(columns)
         for row in rows:
             writer.writerow([*row, "64", "2", "2", "128", "8000", "false", str(tmp_path / "runs" / row[0])])
-    job = slurm.submit("slurm/snellius/grid.sbatch", [*SMALL, "--array=0-1%2", "--cpus-per-task=1",
-                                                      f"--output={tmp_path}/grid-%a.out"],
-                       [str(grid)], cwd=REPO, export={**CPU_JOB, "GPUS_PER_NODE": "1"})
+    job = slurm.submit(
+        "slurm/snellius/grid.sbatch",
+        [*SMALL, "--array=0-1%2", "--cpus-per-task=1", f"--output={tmp_path}/grid-%a.out"],
+        [str(grid)],
+        cwd=REPO,
+        export={**CPU_JOB, "GPUS_PER_NODE": "1"},
+    )
     tasks = slurm.wait(job, timeout=600)
     logs = "\n".join(job_log(tmp_path / f"grid-{i}.out") for i in range(2))
     assert [t["JobState"] for t in tasks] == ["COMPLETED"] * 2, logs
@@ -151,9 +189,13 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes_to_the_same_losses(
     arguments (causal_run) ended: the same final training and validation losses."""
     out = tmp_path / "preempted"
     log = tmp_path / "job.out"
-    job = slurm.submit("slurm/borah/pretrain_multinode.sbatch", [*SMALL, "--nodes=1", "--cpus-per-task=2",
-                                                                  f"--output={log}"],
-                       [*CAUSAL_RUN, "--output_dir", str(out)], cwd=REPO, export={**CPU_JOB, "GPUS_PER_NODE": "1"})
+    job = slurm.submit(
+        "slurm/borah/pretrain_multinode.sbatch",
+        [*SMALL, "--nodes=1", "--cpus-per-task=2", f"--output={log}"],
+        [*CAUSAL_RUN, "--output_dir", str(out)],
+        cwd=REPO,
+        export={**CPU_JOB, "GPUS_PER_NODE": "1"},
+    )
     deadline = time.time() + 300
     # Signal early (its first milestone, step 10): the 60 steps take about a second on 2 cores, and a
     # signal that lands after the last step finds a finished run, which is rightly not requeued.
@@ -169,17 +211,27 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes_to_the_same_losses(
     resumed = re.search(r"resumed from \S+ at step (\d+)", text)
     assert resumed and 10 <= int(resumed.group(1)) < 60, text
     ours, reference = (json.loads((run / "final" / "milestone.json").read_text()) for run in (out, causal_run))
-    assert (ours["step"], ours["train_loss"], ours["val_loss"]) == \
-        (reference["step"], reference["train_loss"], reference["val_loss"])
+    assert (ours["step"], ours["train_loss"], ours["val_loss"]) == (
+        reference["step"],
+        reference["train_loss"],
+        reference["val_loss"],
+    )
 
 
 def test_eval_template_scores_a_run(slurm, tmp_path, causal_run):
     run = shutil.copytree(causal_run, tmp_path / "run")  # other tests expect the fixture run unscored
     log = tmp_path / "eval.out"
-    job = slurm.submit("slurm/snellius/eval_blimp.sbatch", [*SMALL, "--cpus-per-task=1", f"--output={log}"],
-                       ["--run_dir", str(run), "--paradigms", "anaphor_number_agreement"],
-                       cwd=REPO, export={**CPU_JOB, "GPUS_PER_NODE": "1"})
+    job = slurm.submit(
+        "slurm/snellius/eval_blimp.sbatch",
+        [*SMALL, "--cpus-per-task=1", f"--output={log}"],
+        ["--run_dir", str(run), "--paradigms", "anaphor_number_agreement"],
+        cwd=REPO,
+        export={**CPU_JOB, "GPUS_PER_NODE": "1"},
+    )
     (task,) = slurm.wait(job, timeout=300)
     assert task["JobState"] == "COMPLETED", job_log(log)
     assert (run / "blimp" / "synthetic" / "learning_curve.png").is_file()
-    assert len(list(run.glob("*/*/blimp/synthetic/results.json")) + list(run.glob("final/blimp/synthetic/results.json"))) == 4
+    assert (
+        len(list(run.glob("*/*/blimp/synthetic/results.json")) + list(run.glob("final/blimp/synthetic/results.json")))
+        == 4
+    )

@@ -105,8 +105,7 @@ def test_group_lines_caps_documents_at_max_lines():
 
 
 def test_group_lines_blank_line_ends_document_but_dropped_tier_does_not():
-    lines = ["*CHI:\tmore juice .", "%mor:\tqn|more n|juice .", "*MOT:\there you go .", "   ",
-             "", "*CHI:\tthank you ."]
+    lines = ["*CHI:\tmore juice .", "%mor:\tqn|more n|juice .", "*MOT:\there you go .", "   ", "", "*CHI:\tthank you ."]
     documents = list(group_lines(lines, clean_childes_line))
     assert documents == ["more juice .\nhere you go .", "thank you ."]
 
@@ -131,8 +130,15 @@ def test_split_paragraphs_caps_very_long_documents():
 
 @pytest.mark.parametrize(
     ("percentage", "count", "expected"),
-    [(1, 10_000, 100), (0, 10_000, 0), (0.5, 10_000, 50), (2.5, 1000, 25), (0.1, 10_000, 10),
-     (33.3, 1000, 333), (50, 7, 3)],
+    [
+        (1, 10_000, 100),
+        (0, 10_000, 0),
+        (0.5, 10_000, 50),
+        (2.5, 1000, 25),
+        (0.1, 10_000, 10),
+        (33.3, 1000, 333),
+        (50, 7, 3),
+    ],
 )
 def test_held_out_count(percentage, count, expected):
     assert sum(is_held_out(i, percentage) for i in range(count)) == expected
@@ -167,12 +173,7 @@ def test_bad_validation_percentage_is_a_usage_error(tmp_path, bad):
 # BabyLM
 
 
-CHILDES = (
-    "*CHI:\tI want that .\n"
-    "%mor:\tpro:sub|I v|want pro:dem|that .\n"
-    "*MOT:\twhat's that ?\n"
-    "*CHI:\tdoggie .\n"
-)
+CHILDES = "*CHI:\tI want that .\n%mor:\tpro:sub|I v|want pro:dem|that .\n*MOT:\twhat's that ?\n*CHI:\tdoggie .\n"
 SWITCHBOARD = "A:\tyeah i know\nB: uh-huh\nA:\tso  anyway\n"
 SIMPLE_WIKI = "  The   cat is an animal.  \nIt has fur.\n\n\nA dog is also an animal.\n"
 
@@ -434,6 +435,7 @@ def test_jsonl_fingerprint_depends_on_text_column(tmp_path):
 def offline_datasets(tmp_path, monkeypatch):
     """Offline mode and a private cache; `datasets` reads both at import, so patch its config too."""
     import datasets
+
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
@@ -502,10 +504,14 @@ def test_synthetic_corpus():
     assert list(corpus.train_documents()) == train  # deterministic and re-iterable
     same = load_corpus("synthetic", synthetic_words=20_000, seed=1, validation_split_percentage=5)
     assert same.fingerprint == corpus.fingerprint
-    assert load_corpus("synthetic", synthetic_words=20_000, seed=2,
-                       validation_split_percentage=5).fingerprint != corpus.fingerprint
-    assert load_corpus("synthetic", synthetic_words=30_000, seed=1,
-                       validation_split_percentage=5).fingerprint != corpus.fingerprint
+    assert (
+        load_corpus("synthetic", synthetic_words=20_000, seed=2, validation_split_percentage=5).fingerprint
+        != corpus.fingerprint
+    )
+    assert (
+        load_corpus("synthetic", synthetic_words=30_000, seed=1, validation_split_percentage=5).fingerprint
+        != corpus.fingerprint
+    )
 
 
 @pytest.mark.parametrize("words", [0, -5, 1.5])

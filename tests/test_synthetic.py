@@ -126,8 +126,14 @@ def test_a_million_words_is_fast():
 
 def test_word_classes_are_disjoint():
     # The agreement tables and the checks below find a word's class by its spelling alone.
-    classes = [set(NOUN_NUMBER), set(AGREEING_NUMBER), ADJECTIVES, REFLEXIVES, set(DETERMINER_NUMBER),
-               set(synthetic._PREPOSITIONS)]
+    classes = [
+        set(NOUN_NUMBER),
+        set(AGREEING_NUMBER),
+        ADJECTIVES,
+        REFLEXIVES,
+        set(DETERMINER_NUMBER),
+        set(synthetic._PREPOSITIONS),
+    ]
     assert sum(map(len, classes)) == len(set().union(*classes))
 
 

@@ -26,7 +26,7 @@ TRICKY_TEXTS = [
     "tab\tseparated\twords\t\tand two tabs",
     "  leading and trailing spaces  ",
     "",
-    "dog . cat , (bird) \"quoted\" it's 42 3.14 -- end",
+    'dog . cat , (bird) "quoted" it\'s 42 3.14 -- end',
     "\n\n\nonly newlines before\n\n\n",
     "emoji 😀 here😀 ok ✓",
     "Mixed\r\nline endings\rand \u00e9l\u00e8ve",
@@ -209,8 +209,12 @@ def test_cached_tokenizer_is_reused_without_reading_the_corpus(tmp_path, trainin
 
 def test_cache_folders_differ_by_fingerprint_kind_and_vocab_size(monkeypatch, tmp_path, training_documents):
     calls = counting_trainer(monkeypatch)
-    for fingerprint, kind, vocab in [("fp-a", "bpe", 300), ("fp-b", "bpe", 300), ("fp-a", "bpe", 310),
-                                     ("fp-a", "wordpiece", 300)]:
+    for fingerprint, kind, vocab in [
+        ("fp-a", "bpe", 300),
+        ("fp-b", "bpe", 300),
+        ("fp-a", "bpe", 310),
+        ("fp-a", "wordpiece", 300),
+    ]:
         trained_or_cached_tokenizer(kind, lambda: iter(training_documents), vocab, fingerprint, tmp_path)
     folders = [p for p in (tmp_path / "tokenizers").iterdir()]
     assert len(calls) == 4

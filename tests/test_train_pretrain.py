@@ -40,8 +40,21 @@ def cache_dir(tmp_path_factory):
 
 
 def tiny_args(output_dir, cache_dir, *extra: str) -> list[str]:
-    return [*TINY_MODEL, *TINY_DATA, "--output_dir", str(output_dir), "--cache_dir", str(cache_dir),
-            "--logging_steps", "1", "--eval_steps", "1000", "--max_eval_samples", "64", *extra]
+    return [
+        *TINY_MODEL,
+        *TINY_DATA,
+        "--output_dir",
+        str(output_dir),
+        "--cache_dir",
+        str(cache_dir),
+        "--logging_steps",
+        "1",
+        "--eval_steps",
+        "1000",
+        "--max_eval_samples",
+        "64",
+        *extra,
+    ]
 
 
 def assert_loads_and_generates(folder):
@@ -55,11 +68,12 @@ def assert_loads_and_generates(folder):
 
 def test_default_run_learns_and_writes_a_complete_run_folder(tmp_path, cache_dir):
     out = tmp_path / "run"
-    result = run_script("train_pretrain.py", ["--max_steps", "60", "--output_dir", str(out),
-                                              "--cache_dir", str(cache_dir), "--synthetic_words", "100000"])
+    result = run_script(
+        "train_pretrain.py",
+        ["--max_steps", "60", "--output_dir", str(out), "--cache_dir", str(cache_dir), "--synthetic_words", "100000"],
+    )
     assert f"run folder: {out}" in result.stdout
-    before, after = [float(x) for x in
-                     result.stdout.split("validation loss ")[1].split(",")[0].split(" -> ")]
+    before, after = [float(x) for x in result.stdout.split("validation loss ")[1].split(",")[0].split(" -> ")]
     assert after < before - 1.0, f"validation loss did not fall clearly: {before} -> {after}"
 
     assert_loads_and_generates(out / "final")
@@ -99,16 +113,32 @@ def test_default_run_learns_and_writes_a_complete_run_folder(tmp_path, cache_dir
 def test_milestones_are_saved_exactly_at_their_anchors(tmp_path, cache_dir):
     out = tmp_path / "run"
     tokens_per_step = 4 * 32
-    run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "12", "--per_device_train_batch_size", "4",
-                                              "--milestones", f"{3 * tokens_per_step + 1},{8 * tokens_per_step}",
-                                              "--milestones_words", "300", "--save_init", "--eval_steps", "4"))
+    run_script(
+        "train_pretrain.py",
+        tiny_args(
+            out,
+            cache_dir,
+            "--max_steps",
+            "12",
+            "--per_device_train_batch_size",
+            "4",
+            "--milestones",
+            f"{3 * tokens_per_step + 1},{8 * tokens_per_step}",
+            "--milestones_words",
+            "300",
+            "--save_init",
+            "--eval_steps",
+            "4",
+        ),
+    )
     milestones = sorted(p.name for p in (out / "milestones").iterdir())
     assert milestones == ["chck_300", "init", "tokens-1024", "tokens-385"]
-    token_steps = {name: json.loads((out / "milestones" / name / "milestone.json").read_text())["step"]
-                   for name in milestones}
+    token_steps = {
+        name: json.loads((out / "milestones" / name / "milestone.json").read_text())["step"] for name in milestones
+    }
     assert token_steps["init"] == 0
-    assert token_steps["tokens-385"] == 4    # the first step whose counter passes the anchor
-    assert token_steps["tokens-1024"] == 8   # exactly on the anchor
+    assert token_steps["tokens-385"] == 4  # the first step whose counter passes the anchor
+    assert token_steps["tokens-1024"] == 8  # exactly on the anchor
     words = {r["step"]: r["train/words_seen"] for r in read_metrics(out) if "train/words_seen" in r}
     first_step_past_300_words = min(step for step, seen in words.items() if seen >= 300)
     assert token_steps["chck_300"] == first_step_past_300_words
@@ -127,8 +157,16 @@ def start_and_interrupt(args: list[str], out, after_step: int) -> int:
 
 
 def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
-    steps = ["--max_steps", "16", "--checkpointing_steps", "0", "--per_device_train_batch_size", "4",
-             "--gradient_accumulation_steps", "2"]
+    steps = [
+        "--max_steps",
+        "16",
+        "--checkpointing_steps",
+        "0",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "2",
+    ]
     reference = tmp_path / "uninterrupted"
     run_script("train_pretrain.py", tiny_args(reference, cache_dir, *steps))
 
@@ -140,8 +178,9 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
 
     expected, got = train_losses(reference), train_losses(resumed)
     after = [step for step in expected if step > stopped_at]
-    assert after and all(got[step] == expected[step] for step in after), \
-        [(step, expected[step], got[step]) for step in after if got[step] != expected[step]]
+    assert after and all(got[step] == expected[step] for step in after), [
+        (step, expected[step], got[step]) for step in after if got[step] != expected[step]
+    ]
     final = json.loads((resumed / "final" / "milestone.json").read_text())
     assert final["tokens_seen"] == json.loads((reference / "final" / "milestone.json").read_text())["tokens_seen"]
 
@@ -160,8 +199,18 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
     reuses it untouched for the same source and builds a second entry for a changed one."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"The dog {i} runs to the park and the cats sleep." for i in range(400)))
-    args = tiny_args(tmp_path / "first", tmp_path / "cache", "--dataset", "text", "--data_files", str(corpus),
-                     "--max_steps", "2", "--per_device_train_batch_size", "2")
+    args = tiny_args(
+        tmp_path / "first",
+        tmp_path / "cache",
+        "--dataset",
+        "text",
+        "--data_files",
+        str(corpus),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+    )
     run_script("train_pretrain.py", args)
     token_folders = list((tmp_path / "cache" / "tokens").iterdir())
     assert len(token_folders) == 1
@@ -169,8 +218,13 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
 
     def pack_again():
         cfg = parse_config(PretrainConfig, args)
-        corpus_source = load_corpus(cfg.dataset, data_files=cfg.data_files, text_column=cfg.text_column,
-                                    validation_split_percentage=cfg.validation_split_percentage, seed=cfg.seed)
+        corpus_source = load_corpus(
+            cfg.dataset,
+            data_files=cfg.data_files,
+            text_column=cfg.text_column,
+            validation_split_percentage=cfg.validation_split_percentage,
+            seed=cfg.seed,
+        )
         tokenizer = train_pretrain.obtain_tokenizer(cfg, corpus_source)
         packed_corpus(corpus_source, tokenizer, tokenizer_hash(tokenizer), Path(cfg.cache_dir))
 
@@ -189,9 +243,23 @@ def test_real_tinystories_sample_trains(tmp_path, cache_dir):
     if data is None or not (data / "pretrain" / "tinystories_valid.txt").is_file():
         pytest.skip("the real sample ../shared/data/pretrain/tinystories_valid.txt is not present")
     out = tmp_path / "run"
-    run_script("train_pretrain.py", tiny_args(out, tmp_path / "cache", "--dataset", "text", "--data_files",
-                                              str(data / "pretrain" / "tinystories_valid.txt"), "--max_steps", "40",
-                                              "--vocab_size", "2000", "--validation_split_percentage", "5"))
+    run_script(
+        "train_pretrain.py",
+        tiny_args(
+            out,
+            tmp_path / "cache",
+            "--dataset",
+            "text",
+            "--data_files",
+            str(data / "pretrain" / "tinystories_valid.txt"),
+            "--max_steps",
+            "40",
+            "--vocab_size",
+            "2000",
+            "--validation_split_percentage",
+            "5",
+        ),
+    )
     manifest = json.loads((out / "data.json").read_text())
     assert 140_000 < manifest["splits"]["train"]["words"] + manifest["splits"]["validation"]["words"] < 170_000
     evals = [r["val/loss"] for r in read_metrics(out) if "val/loss" in r]
@@ -200,16 +268,20 @@ def test_real_tinystories_sample_trains(tmp_path, cache_dir):
 
 # --- bad input: one clear line, non-zero exit, nothing lost --------------------------------------
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--milestones", "25M,abc"], "--milestones: 'abc' is not a count"),
-    (["--milestones_words", "1M,1M"], "--milestones_words: '1M,1M' lists an anchor twice"),
-    (["--vocab_size", "100"], "--vocab_size 100 is too small"),
-    (["--max_position_embeddings", "16"], "--seq_length 32 is above --max_position_embeddings 16"),
-    (["--dataset", "text", "--data_files", "/nonexistent/*.txt"], "/nonexistent/*.txt"),
-    (["--hidden_size", "65"], "--hidden_size 65 is not divisible by --num_attention_heads 2"),
-    (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be positive"),
-    (["--max_grad_norm", "-1"], "--max_grad_norm must not be negative"),
-])
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--milestones", "25M,abc"], "--milestones: 'abc' is not a count"),
+        (["--milestones_words", "1M,1M"], "--milestones_words: '1M,1M' lists an anchor twice"),
+        (["--vocab_size", "100"], "--vocab_size 100 is too small"),
+        (["--max_position_embeddings", "16"], "--seq_length 32 is above --max_position_embeddings 16"),
+        (["--dataset", "text", "--data_files", "/nonexistent/*.txt"], "/nonexistent/*.txt"),
+        (["--hidden_size", "65"], "--hidden_size 65 is not divisible by --num_attention_heads 2"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be positive"),
+        (["--max_grad_norm", "-1"], "--max_grad_norm must not be negative"),
+    ],
+)
 def test_bad_flags_fail_with_one_line(tmp_path, cache_dir, flags, expected):
     result = run_script("train_pretrain.py", tiny_args(tmp_path / "run", cache_dir, *flags), check=False)
     assert result.returncode == 2
@@ -219,16 +291,21 @@ def test_bad_flags_fail_with_one_line(tmp_path, cache_dir, flags, expected):
 def test_empty_corpus_names_the_file(tmp_path, cache_dir):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n   \n")
-    result = run_script("train_pretrain.py", tiny_args(tmp_path / "run", cache_dir, "--dataset", "text",
-                                                        "--data_files", str(empty)), check=False)
+    result = run_script(
+        "train_pretrain.py",
+        tiny_args(tmp_path / "run", cache_dir, "--dataset", "text", "--data_files", str(empty)),
+        check=False,
+    )
     assert result.returncode == 2 and str(empty) in error_line(result)
 
 
 def test_non_utf8_bytes_are_replaced_and_counted(tmp_path, cache_dir):
     corpus = tmp_path / "latin1.txt"
     corpus.write_bytes("\n\n".join(f"The caf\xe9 {i} is open and the dogs run." for i in range(300)).encode("latin-1"))
-    result = run_script("train_pretrain.py", tiny_args(tmp_path / "run", cache_dir, "--dataset", "text",
-                                                        "--data_files", str(corpus), "--max_steps", "1"))
+    result = run_script(
+        "train_pretrain.py",
+        tiny_args(tmp_path / "run", cache_dir, "--dataset", "text", "--data_files", str(corpus), "--max_steps", "1"),
+    )
     assert "300" in result.stderr and str(corpus) in result.stderr, result.stderr[-2000:]
 
 
@@ -262,8 +339,21 @@ def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir, c
     model.save_pretrained(broken)
     AutoTokenizer.from_pretrained(first / "final").save_pretrained(broken)
     out = tmp_path / "run"
-    result = run_script("train_pretrain.py", tiny_args(out, cache_dir, "--model_name_or_path", str(broken),
-                                                        "--tokenizer_name_or_path", str(broken), "--max_steps", "10",
-                                                        "--max_nonfinite_steps", "2"), check=False)
+    result = run_script(
+        "train_pretrain.py",
+        tiny_args(
+            out,
+            cache_dir,
+            "--model_name_or_path",
+            str(broken),
+            "--tokenizer_name_or_path",
+            str(broken),
+            "--max_steps",
+            "10",
+            "--max_nonfinite_steps",
+            "2",
+        ),
+        check=False,
+    )
     assert result.returncode == 1 and "3 steps had a non-finite loss" in error_line(result)
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000003"]

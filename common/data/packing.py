@@ -30,7 +30,7 @@ SPLITS = ("train", "validation")
 
 @dataclass(frozen=True)
 class PackedSplit:
-    tokens: np.ndarray   # 1-D memory map
+    tokens: np.ndarray  # 1-D memory map
     num_tokens: int
     num_words: int
     num_documents: int
@@ -67,7 +67,7 @@ def encode_batch(backend, documents: list[str], boundary_id: int, dtype: np.dtyp
     position = 0
     for encoding, length in zip(encodings, lengths):
         flat[position] = boundary_id
-        flat[position + 1:position + length] = encoding.ids
+        flat[position + 1 : position + length] = encoding.ids
         position += length
     return flat
 

@@ -24,7 +24,9 @@ class WindowSampler:
         self.seed = seed
         self.windows_per_epoch = num_windows(len(tokens), seq_length)
         if self.windows_per_epoch == 0:
-            raise UsageError(f"the training corpus ({len(tokens)} tokens) is shorter than one --seq_length {seq_length} window")
+            raise UsageError(
+                f"the training corpus ({len(tokens)} tokens) is shorter than one --seq_length {seq_length} window"
+            )
         self._epoch, self._order = -1, None
 
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -49,7 +51,7 @@ def read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_length: int) ->
     out = np.empty((len(window_ids), seq_length + 1), dtype=np.int64)
     for row, window in enumerate(window_ids):
         start = int(window) * seq_length
-        out[row] = tokens[start:start + seq_length + 1]
+        out[row] = tokens[start : start + seq_length + 1]
     return out
 
 
@@ -61,4 +63,3 @@ def micro_batch_indices(cursor: int, micro_step: int, rank: int, world_size: int
     """
     start = cursor + (micro_step * world_size + rank) * micro_batch_size
     return range(start, start + micro_batch_size)
-

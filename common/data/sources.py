@@ -317,13 +317,19 @@ def _with_held_out(
 def _synthetic_corpus(words: int, seed: int, percentage: float) -> Corpus:
     if isinstance(words, bool) or not isinstance(words, int) or words <= 0:
         raise UsageError(f"--synthetic_words must be a positive integer, got {words!r}")
+
     def documents() -> Iterator[str]:
         return synthetic.synthetic_documents(words, seed)
 
     _require_documents(documents, f"the synthetic source (--synthetic_words {words})")
     fingerprint = _fingerprint(
-        {"kind": "synthetic", "synthetic_version": synthetic.SYNTHETIC_VERSION, "words": words, "seed": seed,
-         "validation_split_percentage": percentage}
+        {
+            "kind": "synthetic",
+            "synthetic_version": synthetic.SYNTHETIC_VERSION,
+            "words": words,
+            "seed": seed,
+            "validation_split_percentage": percentage,
+        }
     )
     return _with_held_out("synthetic", fingerprint, documents, percentage)
 
@@ -350,8 +356,12 @@ def _babylm_corpus(data_dir: str | None, percentage: float) -> Corpus:
 
     train = _babylm_documents(train_files)
     _require_documents(train, data_dir)
-    options = {"kind": "babylm", "lines_per_document": LINES_PER_DOCUMENT,
-               "files": _file_stamps(train_files), "dev_files": _file_stamps(dev_files)}
+    options = {
+        "kind": "babylm",
+        "lines_per_document": LINES_PER_DOCUMENT,
+        "files": _file_stamps(train_files),
+        "dev_files": _file_stamps(dev_files),
+    }
     name = f"babylm-{_safe_name(folder.resolve().name)}"
     decode_errors = _decode_errors_of(train_files + dev_files)
     if dev_files:
@@ -381,8 +391,7 @@ def _file_corpus(kind: str, data_files: list[str] | None, text_column: str, perc
     name = f"{kind}-{_safe_name(files[0].stem)}"
     if len(files) > 1:
         name += f"-and-{len(files) - 1}-more"
-    return _with_held_out(name, _fingerprint(options), documents, percentage,
-                          decode_errors=_decode_errors_of(files))
+    return _with_held_out(name, _fingerprint(options), documents, percentage, decode_errors=_decode_errors_of(files))
 
 
 def parse_dataset_id(dataset: str) -> tuple[str, str | None]:
@@ -422,15 +431,19 @@ def _huggingface_corpus(dataset: str, text_column: str, percentage: float) -> Co
     train_split = loaded["train"]
     if text_column not in train_split.column_names:
         raise UsageError(
-            f"--text_column {text_column!r} not in --dataset {dataset} "
-            f"(columns: {', '.join(train_split.column_names)})"
+            f"--text_column {text_column!r} not in --dataset {dataset} (columns: {', '.join(train_split.column_names)})"
         )
     train = _split_documents(train_split, text_column)
     _require_documents(train, f"--dataset {dataset}")
 
     validation_name = next((split for split in VALIDATION_SPLIT_NAMES if split in loaded), None)
-    options = {"kind": "huggingface", "dataset": name, "config": config, "text_column": text_column,
-               "train": train_split._fingerprint}
+    options = {
+        "kind": "huggingface",
+        "dataset": name,
+        "config": config,
+        "text_column": text_column,
+        "train": train_split._fingerprint,
+    }
     corpus_name = _safe_name(Path(name).name if Path(name).exists() else name)
     if config:
         corpus_name += f"-{_safe_name(config)}"
@@ -440,8 +453,7 @@ def _huggingface_corpus(dataset: str, text_column: str, percentage: float) -> Co
         if text_column not in validation_split.column_names:
             raise UsageError(f"--text_column {text_column!r} not in split {validation_name!r} of {dataset}")
         options["validation"] = [validation_name, validation_split._fingerprint]
-        return Corpus(corpus_name, _fingerprint(options), train,
-                      _split_documents(validation_split, text_column))
+        return Corpus(corpus_name, _fingerprint(options), train, _split_documents(validation_split, text_column))
     options["validation_split_percentage"] = percentage
     return _with_held_out(corpus_name, _fingerprint(options), train, percentage)
 

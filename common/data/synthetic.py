@@ -40,9 +40,7 @@ MIN_SENTENCES_PER_DOCUMENT, MAX_SENTENCES_PER_DOCUMENT = 3, 12
 # --- Lexicon -------------------------------------------------------------------------------
 
 _COMMON_ADJECTIVES = "big small old wet dry clean dirty heavy".split()
-_LIVING_ADJECTIVES = (
-    "happy sad hungry tired angry clever brave lazy friendly young sleepy busy kind proud".split()
-)
+_LIVING_ADJECTIVES = "happy sad hungry tired angry clever brave lazy friendly young sleepy busy kind proud".split()
 _DULL_COLOURS = "brown black white grey".split()
 _THING_ADJECTIVES = "red blue green yellow new broken".split()
 
@@ -66,26 +64,34 @@ def _nouns(pairs: str, singular_reflexive: str, animate: bool, adjectives: list[
 _NOUNS = (
     _nouns(
         "man/men boy/boys king/kings father/fathers brother/brothers uncle/uncles son/sons prince/princes",
-        "himself", True, _COMMON_ADJECTIVES + _LIVING_ADJECTIVES,
+        "himself",
+        True,
+        _COMMON_ADJECTIVES + _LIVING_ADJECTIVES,
     )
     + _nouns(
         "woman/women girl/girls queen/queens mother/mothers sister/sisters aunt/aunts"
         " daughter/daughters princess/princesses",
-        "herself", True, _COMMON_ADJECTIVES + _LIVING_ADJECTIVES,
+        "herself",
+        True,
+        _COMMON_ADJECTIVES + _LIVING_ADJECTIVES,
     )
     + _nouns("child/children baby/babies", "itself", True, _COMMON_ADJECTIVES + _LIVING_ADJECTIVES)
     + _nouns(
         "dog/dogs cat/cats bird/birds horse/horses cow/cows pig/pigs mouse/mice goose/geese fox/foxes"
         " wolf/wolves rabbit/rabbits duck/ducks frog/frogs owl/owls elephant/elephants lion/lions"
         " tiger/tigers bear/bears monkey/monkeys",
-        "itself", True, _COMMON_ADJECTIVES + _LIVING_ADJECTIVES + _DULL_COLOURS,
+        "itself",
+        True,
+        _COMMON_ADJECTIVES + _LIVING_ADJECTIVES + _DULL_COLOURS,
     )
     + _nouns(
         "key/keys box/boxes book/books ball/balls table/tables chair/chairs cabinet/cabinets door/doors"
         " window/windows house/houses tree/trees car/cars cup/cups bottle/bottles shoe/shoes hat/hats"
         " bag/bags bed/beds lamp/lamps rock/rocks bench/benches bridge/bridges apple/apples egg/eggs"
         " knife/knives toy/toys picture/pictures clock/clocks boat/boats",
-        "itself", False, _COMMON_ADJECTIVES + _DULL_COLOURS + _THING_ADJECTIVES,
+        "itself",
+        False,
+        _COMMON_ADJECTIVES + _DULL_COLOURS + _THING_ADJECTIVES,
     )
 )
 _ANIMATE_NOUNS = [noun for noun in _NOUNS if noun.animate]
@@ -151,9 +157,7 @@ _MODIFIERS = ("none",) * 10 + ("pp",) * 4 + ("subject_rc",) * 3 + ("object_rc",)
 _LICENSORS = ("none",) * 14 + ("no",) * 3 + ("not",) * 3
 # Negative polarity items appear only under a licensor, in about half of the sentences that have
 # one; "is not ever" is too stilted to teach, so negated copulas take none.
-_NPI_CHOICES = {
-    ("none", predicate): (None,) for predicate in set(_PREDICATES)
-} | {
+_NPI_CHOICES = {("none", predicate): (None,) for predicate in set(_PREDICATES)} | {
     ("no", "intransitive"): (None, "ever"),
     ("no", "transitive"): (None, None, "ever", "any"),
     ("no", "copula"): (None, "ever"),
@@ -296,8 +300,7 @@ def synthetic_documents(num_words: int, seed: int = 0) -> Iterator[str]:
     produced = 0
     while produced < num_words:
         sentences = [
-            _clause(rng).words
-            for _ in range(rng.randint(MIN_SENTENCES_PER_DOCUMENT, MAX_SENTENCES_PER_DOCUMENT))
+            _clause(rng).words for _ in range(rng.randint(MIN_SENTENCES_PER_DOCUMENT, MAX_SENTENCES_PER_DOCUMENT))
         ]
         produced += sum(map(len, sentences))
         yield " ".join(map(_format, sentences))
@@ -312,7 +315,7 @@ _DRAWS_PER_PAIR = 100
 
 
 def _with_word(words: list[str], index: int, word: str) -> list[str]:
-    return [*words[:index], word, *words[index + 1:]]
+    return [*words[:index], word, *words[index + 1 :]]
 
 
 def _agreement_pair(rng: random.Random, modifier: str, licensor: str = "none") -> tuple[list[str], list[str]]:
@@ -354,20 +357,48 @@ class _Paradigm(NamedTuple):
 
 
 _PARADIGMS = (
-    _Paradigm("simple_subject_verb_agreement", "morphology", "subject_verb_agreement",
-              partial(_agreement_pair, modifier="none")),
-    _Paradigm("distractor_agreement_prepositional_phrase", "morphology", "subject_verb_agreement",
-              partial(_agreement_pair, modifier="pp")),
-    _Paradigm("distractor_agreement_subject_relative_clause", "morphology", "subject_verb_agreement",
-              partial(_agreement_pair, modifier="subject_rc")),
-    _Paradigm("distractor_agreement_object_relative_clause", "morphology", "subject_verb_agreement",
-              partial(_agreement_pair, modifier="object_rc")),
-    _Paradigm("negated_subject_verb_agreement", "morphology", "subject_verb_agreement",
-              partial(_agreement_pair, modifier="none", licensor="not")),
-    _Paradigm("determiner_noun_agreement", "morphology", "determiner_noun_agreement",
-              partial(_determiner_noun_pair, with_adjective=False)),
-    _Paradigm("determiner_noun_agreement_with_adjective", "morphology", "determiner_noun_agreement",
-              partial(_determiner_noun_pair, with_adjective=True)),
+    _Paradigm(
+        "simple_subject_verb_agreement",
+        "morphology",
+        "subject_verb_agreement",
+        partial(_agreement_pair, modifier="none"),
+    ),
+    _Paradigm(
+        "distractor_agreement_prepositional_phrase",
+        "morphology",
+        "subject_verb_agreement",
+        partial(_agreement_pair, modifier="pp"),
+    ),
+    _Paradigm(
+        "distractor_agreement_subject_relative_clause",
+        "morphology",
+        "subject_verb_agreement",
+        partial(_agreement_pair, modifier="subject_rc"),
+    ),
+    _Paradigm(
+        "distractor_agreement_object_relative_clause",
+        "morphology",
+        "subject_verb_agreement",
+        partial(_agreement_pair, modifier="object_rc"),
+    ),
+    _Paradigm(
+        "negated_subject_verb_agreement",
+        "morphology",
+        "subject_verb_agreement",
+        partial(_agreement_pair, modifier="none", licensor="not"),
+    ),
+    _Paradigm(
+        "determiner_noun_agreement",
+        "morphology",
+        "determiner_noun_agreement",
+        partial(_determiner_noun_pair, with_adjective=False),
+    ),
+    _Paradigm(
+        "determiner_noun_agreement_with_adjective",
+        "morphology",
+        "determiner_noun_agreement",
+        partial(_determiner_noun_pair, with_adjective=True),
+    ),
     _Paradigm("anaphor_number_agreement", "morphology", "anaphor_agreement", _anaphor_pair),
     _Paradigm("npi_ever_licensed_by_no", "semantics", "npi_licensing", partial(_npi_pair, npi="ever")),
     _Paradigm("npi_any_licensed_by_no", "semantics", "npi_licensing", partial(_npi_pair, npi="any")),
@@ -404,9 +435,7 @@ def synthetic_minimal_pairs(pairs_per_paradigm: int = 200, seed: int = 0) -> lis
     return [pair for paradigm in _PARADIGMS for pair in _paradigm_pairs(paradigm, pairs_per_paradigm, seed)]
 
 
-def write_minimal_pairs(
-    folder: str | os.PathLike, pairs_per_paradigm: int = 200, seed: int = 0
-) -> list[pathlib.Path]:
+def write_minimal_pairs(folder: str | os.PathLike, pairs_per_paradigm: int = 200, seed: int = 0) -> list[pathlib.Path]:
     """Write one `<UID>.jsonl` per paradigm into folder (created if missing); return the paths.
 
     Each file holds one JSON object per line, like the BLiMP data release.

@@ -25,8 +25,11 @@ TOKENIZER_CACHE_VERSION = "1"
 # scored with "BOS prepended" sees the same token that separated documents in training.
 BPE_SPECIAL_TOKENS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<pad>"}
 WORDPIECE_SPECIAL_TOKENS = {
-    "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-    "mask_token": "[MASK]", "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "mask_token": "[MASK]",
+    "unk_token": "[UNK]",
 }
 
 
@@ -46,7 +49,9 @@ def build_bpe_trainer(vocab_size: int) -> tuple[Tokenizer, trainers.Trainer, dic
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
         special_tokens=distinct_special_tokens(BPE_SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
@@ -60,7 +65,9 @@ def build_wordpiece_trainer(vocab_size: int) -> tuple[Tokenizer, trainers.Traine
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
         special_tokens=distinct_special_tokens(special),
     )
     return tokenizer, trainer, special
@@ -70,7 +77,8 @@ def wordpiece_post_processor(tokenizer: Tokenizer) -> processors.TemplateProcess
     """[CLS] A [SEP] (B [SEP]) like BERT, so sentence pairs encode as fine-tuning expects."""
     cls, sep = WORDPIECE_SPECIAL_TOKENS["cls_token"], WORDPIECE_SPECIAL_TOKENS["sep_token"]
     return processors.TemplateProcessing(
-        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
         special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
     )
 
@@ -99,7 +107,9 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrained
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as error:
-        raise UsageError(f"--tokenizer_name_or_path {name_or_path}: cannot load a tokenizer ({first_line(error)})") from None
+        raise UsageError(
+            f"--tokenizer_name_or_path {name_or_path}: cannot load a tokenizer ({first_line(error)})"
+        ) from None
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise UsageError(f"--tokenizer_name_or_path {name_or_path}: a fast (tokenizers-backed) tokenizer is needed")
     return tokenizer
@@ -111,7 +121,11 @@ def tokenizer_cache_key(corpus_fingerprint: str, kind: str, vocab_size: int) -> 
 
 
 def trained_or_cached_tokenizer(
-    kind: str, documents_factory, vocab_size: int, corpus_fingerprint: str, cache_dir: Path,
+    kind: str,
+    documents_factory,
+    vocab_size: int,
+    corpus_fingerprint: str,
+    cache_dir: Path,
 ) -> PreTrainedTokenizerFast:
     """The tokenizer trained on this corpus with these options, from the cache when it is there."""
     folder = Path(cache_dir) / "tokenizers" / tokenizer_cache_key(corpus_fingerprint, kind, vocab_size)
@@ -125,9 +139,12 @@ def trained_or_cached_tokenizer(
 
 # --- word accounting ---------------------------------------------------------------------------
 
+
 def byte_level_decoder_table() -> dict[str, int]:
     """The inverse of GPT-2's bytes-to-printable-characters map used by byte-level BPE."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     shifted, extra = dict(), 0
     for byte in range(256):
         if byte in printable:

@@ -34,45 +34,76 @@ def accuracy_summary(pairs: list[MinimalPair], correct: np.ndarray, ties: np.nda
     for uid, indices in by_paradigm.items():
         first = pairs[indices[0]]
         right = int(correct[indices].sum())
-        paradigms[uid] = {"field": first.field, "linguistics_term": first.linguistics_term,
-                          "accuracy": right / len(indices), "correct": right, "pairs": len(indices),
-                          "ties": int(ties[indices].sum())}
-    fields = {name: group_summary([p for p in paradigms.values() if p["field"] == name])
-              for name in sorted({p["field"] for p in paradigms.values()})}
-    return {OVERALL: group_summary(list(paradigms.values())), "fields": fields,
-            "paradigms": dict(sorted(paradigms.items(), key=lambda item: (item[1]["field"], item[0])))}
+        paradigms[uid] = {
+            "field": first.field,
+            "linguistics_term": first.linguistics_term,
+            "accuracy": right / len(indices),
+            "correct": right,
+            "pairs": len(indices),
+            "ties": int(ties[indices].sum()),
+        }
+    fields = {
+        name: group_summary([p for p in paradigms.values() if p["field"] == name])
+        for name in sorted({p["field"] for p in paradigms.values()})
+    }
+    return {
+        OVERALL: group_summary(list(paradigms.values())),
+        "fields": fields,
+        "paradigms": dict(sorted(paradigms.items(), key=lambda item: (item[1]["field"], item[0]))),
+    }
 
 
 def group_summary(paradigms: list[dict]) -> dict:
     pairs = sum(p["pairs"] for p in paradigms)
     correct = sum(p["correct"] for p in paradigms)
-    return {"accuracy": float(np.mean([p["accuracy"] for p in paradigms])), "micro_accuracy": correct / pairs,
-            "paradigms": len(paradigms), "pairs": pairs, "correct": correct, "ties": sum(p["ties"] for p in paradigms)}
+    return {
+        "accuracy": float(np.mean([p["accuracy"] for p in paradigms])),
+        "micro_accuracy": correct / pairs,
+        "paradigms": len(paradigms),
+        "pairs": pairs,
+        "correct": correct,
+        "ties": sum(p["ties"] for p in paradigms),
+    }
 
 
 def results_table(summary: dict) -> str:
     """The console table: one row per paradigm, then per field, then overall (accuracy in %)."""
     rows = [(uid, p["field"], p["accuracy"], None, p["pairs"], p["ties"]) for uid, p in summary["paradigms"].items()]
-    rows += [(f"[{name}]", name, f["accuracy"], f["micro_accuracy"], f["pairs"], f["ties"])
-             for name, f in summary["fields"].items()]
+    rows += [
+        (f"[{name}]", name, f["accuracy"], f["micro_accuracy"], f["pairs"], f["ties"])
+        for name, f in summary["fields"].items()
+    ]
     o = summary[OVERALL]
     rows.append((f"[{OVERALL}]", "", o["accuracy"], o["micro_accuracy"], o["pairs"], o["ties"]))
     width = max(len(row[0]) for row in rows)
     field_width = max(len("field"), *(len(row[1]) for row in rows))
-    lines = [f"{'paradigm':<{width}}  {'field':<{field_width}}  {'acc %':>6}  {'micro %':>7}  {'pairs':>6}  {'ties':>5}"]
+    lines = [
+        f"{'paradigm':<{width}}  {'field':<{field_width}}  {'acc %':>6}  {'micro %':>7}  {'pairs':>6}  {'ties':>5}"
+    ]
     for number, (name, field, accuracy, micro, pairs, ties) in enumerate(rows):
         if number == len(summary["paradigms"]):
             lines.append("-" * len(lines[0]))
         micro_text = f"{100 * micro:7.2f}" if micro is not None else " " * 7
-        lines.append(f"{name:<{width}}  {field:<{field_width}}  {100 * accuracy:6.2f}  {micro_text}  {pairs:>6}  "
-                     f"{ties:>5}")
+        lines.append(
+            f"{name:<{width}}  {field:<{field_width}}  {100 * accuracy:6.2f}  {micro_text}  {pairs:>6}  {ties:>5}"
+        )
     return "\n".join(lines)
 
 
 def csv_rows(summary: dict) -> list[dict]:
-    rows = [{"level": "paradigm", "name": uid, "field": p["field"], "accuracy": p["accuracy"],
-             "micro_accuracy": p["accuracy"], "pairs": p["pairs"], "correct": p["correct"], "ties": p["ties"]}
-            for uid, p in summary["paradigms"].items()]
+    rows = [
+        {
+            "level": "paradigm",
+            "name": uid,
+            "field": p["field"],
+            "accuracy": p["accuracy"],
+            "micro_accuracy": p["accuracy"],
+            "pairs": p["pairs"],
+            "correct": p["correct"],
+            "ties": p["ties"],
+        }
+        for uid, p in summary["paradigms"].items()
+    ]
     rows += [{"level": "field", "name": name, "field": name, **counts_of(f)} for name, f in summary["fields"].items()]
     rows.append({"level": OVERALL, "name": OVERALL, "field": "", **counts_of(summary[OVERALL])})
     return rows
@@ -111,10 +142,16 @@ def curve_rows(results: list[dict]) -> tuple[list[dict], list[str]]:
     rows = []
     for r in sorted(results, key=lambda r: (r["snapshot"]["tokens_seen"], r["snapshot"]["name"])):
         accuracy = r["accuracy"]
-        rows.append({"snapshot": r["snapshot"]["name"], "tokens_seen": r["snapshot"]["tokens_seen"],
-                     "step": r["snapshot"]["step"], "overall": accuracy[OVERALL]["accuracy"],
-                     "overall_micro": accuracy[OVERALL]["micro_accuracy"],
-                     **{name: accuracy["fields"].get(name, {}).get("accuracy") for name in fields}})
+        rows.append(
+            {
+                "snapshot": r["snapshot"]["name"],
+                "tokens_seen": r["snapshot"]["tokens_seen"],
+                "step": r["snapshot"]["step"],
+                "overall": accuracy[OVERALL]["accuracy"],
+                "overall_micro": accuracy[OVERALL]["micro_accuracy"],
+                **{name: accuracy["fields"].get(name, {}).get("accuracy") for name in fields},
+            }
+        )
     return rows, fields
 
 

@@ -29,8 +29,8 @@ UNKNOWN_FIELD = "other"  # the BabyLM supplement paradigms carry no `field`
 
 @dataclass(frozen=True)
 class MinimalPair:
-    uid: str               # the paradigm
-    field: str             # morphology, syntax, syntax-semantics, semantics (BLiMP's four)
+    uid: str  # the paradigm
+    field: str  # morphology, syntax, syntax-semantics, semantics (BLiMP's four)
     linguistics_term: str  # the phenomenon (BLiMP's twelve)
     pair_id: str
     good: str
@@ -39,8 +39,8 @@ class MinimalPair:
 
 @dataclass(frozen=True)
 class PairSet:
-    name: str              # names the results folder: synthetic, blimp, blimp_filtered, nyu-mll_blimp
-    source: str            # where the pairs came from, for results.json
+    name: str  # names the results folder: synthetic, blimp, blimp_filtered, nyu-mll_blimp
+    source: str  # where the pairs came from, for results.json
     pairs: tuple[MinimalPair, ...]
 
     @property
@@ -68,9 +68,14 @@ def pair_from_record(record: dict, default_uid: str) -> MinimalPair:
         if not isinstance(record.get(key), str):
             raise KeyError(key)
     pair_id = record.get("pairID", record.get("pair_id", ""))
-    return MinimalPair(uid=str(record.get("UID") or default_uid), field=str(record.get("field") or UNKNOWN_FIELD),
-                       linguistics_term=str(record.get("linguistics_term") or ""), pair_id=str(pair_id),
-                       good=record["sentence_good"], bad=record["sentence_bad"])
+    return MinimalPair(
+        uid=str(record.get("UID") or default_uid),
+        field=str(record.get("field") or UNKNOWN_FIELD),
+        linguistics_term=str(record.get("linguistics_term") or ""),
+        pair_id=str(pair_id),
+        good=record["sentence_good"],
+        bad=record["sentence_bad"],
+    )
 
 
 def read_jsonl_pairs(path: Path, skip_bad_lines: bool) -> tuple[list[MinimalPair], int]:
@@ -88,8 +93,11 @@ def read_jsonl_pairs(path: Path, skip_bad_lines: bool) -> tuple[list[MinimalPair
             try:
                 pairs.append(pair_from_record(json_object(line, where), default_uid=path.stem))
             except (UsageError, KeyError) as error:
-                problem = f"no {error.args[0]!r}" if isinstance(error, KeyError) else \
-                    first_line(error).removeprefix(f"{where}: ")
+                problem = (
+                    f"no {error.args[0]!r}"
+                    if isinstance(error, KeyError)
+                    else first_line(error).removeprefix(f"{where}: ")
+                )
                 message = f"{where}: not a minimal pair ({problem}); each line needs sentence_good and sentence_bad"
                 if not skip_bad_lines:
                     raise UsageError(f"{message} (--skip_bad_lines leaves such lines out)") from None
@@ -123,8 +131,11 @@ def read_hub_pairs(dataset_id: str = HUB_BLIMP) -> PairSet:
 
     try:
         configs = datasets.get_dataset_config_names(dataset_id)
-        pairs = [pair_from_record(row, config) for config in configs
-                 for row in datasets.load_dataset(dataset_id, config, split="train")]
+        pairs = [
+            pair_from_record(row, config)
+            for config in configs
+            for row in datasets.load_dataset(dataset_id, config, split="train")
+        ]
     except Exception as error:  # the Hub client raises many types; any of them means "could not load"
         raise UsageError(f"--blimp_dir {dataset_id}: cannot load the Hub data set ({first_line(error)})") from None
     return PairSet(dataset_id.replace("/", "_"), f"hf://datasets/{dataset_id}", tuple(pairs))

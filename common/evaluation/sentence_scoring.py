@@ -42,13 +42,13 @@ MAX_LOGITS = 2**28
 
 @dataclass(frozen=True)
 class ScoringOptions:
-    bos: bool = True                       # causal: prepend BOS so the first token is scored too
-    pll_variant: str = "original"          # masked: original | word_l2r
+    bos: bool = True  # causal: prepend BOS so the first token is scored too
+    pll_variant: str = "original"  # masked: original | word_l2r
     electra_scorer: str = "discriminator"  # ELECTRA: discriminator | generator (its PLL)
-    batch_size: int | None = None          # rows per forward (None: 512 on a GPU, 64 on the CPU)
-    max_batch_tokens: int = 16384          # padded tokens per forward
+    batch_size: int | None = None  # rows per forward (None: 512 on a GPU, 64 on the CPU)
+    max_batch_tokens: int = 16384  # padded tokens per forward
     dtype: str = "float32"
-    trust_remote_code: bool = False        # for Hub models whose architecture ships as code (LTG-BERT)
+    trust_remote_code: bool = False  # for Hub models whose architecture ships as code (LTG-BERT)
 
 
 # --- which head scores a model ---------------------------------------------------------------
@@ -71,8 +71,10 @@ def scorer_kind(config) -> str:
         if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
             return "causal"
     described = ", ".join(architectures) or config.model_type
-    raise UsageError(f"a {described} model cannot score sentences: it needs a causal LM head, a masked LM head "
-                     f"or an ELECTRA discriminator")
+    raise UsageError(
+        f"a {described} model cannot score sentences: it needs a causal LM head, a masked LM head "
+        f"or an ELECTRA discriminator"
+    )
 
 
 def load_scorer(name_or_path: str, revision: str | None, options: ScoringOptions, device) -> SentenceScorer:
@@ -91,8 +93,9 @@ def load_scorer(name_or_path: str, revision: str | None, options: ScoringOptions
             model = AutoModelForMaskedLM.from_pretrained(name_or_path, subfolder="generator", dtype=dtype, **hub)
             kind = "masked"
         else:
-            auto = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM,
-                    "electra": AutoModelForPreTraining}[kind]
+            auto = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "electra": AutoModelForPreTraining}[
+                kind
+            ]
             model = auto.from_pretrained(name_or_path, dtype=dtype, **hub)
     except UsageError as error:
         raise UsageError(f"{flag}: {error}") from None
@@ -114,12 +117,13 @@ class Rows:
     A row is a sentence's tokens, for masked scoring with the span target..mask_end replaced by
     the mask token (one position for the original PLL, the rest of the word too for word_l2r).
     """
-    tokens: np.ndarray      # (sentences, longest): token ids, padded
-    scored: np.ndarray      # (sentences, longest): True where a token counts (not special, not padding)
-    sentence: np.ndarray    # (rows,): the sentence of each row
-    length: np.ndarray      # (rows,): its number of tokens
-    target: np.ndarray      # (rows,): masked scoring: the position predicted (else -1)
-    mask_end: np.ndarray    # (rows,): masked scoring: the last position masked with it (else -1)
+
+    tokens: np.ndarray  # (sentences, longest): token ids, padded
+    scored: np.ndarray  # (sentences, longest): True where a token counts (not special, not padding)
+    sentence: np.ndarray  # (rows,): the sentence of each row
+    length: np.ndarray  # (rows,): its number of tokens
+    target: np.ndarray  # (rows,): masked scoring: the position predicted (else -1)
+    mask_end: np.ndarray  # (rows,): masked scoring: the last position masked with it (else -1)
 
     def __len__(self) -> int:
         return len(self.sentence)
@@ -142,8 +146,8 @@ def sentence_rows(encoded: list[list[int]], special: list[list[int]] | None, pad
     tokens = np.full((len(encoded), max(lengths, default=1)), pad_id, dtype=np.int64)
     scored = np.zeros(tokens.shape, dtype=bool)
     for i, ids in enumerate(encoded):
-        tokens[i, :len(ids)] = ids
-        scored[i, :len(ids)] = True if special is None else ~np.array(special[i], dtype=bool)
+        tokens[i, : len(ids)] = ids
+        scored[i, : len(ids)] = True if special is None else ~np.array(special[i], dtype=bool)
     none = np.full(len(encoded), -1, dtype=np.int64)
     return Rows(tokens, scored, np.arange(len(encoded)), lengths, none, none)
 
@@ -159,8 +163,14 @@ def pll_rows(sentences: Rows, word_ids: list[list[int | None]] | None) -> Rows:
         target.append(positions)
         mask_end.append(ends)
     sentence = np.concatenate(sentence).astype(np.int64)
-    return Rows(sentences.tokens, sentences.scored, sentence, sentences.length[sentence],
-                np.concatenate(target).astype(np.int64), np.concatenate(mask_end).astype(np.int64))
+    return Rows(
+        sentences.tokens,
+        sentences.scored,
+        sentence,
+        sentences.length[sentence],
+        np.concatenate(target).astype(np.int64),
+        np.concatenate(mask_end).astype(np.int64),
+    )
 
 
 def word_span_ends(positions: np.ndarray, word_ids: list[int | None]) -> np.ndarray:
@@ -204,8 +214,10 @@ class SentenceScorer:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         longest = int(np.argmax(rows.length)) if len(rows) else None
         if limit and longest is not None and rows.length[longest] > limit:
-            raise UsageError(f"the sentence {sentences[rows.sentence[longest]]!r} takes {rows.length[longest]} "
-                             f"tokens, more than the model's {limit} positions")
+            raise UsageError(
+                f"the sentence {sentences[rows.sentence[longest]]!r} takes {rows.length[longest]} "
+                f"tokens, more than the model's {limit} positions"
+            )
 
 
 class CausalScorer(SentenceScorer):
@@ -245,8 +257,7 @@ class MaskedScorer(SentenceScorer):
 
     def rows(self, sentences: list[str]) -> Rows:
         encoded = self.tokenizer(sentences, return_special_tokens_mask=True)
-        words = [encoded.word_ids(i) for i in range(len(sentences))] if self.options.pll_variant == "word_l2r" \
-            else None
+        words = [encoded.word_ids(i) for i in range(len(sentences))] if self.options.pll_variant == "word_l2r" else None
         return pll_rows(sentence_rows(encoded["input_ids"], encoded["special_tokens_mask"], self.pad_id), words)
 
     def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
@@ -266,7 +277,7 @@ class DiscriminatorScorer(SentenceScorer):
 
     def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
         ids, attention = rows.batch(indices)
-        scored = rows.scored[rows.sentence[indices], :ids.shape[1]]
+        scored = rows.scored[rows.sentence[indices], : ids.shape[1]]
         ids, attention, scored = self.on_device(ids, attention, scored)
         replaced_logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
         log_original = F.logsigmoid(-replaced_logits).masked_fill(~scored, 0.0)
@@ -316,7 +327,7 @@ def score_sentences(scorer: SentenceScorer, sentences: list[str], accelerator, p
     rows = scorer.rows(sentences)
     scorer.check_lengths(rows, sentences)
     batches = plan_batches(rows.length.tolist(), scorer.rows_per_batch(), scorer.tokens_per_batch())
-    mine = batches[accelerator.process_index::accelerator.num_processes]
+    mine = batches[accelerator.process_index :: accelerator.num_processes]
     done_rows, done_values = [], []
     bar = tqdm(mine, desc="scoring", unit="batch", disable=not accelerator.is_main_process or not progress or None)
     with torch.inference_mode():
@@ -333,6 +344,8 @@ def score_sentences(scorer: SentenceScorer, sentences: list[str], accelerator, p
     totals = np.zeros(len(sentences), dtype=np.float64)
     np.add.at(totals, rows.sentence, row_scores)  # in row order, whatever the number of processes
     if not np.all(np.isfinite(totals)):
-        raise UsageError(f"{int((~np.isfinite(totals)).sum())} sentence scores are not finite (NaN or inf): "
-                         f"the model's outputs overflow; try --dtype float32")
+        raise UsageError(
+            f"{int((~np.isfinite(totals)).sum())} sentence scores are not finite (NaN or inf): "
+            f"the model's outputs overflow; try --dtype float32"
+        )
     return totals

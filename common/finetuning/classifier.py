@@ -25,6 +25,7 @@ from common.model_source import ModelSource
 
 class Llama4TextForSequenceClassification(GenericForSequenceClassification, Llama4PreTrainedModel):
     """The last-non-pad-token head that LLaMA, Gemma 2 and OLMo 2 have, over Llama 4's text model."""
+
     config_class = Llama4TextConfig
     base_model_prefix = "model"  # Llama4ForCausalLM keeps its body in `model`, so the weights load
 
@@ -54,8 +55,10 @@ def load_classification_tokenizer(source: ModelSource):
             raise UsageError(f"{source.flag}: its tokenizer has no pad token and no EOS token to pad with")
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.pad_token_id >= config.vocab_size:
-        raise UsageError(f"{source.flag}: its pad token {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}) is "
-                         f"outside the model's vocabulary of {config.vocab_size}")
+        raise UsageError(
+            f"{source.flag}: its pad token {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}) is "
+            f"outside the model's vocabulary of {config.vocab_size}"
+        )
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     return tokenizer, positions
 
@@ -68,21 +71,27 @@ def load_classifier(source: ModelSource, labels: tuple[str, ...] | None, pad_tok
     """
     config = load_config(source)
     num_labels = 1 if labels is None else len(labels)
-    head = dict(num_labels=num_labels, pad_token_id=pad_token_id,
-                problem_type="regression" if labels is None else "single_label_classification")
+    head = dict(
+        num_labels=num_labels,
+        pad_token_id=pad_token_id,
+        problem_type="regression" if labels is None else "single_label_classification",
+    )
     if labels is not None:
         head.update(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
     model_class = EXTRA_CLASSIFIERS.get(config.model_type, AutoModelForSequenceClassification)
     try:
         with quiet_transformers():
-            model, loading = model_class.from_pretrained(source.name_or_path, output_loading_info=True,
-                                                         **head, **source.hub_options())
+            model, loading = model_class.from_pretrained(
+                source.name_or_path, output_loading_info=True, **head, **source.hub_options()
+            )
     except (OSError, ValueError, KeyError) as error:
         raise UsageError(f"{source.flag}: cannot load a sequence classifier ({first_line(error)})") from None
     body = [key for key in loading["missing_keys"] if is_body_weight(key, model.base_model_prefix)]
     if body:
-        raise UsageError(f"{source.flag}: {len(body)} weights of the model body are not in the checkpoint "
-                         f"(e.g. {sorted(body)[0]}): is it a {config.model_type} model?")
+        raise UsageError(
+            f"{source.flag}: {len(body)} weights of the model body are not in the checkpoint "
+            f"(e.g. {sorted(body)[0]}): is it a {config.model_type} model?"
+        )
     return model
 
 
@@ -109,6 +118,7 @@ def quiet_transformers():
 @dataclass(frozen=True)
 class Encoded:
     """A tokenised split: one id list per example (token types when the model uses them)."""
+
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: np.ndarray  # int64 class indices, or float32 regression targets
@@ -132,9 +142,13 @@ def encode(tokenizer, texts: list[tuple[str, ...]], labels, max_length: int, tru
         pairs = False
     columns = list(zip(*texts)) if texts else [[]]
     whole = truncation == "head_tail"
-    encoding = tokenizer(*map(list, columns), truncation=False if whole else "longest_first",
-                         max_length=None if whole else max_length, return_token_type_ids=pairs or None,
-                         return_attention_mask=False)
+    encoding = tokenizer(
+        *map(list, columns),
+        truncation=False if whole else "longest_first",
+        max_length=None if whole else max_length,
+        return_token_type_ids=pairs or None,
+        return_attention_mask=False,
+    )
     input_ids = encoding["input_ids"]
     token_type_ids = encoding.get("token_type_ids") if pairs else None
     if whole:
@@ -147,7 +161,7 @@ def head_and_tail(ids: list[int], max_length: int) -> list[int]:
     if len(ids) <= max_length:
         return ids
     head = max_length // 4
-    return ids[:head] + ids[len(ids) - (max_length - head):]
+    return ids[:head] + ids[len(ids) - (max_length - head) :]
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -167,8 +181,10 @@ class EncodedDataset(torch.utils.data.Dataset):
 def collate(items: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest example (causal heads find the last non-pad token)."""
     longest = max(len(item["input_ids"]) for item in items)
-    batch = {"input_ids": torch.full((len(items), longest), pad_token_id, dtype=torch.long),
-             "attention_mask": torch.zeros((len(items), longest), dtype=torch.long)}
+    batch = {
+        "input_ids": torch.full((len(items), longest), pad_token_id, dtype=torch.long),
+        "attention_mask": torch.zeros((len(items), longest), dtype=torch.long),
+    }
     if "token_type_ids" in items[0]:
         batch["token_type_ids"] = torch.zeros((len(items), longest), dtype=torch.long)
     for row, item in enumerate(items):

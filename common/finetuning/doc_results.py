@@ -16,17 +16,29 @@ from common.files import csv_text, markdown_table, save_figure, write_atomically
 
 
 def document_metrics(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    return {"accuracy": float(accuracy_score(true, predicted)),
-            "macro_f1": float(f1_score(true, predicted, average="macro", zero_division=0))}
+    return {
+        "accuracy": float(accuracy_score(true, predicted)),
+        "macro_f1": float(f1_score(true, predicted, average="macro", zero_division=0)),
+    }
 
 
 def epoch_rows(runs: list[dict]) -> list[dict]:
     """One CSV row per model, batch size and epoch (percentages)."""
-    return [{"model": run["model"], "batch_size": run["batch_size"], "epoch": epoch["epoch"],
-             "train_loss": round(epoch["train_loss"], 4),
-             **{f"{split}_{name}": round(100 * value, 2) for split, values in epoch["metrics"].items()
-                for name, value in values.items()}}
-            for run in runs for epoch in run["history"]]
+    return [
+        {
+            "model": run["model"],
+            "batch_size": run["batch_size"],
+            "epoch": epoch["epoch"],
+            "train_loss": round(epoch["train_loss"], 4),
+            **{
+                f"{split}_{name}": round(100 * value, 2)
+                for split, values in epoch["metrics"].items()
+                for name, value in values.items()
+            },
+        }
+        for run in runs
+        for epoch in run["history"]
+    ]
 
 
 def accuracy_table(runs: list[dict]) -> tuple[list[dict], list[str]]:
@@ -50,17 +62,27 @@ def counts_table(counts: dict[str, dict[str, int]]) -> tuple[list[dict], list[st
     return rows, ["label", *counts]
 
 
-def write_reports(output_dir: Path, runs: list[dict], counts: dict, labels: list[str], summary: dict) -> dict[str, Path]:
+def write_reports(
+    output_dir: Path, runs: list[dict], counts: dict, labels: list[str], summary: dict
+) -> dict[str, Path]:
     """results.md (the tables), results.csv (every epoch), label_counts.csv, results.json, and one
     confusion-matrix PNG per model (a panel per batch size, test split, last epoch)."""
     output_dir = Path(output_dir)
     table, columns = accuracy_table(runs)
     count_rows, count_columns = counts_table(counts)
-    markdown = ("## Test accuracy (%) after each epoch, and macro-F1 (%) after the last\n\n"
-                + markdown_table(table, columns) + "\n\n## Documents per label\n\n"
-                + markdown_table(count_rows, count_columns) + "\n")
-    paths = {"markdown": output_dir / "results.md", "csv": output_dir / "results.csv",
-             "counts": output_dir / "label_counts.csv", "json": output_dir / "results.json"}
+    markdown = (
+        "## Test accuracy (%) after each epoch, and macro-F1 (%) after the last\n\n"
+        + markdown_table(table, columns)
+        + "\n\n## Documents per label\n\n"
+        + markdown_table(count_rows, count_columns)
+        + "\n"
+    )
+    paths = {
+        "markdown": output_dir / "results.md",
+        "csv": output_dir / "results.csv",
+        "counts": output_dir / "label_counts.csv",
+        "json": output_dir / "results.json",
+    }
     rows = epoch_rows(runs)
     write_atomically(paths["csv"], csv_text(rows, list(rows[0])))
     write_atomically(paths["counts"], csv_text(count_rows, count_columns))
@@ -69,8 +91,13 @@ def write_reports(output_dir: Path, runs: list[dict], counts: dict, labels: list
         draw_confusion([run for run in runs if run["model"] == model], labels, path)
         paths[f"confusion {model}"] = path
     write_atomically(paths["markdown"], markdown)
-    write_atomically(paths["json"], json.dumps({**summary, "label_counts": counts, "labels": labels,
-                                                "runs": [strip_predictions(run) for run in runs]}, indent=2))
+    write_atomically(
+        paths["json"],
+        json.dumps(
+            {**summary, "label_counts": counts, "labels": labels, "runs": [strip_predictions(run) for run in runs]},
+            indent=2,
+        ),
+    )
     return paths
 
 
@@ -91,14 +118,23 @@ def draw_confusion(runs: list[dict], labels: list[str], path: Path) -> None:
         matrix = confusion_matrix(true, predicted, labels=list(range(len(labels))))
         axis.imshow(matrix, cmap="Blues")
         for (row, column), count in np.ndenumerate(matrix):
-            axis.text(column, row, str(count), ha="center", va="center", fontsize=7,
-                      color="white" if count > matrix.max() / 2 else "black")
+            axis.text(
+                column,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if count > matrix.max() / 2 else "black",
+            )
         axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         axis.set_yticks(range(len(labels)), labels, fontsize=7)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
-        axis.set_title(f"batch {run['batch_size']}: accuracy {100 * run['history'][-1]['metrics']['test']['accuracy']:.1f}%",
-                       fontsize=9)
+        axis.set_title(
+            f"batch {run['batch_size']}: accuracy {100 * run['history'][-1]['metrics']['test']['accuracy']:.1f}%",
+            fontsize=9,
+        )
     figure.suptitle(f"{runs[0]['model']}, test split, after epoch {runs[0]['history'][-1]['epoch']}")
     figure.tight_layout()
     save_figure(figure, path)

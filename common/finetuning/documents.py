@@ -30,8 +30,9 @@ class Document:
     where: str = field(default="", compare=False)  # file:line, for errors about this document
 
 
-def read_documents(path: Path, text_column: str | None = None, label_column: str | None = None,
-                   flag: str = "--data_file") -> list[Document]:
+def read_documents(
+    path: Path, text_column: str | None = None, label_column: str | None = None, flag: str = "--data_file"
+) -> list[Document]:
     """Documents of a WOS `Data.txt` (`.txt`/`.tsv`), a `.csv` or a `.jsonl` file; a WOS file
     needs no column names. Text and label are stripped; a row without them names its line."""
     if not path.is_file():
@@ -53,8 +54,9 @@ def read_documents(path: Path, text_column: str | None = None, label_column: str
     for line, record in records:
         text, label = field_text(record, text_column), field_text(record, label_column)
         if not text or not label:
-            raise UsageError(f"{path}:{line}: no {'text' if not text else 'label'} "
-                             f"(columns {text_column!r}, {label_column!r})")
+            raise UsageError(
+                f"{path}:{line}: no {'text' if not text else 'label'} (columns {text_column!r}, {label_column!r})"
+            )
         documents.append(Document(text, label, f"{path}:{line}"))
     if not documents:
         raise UsageError(f"{flag} {path}: holds no documents")
@@ -90,22 +92,27 @@ def jsonl_records(path: Path):
             yield number, json_object(line, f"{path}:{number}")
 
 
-def stratified_split(documents: list[Document], seed: int, dev_fraction: float = 0.1,
-                     test_fraction: float = 0.1) -> dict[str, list[Document]]:
+def stratified_split(
+    documents: list[Document], seed: int, dev_fraction: float = 0.1, test_fraction: float = 0.1
+) -> dict[str, list[Document]]:
     """train/dev/test with each label in the same proportion in every split (by seed)."""
     labels = [d.label for d in documents]
     rare = [label for label, count in Counter(labels).items() if count < 3]
     if rare:
-        raise UsageError(f"labels {', '.join(sorted(rare))} have fewer than 3 documents: too few to put one in "
-                         f"each of train, dev and test")
+        raise UsageError(
+            f"labels {', '.join(sorted(rare))} have fewer than 3 documents: too few to put one in "
+            f"each of train, dev and test"
+        )
     held_out = dev_fraction + test_fraction
     try:
         train, rest = train_test_split(documents, test_size=held_out, stratify=labels, random_state=seed)
-        dev, test = train_test_split(rest, test_size=test_fraction / held_out, stratify=[d.label for d in rest],
-                                     random_state=seed)
+        dev, test = train_test_split(
+            rest, test_size=test_fraction / held_out, stratify=[d.label for d in rest], random_state=seed
+        )
     except ValueError as error:  # too few documents for a stratified split of every label
-        raise UsageError(f"cannot split {len(documents)} documents of {len(set(labels))} labels by label "
-                         f"({first_line(error)})") from None
+        raise UsageError(
+            f"cannot split {len(documents)} documents of {len(set(labels))} labels by label ({first_line(error)})"
+        ) from None
     return {"train": train, "dev": dev, "test": test}
 
 
@@ -115,8 +122,9 @@ def check_labels(splits: dict[str, list[Document]]) -> list[str]:
     for name, documents in splits.items():
         for document in documents:
             if document.label not in labels:
-                raise UsageError(f"{document.where}: label {document.label!r} is not among the training labels "
-                                 f"({', '.join(labels)})")
+                raise UsageError(
+                    f"{document.where}: label {document.label!r} is not among the training labels ({', '.join(labels)})"
+                )
     return labels
 
 

@@ -31,12 +31,13 @@ from common.optimizer import adamw, learning_rate_at, warmup_steps_for
 log = logging.getLogger("babytrain")
 
 Measure = Callable[[str, np.ndarray, np.ndarray], dict[str, float]]  # (split, predictions, labels) -> metrics
-Monitor = Callable[[dict[str, dict[str, float]]], float]             # metrics per split -> higher is better
+Monitor = Callable[[dict[str, dict[str, float]]], float]  # metrics per split -> higher is better
 
 
 @dataclass(frozen=True)
 class FinetuneOptions:
     """The optimisation flags of both fine-tuning scripts (their configs extend this)."""
+
     learning_rate: float = option(5e-5, "peak learning rate (linear warmup, then linear decay)")
     per_device_eval_batch_size: int = option(64, "evaluation examples per process and forward pass")
     warmup_ratio: float = option(0.1, "fraction of the steps spent warming up the learning rate")
@@ -50,9 +51,10 @@ class FinetuneOptions:
 @dataclass(frozen=True)
 class FinetuneSettings(FinetuneOptions):
     """One run's settings: the shared optimisation options plus the run's own."""
+
     per_device_train_batch_size: int = 32
     num_train_epochs: int = 10
-    patience: int = 3            # epochs without a better monitored score before stopping; 0: never stop early
+    patience: int = 3  # epochs without a better monitored score before stopping; 0: never stop early
     seed: int = 42
 
 
@@ -62,12 +64,17 @@ class EpochResult:
     step: int
     train_loss: float
     metrics: dict[str, dict[str, float]]  # split -> metric -> value
-    score: float                          # the monitored number
+    score: float  # the monitored number
     predictions: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False)  # split -> (predicted, true)
 
     def record(self) -> dict:
-        return {"epoch": self.epoch, "step": self.step, "train_loss": self.train_loss, "score": self.score,
-                "metrics": self.metrics}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_loss": self.train_loss,
+            "score": self.score,
+            "metrics": self.metrics,
+        }
 
 
 @dataclass
@@ -78,14 +85,29 @@ class FinetuneOutcome:
     seconds: float
 
     def record(self) -> dict:
-        return {"best_epoch": self.best.epoch, "epochs_trained": len(self.epochs), "stopped_early": self.stopped_early,
-                "metrics": self.best.metrics, "score": self.best.score, "seconds": round(self.seconds, 2),
-                "history": [epoch.record() for epoch in self.epochs]}
+        return {
+            "best_epoch": self.best.epoch,
+            "epochs_trained": len(self.epochs),
+            "stopped_early": self.stopped_early,
+            "metrics": self.best.metrics,
+            "score": self.best.score,
+            "seconds": round(self.seconds, 2),
+            "history": [epoch.record() for epoch in self.epochs],
+        }
 
 
-def finetune(accelerator: Accelerator, build_model: Callable[[], torch.nn.Module], train: Encoded,
-             evaluation: dict[str, Encoded], settings: FinetuneSettings, pad_token_id: int, measure: Measure,
-             monitor: Monitor, name: str, tensorboard_dir: Path | None = None) -> FinetuneOutcome:
+def finetune(
+    accelerator: Accelerator,
+    build_model: Callable[[], torch.nn.Module],
+    train: Encoded,
+    evaluation: dict[str, Encoded],
+    settings: FinetuneSettings,
+    pad_token_id: int,
+    measure: Measure,
+    monitor: Monitor,
+    name: str,
+    tensorboard_dir: Path | None = None,
+) -> FinetuneOutcome:
     """Fine-tune the model `build_model()` makes (called after seeding, so its new head is the
     seed's) and return every epoch's evaluation plus the best one."""
     started = time.perf_counter()
@@ -93,10 +115,17 @@ def finetune(accelerator: Accelerator, build_model: Callable[[], torch.nn.Module
     model = build_model()
     regression = train.labels.dtype.kind == "f"
     batches = functools.partial(collate, pad_token_id=pad_token_id)
-    train_loader = DataLoader(EncodedDataset(train), batch_size=settings.per_device_train_batch_size, shuffle=True,
-                              collate_fn=batches, generator=torch.Generator().manual_seed(settings.seed))
-    eval_loaders = [DataLoader(EncodedDataset(split), batch_size=settings.per_device_eval_batch_size,
-                               collate_fn=batches) for split in evaluation.values()]
+    train_loader = DataLoader(
+        EncodedDataset(train),
+        batch_size=settings.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=batches,
+        generator=torch.Generator().manual_seed(settings.seed),
+    )
+    eval_loaders = [
+        DataLoader(EncodedDataset(split), batch_size=settings.per_device_eval_batch_size, collate_fn=batches)
+        for split in evaluation.values()
+    ]
     optimizer = adamw(model, settings.learning_rate, settings.weight_decay, accelerator.device)
     reset_deepspeed_config(accelerator)
     configure_deepspeed(accelerator, settings.per_device_train_batch_size, settings.max_grad_norm)
@@ -124,28 +153,44 @@ def finetune(accelerator: Accelerator, build_model: Callable[[], torch.nn.Module
             board.scalars({"train/lr": lr}, step)
         # The mean over the epoch's batches on every rank (each rank runs as many).
         train_loss = all_reduce_sum(accelerator, [loss_sum])[0] / (len(train_loader) * accelerator.num_processes)
-        predictions = {split: predict(accelerator, model, loader, regression)
-                       for split, loader in zip(evaluation, eval_loaders)}
+        predictions = {
+            split: predict(accelerator, model, loader, regression) for split, loader in zip(evaluation, eval_loaders)
+        }
         metrics = {split: measure(split, *predicted) for split, predicted in predictions.items()}
         result = EpochResult(epoch, step, train_loss, metrics, monitor(metrics), predictions)
         epochs.append(result)
         improved = best is None or result.score > best.score
         best, since_best = (result, 0) if improved else (best, since_best + 1)
-        board.scalars({"train/loss": train_loss, "eval/score": result.score,
-                       **{f"eval/{split}/{metric}": value for split, values in metrics.items()
-                          for metric, value in values.items()}}, step)
+        board.scalars(
+            {
+                "train/loss": train_loss,
+                "eval/score": result.score,
+                **{
+                    f"eval/{split}/{metric}": value
+                    for split, values in metrics.items()
+                    for metric, value in values.items()
+                },
+            },
+            step,
+        )
         bar.set_postfix(loss=f"{train_loss:.3f}", score=f"{result.score:.3f}")
-        log.info("%s epoch %d: train loss %.4f, %s%s", name, epoch, train_loss, describe_metrics(metrics),
-                 " (best)" if improved else "")
+        log.info(
+            "%s epoch %d: train loss %.4f, %s%s",
+            name,
+            epoch,
+            train_loss,
+            describe_metrics(metrics),
+            " (best)" if improved else "",
+        )
         if settings.patience and since_best >= settings.patience:
-            log.info("%s: no better score for %d epochs, stopping early (best: epoch %d)", name, since_best,
-                     best.epoch)
+            log.info("%s: no better score for %d epochs, stopping early (best: epoch %d)", name, since_best, best.epoch)
             break
     bar.close()
     board.close()
     accelerator.free_memory()  # the next run prepares a new model; let this one go
-    return FinetuneOutcome(epochs, best, stopped_early=len(epochs) < settings.num_train_epochs,
-                           seconds=time.perf_counter() - started)
+    return FinetuneOutcome(
+        epochs, best, stopped_early=len(epochs) < settings.num_train_epochs, seconds=time.perf_counter() - started
+    )
 
 
 @torch.no_grad()
@@ -165,8 +210,9 @@ def predict(accelerator: Accelerator, model, loader, regression: bool) -> tuple[
 
 
 def describe_metrics(metrics: dict[str, dict[str, float]]) -> str:
-    return ", ".join(f"{split} {name} {value:.4f}" for split, values in metrics.items()
-                     for name, value in values.items())
+    return ", ".join(
+        f"{split} {name} {value:.4f}" for split, values in metrics.items() for name, value in values.items()
+    )
 
 
 class TensorBoard:
@@ -176,6 +222,7 @@ class TensorBoard:
         self.writer = None
         if folder is not None and accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
+
             self.writer = SummaryWriter(log_dir=str(Path(folder) / name))
 
     def scalars(self, values: dict[str, float], step: int) -> None:

@@ -24,12 +24,12 @@ csv.field_size_limit(sys.maxsize)  # QQP and MNLI hold a few very long fields
 
 @dataclass(frozen=True)
 class GlueTask:
-    name: str                          # the command-line name: cola, sst2, ...
-    folder: str                        # its folder in the GLUE download: CoLA, SST-2, ...
-    text_columns: tuple[str, ...]      # one sentence or a pair
+    name: str  # the command-line name: cola, sst2, ...
+    folder: str  # its folder in the GLUE download: CoLA, SST-2, ...
+    text_columns: tuple[str, ...]  # one sentence or a pair
     label_column: str
-    labels: tuple[str, ...] | None     # label strings in class-index order (nyu-mll/glue's); None: regression
-    metrics: tuple[str, ...]           # the official ones; the task's score is their mean
+    labels: tuple[str, ...] | None  # label strings in class-index order (nyu-mll/glue's); None: regression
+    metrics: tuple[str, ...]  # the official ones; the task's score is their mean
     hub_text_columns: tuple[str, ...]  # the same texts' columns in the Hub data set nyu-mll/glue
     dev_files: dict[str, str] = field(default_factory=lambda: {"dev": "dev.tsv"})
     hub_dev_splits: dict[str, str] = field(default_factory=lambda: {"dev": "validation"})
@@ -42,26 +42,81 @@ class GlueTask:
 
 HUB_GLUE = "nyu-mll/glue"
 BINARY = ("0", "1")
-GLUE_TASKS: dict[str, GlueTask] = {task.name: task for task in (
-    GlueTask("cola", "CoLA", ("sentence",), "label", BINARY, ("matthews_correlation",), ("sentence",),
-             columns=("source", "label", "original_label", "sentence")),
-    GlueTask("sst2", "SST-2", ("sentence",), "label", BINARY, ("accuracy",), ("sentence",)),
-    GlueTask("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY, ("f1", "accuracy"),
-             ("sentence1", "sentence2")),
-    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"),
-             ("sentence1", "sentence2")),
-    GlueTask("qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY, ("f1", "accuracy"),
-             ("question1", "question2")),
-    GlueTask("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label", ("entailment", "neutral", "contradiction"),
-             ("accuracy",), ("premise", "hypothesis"),
-             dev_files={"matched": "dev_matched.tsv", "mismatched": "dev_mismatched.tsv"},
-             hub_dev_splits={"matched": "validation_matched", "mismatched": "validation_mismatched"}),
-    GlueTask("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("accuracy",),
-             ("question", "sentence")),
-    GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("accuracy",),
-             ("sentence1", "sentence2")),
-    GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("accuracy",), ("sentence1", "sentence2")),
-)}
+GLUE_TASKS: dict[str, GlueTask] = {
+    task.name: task
+    for task in (
+        GlueTask(
+            "cola",
+            "CoLA",
+            ("sentence",),
+            "label",
+            BINARY,
+            ("matthews_correlation",),
+            ("sentence",),
+            columns=("source", "label", "original_label", "sentence"),
+        ),
+        GlueTask("sst2", "SST-2", ("sentence",), "label", BINARY, ("accuracy",), ("sentence",)),
+        GlueTask(
+            "mrpc",
+            "MRPC",
+            ("#1 String", "#2 String"),
+            "Quality",
+            BINARY,
+            ("f1", "accuracy"),
+            ("sentence1", "sentence2"),
+        ),
+        GlueTask(
+            "stsb",
+            "STS-B",
+            ("sentence1", "sentence2"),
+            "score",
+            None,
+            ("pearson", "spearman"),
+            ("sentence1", "sentence2"),
+        ),
+        GlueTask(
+            "qqp",
+            "QQP",
+            ("question1", "question2"),
+            "is_duplicate",
+            BINARY,
+            ("f1", "accuracy"),
+            ("question1", "question2"),
+        ),
+        GlueTask(
+            "mnli",
+            "MNLI",
+            ("sentence1", "sentence2"),
+            "gold_label",
+            ("entailment", "neutral", "contradiction"),
+            ("accuracy",),
+            ("premise", "hypothesis"),
+            dev_files={"matched": "dev_matched.tsv", "mismatched": "dev_mismatched.tsv"},
+            hub_dev_splits={"matched": "validation_matched", "mismatched": "validation_mismatched"},
+        ),
+        GlueTask(
+            "qnli",
+            "QNLI",
+            ("question", "sentence"),
+            "label",
+            ("entailment", "not_entailment"),
+            ("accuracy",),
+            ("question", "sentence"),
+        ),
+        GlueTask(
+            "rte",
+            "RTE",
+            ("sentence1", "sentence2"),
+            "label",
+            ("entailment", "not_entailment"),
+            ("accuracy",),
+            ("sentence1", "sentence2"),
+        ),
+        GlueTask(
+            "wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("accuracy",), ("sentence1", "sentence2")
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -85,8 +140,10 @@ def read_glue_file(path: Path, task: GlueTask) -> list[Example]:
     """The labelled examples of one GLUE TSV file; a missing column, a short row or a label
     outside the task's label set is an error naming the file (and line)."""
     if not path.is_file():
-        raise UsageError(f"{path}: no such file (expected the GLUE layout <glue_dir>/{task.folder}/"
-                         f"{{train.tsv,{','.join(task.dev_files.values())}}})")
+        raise UsageError(
+            f"{path}: no such file (expected the GLUE layout <glue_dir>/{task.folder}/"
+            f"{{train.tsv,{','.join(task.dev_files.values())}}})"
+        )
     with open(path, encoding="utf-8-sig", newline="") as lines:  # utf-8-sig drops MRPC's byte-order mark
         rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = list(task.columns) if task.columns else next(rows, None)
@@ -94,13 +151,18 @@ def read_glue_file(path: Path, task: GlueTask) -> list[Example]:
             raise UsageError(f"{path}: empty file")
         missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
         if missing:
-            raise UsageError(f"{path}: no column {', '.join(map(repr, missing))} in its header "
-                             f"({', '.join(header)}); is it the {task.folder} file?")
+            raise UsageError(
+                f"{path}: no column {', '.join(map(repr, missing))} in its header "
+                f"({', '.join(header)}); is it the {task.folder} file?"
+            )
         wanted = [header.index(c) for c in task.text_columns]
         label_at = header.index(task.label_column)
         first_line = 1 if task.columns else 2
-        return [example_from_row(row, wanted, label_at, task, f"{path}:{number}")
-                for number, row in enumerate(rows, start=first_line) if row]
+        return [
+            example_from_row(row, wanted, label_at, task, f"{path}:{number}")
+            for number, row in enumerate(rows, start=first_line)
+            if row
+        ]
 
 
 def example_from_row(row: list[str], text_at: list[int], label_at: int, task: GlueTask, where: str) -> Example:
@@ -111,8 +173,7 @@ def example_from_row(row: list[str], text_at: list[int], label_at: int, task: Gl
         try:
             return Example(text, float(label))
         except ValueError:
-            raise UsageError(f"{where}: label {label!r} is not a number ({task.folder} is a regression task)") \
-                from None
+            raise UsageError(f"{where}: label {label!r} is not a number ({task.folder} is a regression task)") from None
     if label not in task.labels:
         raise UsageError(f"{where}: label {label!r} is not one of {', '.join(task.labels)}")
     return Example(text, task.labels.index(label))
@@ -121,8 +182,10 @@ def example_from_row(row: list[str], text_at: list[int], label_at: int, task: Gl
 def read_glue_split_files(glue_dir: Path, task: GlueTask) -> dict[str, list[Example]]:
     """train plus the dev split(s) of a task in the GLUE download layout."""
     folder = glue_dir / task.folder
-    return {"train": read_glue_file(folder / "train.tsv", task),
-            **{name: read_glue_file(folder / file, task) for name, file in task.dev_files.items()}}
+    return {
+        "train": read_glue_file(folder / "train.tsv", task),
+        **{name: read_glue_file(folder / file, task) for name, file in task.dev_files.items()},
+    }
 
 
 def read_glue_hub(task: GlueTask) -> dict[str, list[Example]]:
@@ -134,10 +197,14 @@ def read_glue_hub(task: GlueTask) -> dict[str, list[Example]]:
     try:
         data = load_dataset(HUB_GLUE, task.name)
     except Exception as error:  # offline, a proxy, a moved data set: all the same to the user
-        raise UsageError(f"cannot load {HUB_GLUE} ({task.name}): {first_line(error)}; without the network, pass "
-                         f"--glue_dir with the GLUE download") from None
-    return {name: examples_from_hub_rows(task, data[split], f"{HUB_GLUE} {task.name} {split}")
-            for name, split in splits.items()}
+        raise UsageError(
+            f"cannot load {HUB_GLUE} ({task.name}): {first_line(error)}; without the network, pass "
+            f"--glue_dir with the GLUE download"
+        ) from None
+    return {
+        name: examples_from_hub_rows(task, data[split], f"{HUB_GLUE} {task.name} {split}")
+        for name, split in splits.items()
+    }
 
 
 def examples_from_hub_rows(task: GlueTask, rows, where: str) -> list[Example]:
@@ -146,8 +213,10 @@ def examples_from_hub_rows(task: GlueTask, rows, where: str) -> list[Example]:
     for number, row in enumerate(rows):
         label = row["label"]
         if task.labels is not None and not 0 <= label < len(task.labels):
-            raise UsageError(f"{where} row {number}: label {label} is not a class of {task.name} "
-                             f"(0..{len(task.labels) - 1}); test splits have no labels")
+            raise UsageError(
+                f"{where} row {number}: label {label} is not a class of {task.name} "
+                f"(0..{len(task.labels) - 1}); test splits have no labels"
+            )
         texts = tuple(row[column] for column in task.hub_text_columns)
         examples.append(Example(texts, float(label) if task.labels is None else int(label)))
     return examples

@@ -90,9 +90,18 @@ def results_table(results: list[dict]) -> tuple[list[dict], list[str]]:
 
 
 def metric_rows(results: list[dict]) -> list[dict]:
-    return [{"model": r["model"]["label"], "task": r["task"], "metric": name, "mean": value,
-             "std": r["metrics_std"][name], "seeds": len(r["seeds"])}
-            for r in results for name, value in r["metrics"].items()]
+    return [
+        {
+            "model": r["model"]["label"],
+            "task": r["task"],
+            "metric": name,
+            "mean": value,
+            "std": r["metrics_std"][name],
+            "seeds": len(r["seeds"]),
+        }
+        for r in results
+        for name, value in r["metrics"].items()
+    ]
 
 
 def gather(results_dir: Path, output_dir: Path | None = None) -> tuple[dict[str, Path], list[dict], list[str]]:
@@ -100,11 +109,15 @@ def gather(results_dir: Path, output_dir: Path | None = None) -> tuple[dict[str,
     results = read_results(results_dir)
     output_dir = Path(output_dir or results_dir)
     rows, columns = results_table(results)
-    paths = {"table": output_dir / "glue_results.csv", "metrics": output_dir / "glue_metrics.csv",
-             "plot": output_dir / "glue_results.png"}
+    paths = {
+        "table": output_dir / "glue_results.csv",
+        "metrics": output_dir / "glue_metrics.csv",
+        "plot": output_dir / "glue_results.png",
+    }
     write_atomically(paths["table"], csv_text(rows, columns))
-    write_atomically(paths["metrics"], csv_text(metric_rows(results), ["model", "task", "metric", "mean", "std",
-                                                                       "seeds"]))
+    write_atomically(
+        paths["metrics"], csv_text(metric_rows(results), ["model", "task", "metric", "mean", "std", "seeds"])
+    )
     draw_bars(rows, columns[1:-1], paths["plot"])
     return paths, rows, columns
 

@@ -28,8 +28,8 @@ class Shape:
     num_hidden_layers: int
     num_attention_heads: int
     intermediate_size: int
-    num_key_value_heads: int | None = None   # None: as many as attention heads (no GQA)
-    embedding_size: int | None = None        # ELECTRA's factorised embeddings; None: hidden_size
+    num_key_value_heads: int | None = None  # None: as many as attention heads (no GQA)
+    embedding_size: int | None = None  # ELECTRA's factorised embeddings; None: hidden_size
 
 
 # Parameter counts (with a 16k vocabulary, untied) land near the names; `tiny` is for laptops
@@ -45,30 +45,44 @@ SIZE_PRESETS: dict[str, Shape] = {
 def resolve_shape(size: str, **overrides: int | None) -> Shape:
     """The preset `size` with every explicitly given (not None) dimension replacing its value."""
     preset = SIZE_PRESETS[size].__dict__
-    shape = Shape(**{name: overrides.get(name) if overrides.get(name) is not None else value
-                     for name, value in preset.items()})
+    shape = Shape(
+        **{name: overrides.get(name) if overrides.get(name) is not None else value for name, value in preset.items()}
+    )
     if shape.hidden_size % shape.num_attention_heads:
         raise UsageError(
-            f"--hidden_size {shape.hidden_size} is not divisible by --num_attention_heads {shape.num_attention_heads}")
+            f"--hidden_size {shape.hidden_size} is not divisible by --num_attention_heads {shape.num_attention_heads}"
+        )
     kv_heads = shape.num_key_value_heads or shape.num_attention_heads
     if shape.num_attention_heads % kv_heads:
         raise UsageError(
-            f"--num_attention_heads {shape.num_attention_heads} is not divisible by --num_key_value_heads {kv_heads}")
+            f"--num_attention_heads {shape.num_attention_heads} is not divisible by --num_key_value_heads {kv_heads}"
+        )
     return shape
 
 
-def model_config(model_type: str, shape: Shape, vocab_size: int, max_positions: int, special_ids: dict,
-                 dropout: float | None = None, **extras) -> PretrainedConfig:
+def model_config(
+    model_type: str,
+    shape: Shape,
+    vocab_size: int,
+    max_positions: int,
+    special_ids: dict,
+    dropout: float | None = None,
+    **extras,
+) -> PretrainedConfig:
     """A `transformers` config for `model_type` with this shape, vocabulary and special tokens.
 
     extras: further config fields (the experts and router loss weights of `electra_moe`).
     """
     head_dim = shape.hidden_size // shape.num_attention_heads
     common = dict(
-        vocab_size=vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
         num_key_value_heads=shape.num_key_value_heads or shape.num_attention_heads,
-        max_position_embeddings=max_positions, **special_ids,
+        max_position_embeddings=max_positions,
+        **special_ids,
     )
     if model_type in CAUSAL_CONFIGS:
         if dropout is not None:
@@ -86,15 +100,27 @@ def model_config(model_type: str, shape: Shape, vocab_size: int, max_positions: 
 
 
 def special_token_ids(tokenizer) -> dict[str, int | None]:
-    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
-def build_model(model_type: str, objective: str, shape: Shape, tokenizer, max_positions: int,
-                dropout: float | None = None, generator_size_divisor: int = 4, **extras):
+def build_model(
+    model_type: str,
+    objective: str,
+    shape: Shape,
+    tokenizer,
+    max_positions: int,
+    dropout: float | None = None,
+    generator_size_divisor: int = 4,
+    **extras,
+):
     """A freshly initialised model; for ELECTRA the generator + discriminator pair it trains."""
-    config = model_config(model_type, shape, len(tokenizer), max_positions, special_token_ids(tokenizer), dropout,
-                          **extras)
+    config = model_config(
+        model_type, shape, len(tokenizer), max_positions, special_token_ids(tokenizer), dropout, **extras
+    )
     if objective != ELECTRA:
         return auto_class(objective).from_config(config)
     try:
@@ -112,11 +138,15 @@ def load_model(name_or_path: str, objective: str, tokenizer):
         else:
             model = auto_class(objective).from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
-        raise UsageError(f"--model_name_or_path {name_or_path}: cannot load a model for --objective {objective} "
-                         f"({first_line(error)})") from None
+        raise UsageError(
+            f"--model_name_or_path {name_or_path}: cannot load a model for --objective {objective} "
+            f"({first_line(error)})"
+        ) from None
     if config.vocab_size < len(tokenizer):
-        raise UsageError(f"--model_name_or_path {name_or_path}: its vocabulary ({config.vocab_size}) is smaller "
-                         f"than the tokenizer's ({len(tokenizer)})")
+        raise UsageError(
+            f"--model_name_or_path {name_or_path}: its vocabulary ({config.vocab_size}) is smaller "
+            f"than the tokenizer's ({len(tokenizer)})"
+        )
     return model
 
 

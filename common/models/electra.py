@@ -47,7 +47,8 @@ def generator_config(discriminator_config: ElectraConfig, size_divisor: int) -> 
         raise ValueError(
             f"generator hidden_size={hidden_size} (discriminator {d.hidden_size} / {size_divisor}) is not "
             f"divisible by its num_attention_heads={num_heads} (discriminator {d.num_attention_heads} / "
-            f"{size_divisor})")
+            f"{size_divisor})"
+        )
     return ElectraConfig(
         vocab_size=d.vocab_size,
         embedding_size=d.embedding_size,
@@ -73,8 +74,7 @@ class ElectraPair(nn.Module):
     embeddings and their LayerNorm). When embedding_size != hidden_size each model keeps its own
     `embeddings_project`, since their hidden sizes differ."""
 
-    def __init__(self, generator: ElectraForMaskedLM,
-                 discriminator: ElectraForPreTraining | ElectraMoeForPreTraining):
+    def __init__(self, generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining | ElectraMoeForPreTraining):
         super().__init__()
         self.generator = generator
         self.discriminator = discriminator
@@ -89,8 +89,9 @@ class ElectraPair(nn.Module):
     def build(cls, discriminator_config: ElectraConfig, generator_size_divisor: int) -> ElectraPair:
         """A freshly initialised pair for `discriminator_config` (an `ElectraMoeConfig` gives an MoE
         discriminator)."""
-        discriminator_class = (ElectraMoeForPreTraining if isinstance(discriminator_config, ElectraMoeConfig)
-                               else ElectraForPreTraining)
+        discriminator_class = (
+            ElectraMoeForPreTraining if isinstance(discriminator_config, ElectraMoeConfig) else ElectraForPreTraining
+        )
         generator = ElectraForMaskedLM(generator_config(discriminator_config, generator_size_divisor))
         return cls(generator, discriminator_class(discriminator_config))
 
@@ -101,7 +102,9 @@ class ElectraPair(nn.Module):
         generator_folder = Path(folder) / GENERATOR_FOLDER
         if not (generator_folder / "config.json").is_file():
             raise OSError(f"{folder} has no {GENERATOR_FOLDER}/ subfolder with the generator ELECTRA training needs")
-        return cls(ElectraForMaskedLM.from_pretrained(generator_folder), AutoModelForPreTraining.from_pretrained(folder))
+        return cls(
+            ElectraForMaskedLM.from_pretrained(generator_folder), AutoModelForPreTraining.from_pretrained(folder)
+        )
 
     @property
     def config(self) -> ElectraConfig:
@@ -114,8 +117,9 @@ class ElectraPair(nn.Module):
         """The generator's vocabulary head: the pair's only projection onto the vocabulary."""
         return self.generator.get_output_embeddings()
 
-    def corrupt(self, input_ids: torch.Tensor, original_ids: torch.Tensor, labels: torch.Tensor,
-                uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def corrupt(
+        self, input_ids: torch.Tensor, original_ids: torch.Tensor, labels: torch.Tensor, uniforms: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(the generator's logits at the masked positions, the windows with its samples there)."""
         masked = labels != IGNORE
         generator_hidden = self.generator.electra(input_ids=input_ids).last_hidden_state[masked]
@@ -123,8 +127,14 @@ class ElectraPair(nn.Module):
         corrupted = original_ids.masked_scatter(masked, sample_replacements(generator_logits, uniforms[masked]))
         return generator_logits, corrupted
 
-    def forward(self, input_ids: torch.Tensor, original_ids: torch.Tensor, labels: torch.Tensor,
-                uniforms: torch.Tensor, token_weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        original_ids: torch.Tensor,
+        labels: torch.Tensor,
+        uniforms: torch.Tensor,
+        token_weights: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
         """One ELECTRA pass over a batch, as summed loss terms (see `common.training.objectives.Electra`).
 
         input_ids: the BERT-masked windows (batch, L); original_ids: the windows before masking;
@@ -144,24 +154,33 @@ class ElectraPair(nn.Module):
         logits = outputs.logits.float()
         terms = {
             "generator_loss": generator_loss,
-            "discriminator_loss": F.binary_cross_entropy_with_logits(logits, replaced, weight=token_weights,
-                                                                     reduction="sum"),
+            "discriminator_loss": F.binary_cross_entropy_with_logits(
+                logits, replaced, weight=token_weights, reduction="sum"
+            ),
             "discriminator_accuracy": (((logits > 0).float() == replaced).float() * token_weights).sum().detach(),
             "replaced_fraction": (replaced * token_weights).sum().detach(),
         }
         if isinstance(self.discriminator, ElectraMoeForPreTraining):
             # Per micro-batch means; a validation batch made only of padding rows contributes nothing.
             real = (token_weights.sum() > 0).float()
-            terms |= {"router_aux_loss": outputs.aux_loss * real, "router_z_loss": outputs.z_loss * real,
-                      "expert_fraction": outputs.expert_fractions * real}
+            terms |= {
+                "router_aux_loss": outputs.aux_loss * real,
+                "router_z_loss": outputs.z_loss * real,
+                "expert_fraction": outputs.expert_fractions * real,
+            }
         return terms
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         for model in (self.generator, self.discriminator):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
 
-    def save_pretrained(self, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
-                        safe_serialization: bool = True, **kwargs) -> None:
+    def save_pretrained(
+        self,
+        folder: str | Path,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        safe_serialization: bool = True,
+        **kwargs,
+    ) -> None:
         """The discriminator into `folder`, the generator into `folder/generator`.
 
         state_dict: a full state dict of the pair (keys `generator.*` and `discriminator.*`, e.g.
@@ -171,12 +190,14 @@ class ElectraPair(nn.Module):
         if not safe_serialization:
             raise ValueError("transformers 5 saves only safetensors; safe_serialization=False is not supported")
         folder = Path(folder)
-        for name, model, target in (("discriminator", self.discriminator, folder),
-                                    ("generator", self.generator, folder / GENERATOR_FOLDER)):
+        for name, model, target in (
+            ("discriminator", self.discriminator, folder),
+            ("generator", self.generator, folder / GENERATOR_FOLDER),
+        ):
             part = None
             if state_dict is not None:
                 prefix = f"{name}."
-                part = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+                part = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
             model.save_pretrained(target, state_dict=part, **kwargs)
 
 

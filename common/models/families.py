@@ -22,12 +22,17 @@ CausalConfig = Callable[[dict, int, int], PretrainedConfig]
 CAUSAL_CONFIGS: dict[str, CausalConfig] = {
     "llama": lambda fields, head_dim, positions: LlamaConfig(**fields),
     "gemma2": lambda fields, head_dim, positions: Gemma2Config(
-        **fields, head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=positions),
+        **fields, head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=positions
+    ),
     "olmo2": lambda fields, head_dim, positions: Olmo2Config(**fields),
     # The text-only Llama 4 stack with dense feed-forward layers (no MoE layers) at this size.
     "llama4": lambda fields, head_dim, positions: Llama4TextConfig(
-        **fields, head_dim=head_dim, intermediate_size_mlp=fields["intermediate_size"], moe_layers=[],
-        attention_chunk_size=positions),
+        **fields,
+        head_dim=head_dim,
+        intermediate_size_mlp=fields["intermediate_size"],
+        moe_layers=[],
+        attention_chunk_size=positions,
+    ),
 }
 CAUSAL_MODEL_TYPES = tuple(CAUSAL_CONFIGS)
 MASKED_MODEL_TYPES = ("bert",)
@@ -36,14 +41,16 @@ ELECTRA_MODEL_TYPES = ("electra", "electra_moe")
 # Families are named by the objective that trains them (the values of --objective).
 CAUSAL, MASKED, ELECTRA = "causal", "mlm", "electra"
 FAMILIES = (CAUSAL, MASKED, ELECTRA)
-MODEL_FAMILY = {**dict.fromkeys(CAUSAL_MODEL_TYPES, CAUSAL), **dict.fromkeys(MASKED_MODEL_TYPES, MASKED),
-                **dict.fromkeys(ELECTRA_MODEL_TYPES, ELECTRA)}
+MODEL_FAMILY = {
+    **dict.fromkeys(CAUSAL_MODEL_TYPES, CAUSAL),
+    **dict.fromkeys(MASKED_MODEL_TYPES, MASKED),
+    **dict.fromkeys(ELECTRA_MODEL_TYPES, ELECTRA),
+}
 # The tokenizer trained for each family: byte-level BPE for decoders, BERT's WordPiece for encoders.
 TOKENIZER_KIND = {CAUSAL: "bpe", MASKED: "wordpiece", ELECTRA: "wordpiece"}
 # The class a saved model of each family loads with (ELECTRA: its discriminator; the generator is
 # the folder's generator/ subfolder, an `AutoModelForMaskedLM`).
-AUTO_CLASS_NAMES = {CAUSAL: "AutoModelForCausalLM", MASKED: "AutoModelForMaskedLM",
-                    ELECTRA: "AutoModelForPreTraining"}
+AUTO_CLASS_NAMES = {CAUSAL: "AutoModelForCausalLM", MASKED: "AutoModelForMaskedLM", ELECTRA: "AutoModelForPreTraining"}
 
 
 def family_of(model_type: str) -> str:

@@ -71,16 +71,16 @@ class ElectraMoeConfig(ElectraConfig):
     def __post_init__(self, **kwargs):
         if not 1 <= self.num_experts_per_tok <= self.num_experts:
             raise ValueError(
-                f"num_experts_per_tok={self.num_experts_per_tok} must be between 1 and "
-                f"num_experts={self.num_experts}")
+                f"num_experts_per_tok={self.num_experts_per_tok} must be between 1 and num_experts={self.num_experts}"
+            )
         super().__post_init__(**kwargs)
 
 
 class RouterStats(NamedTuple):
     """What one MoE block reports about its routing, over the non-padding tokens of the batch."""
 
-    balance_loss: torch.Tensor      # scalar, float32: num_experts * sum_e f_e * P_e (1.0 when balanced)
-    z_loss: torch.Tensor            # scalar, float32: mean over tokens of logsumexp(router logits)^2
+    balance_loss: torch.Tensor  # scalar, float32: num_experts * sum_e f_e * P_e (1.0 when balanced)
+    z_loss: torch.Tensor  # scalar, float32: mean over tokens of logsumexp(router logits)^2
     expert_fractions: torch.Tensor  # (num_experts,), detached: f_e, share of (token, slot) assignments
 
 
@@ -125,8 +125,9 @@ class MoeFeedForward(nn.Module):
         self.router = nn.Linear(config.hidden_size, config.num_experts, bias=False)
         self.experts = nn.ModuleList(ElectraMoeExpert(config) for _ in range(config.num_experts))
 
-    def forward(self, hidden_states: torch.Tensor,
-                token_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, RouterStats]:
+    def forward(
+        self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, RouterStats]:
         """hidden_states (..., hidden); token_mask (...) bool or 0/1, None when nothing is padding."""
         flat = hidden_states.reshape(-1, hidden_states.shape[-1])
         if token_mask is None:
@@ -149,8 +150,9 @@ class MoeFeedForward(nn.Module):
 
         return output.reshape(hidden_states.shape), self.router_stats(router_logits, router_probs, top_experts)
 
-    def router_stats(self, router_logits: torch.Tensor, router_probs: torch.Tensor,
-                     top_experts: torch.Tensor) -> RouterStats:
+    def router_stats(
+        self, router_logits: torch.Tensor, router_probs: torch.Tensor, top_experts: torch.Tensor
+    ) -> RouterStats:
         # Denominators floored at 1 so that a batch with no real token gives zero losses, not NaN.
         num_tokens = router_logits.shape[0]
         assignments = torch.bincount(top_experts.reshape(-1), minlength=self.num_experts).float()
@@ -175,9 +177,12 @@ class ElectraMoeLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(layer output, balance loss, z-loss, expert fractions).
 
         A flat tuple of tensors rather than a `RouterStats`: reentrant gradient checkpointing only
@@ -233,8 +238,13 @@ class ElectraMoeEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(ElectraMoeLayer(config, layer_idx=i) for i in range(config.num_hidden_layers))
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
-                token_mask: torch.Tensor | None, output_hidden_states: bool) -> ElectraMoeModelOutput:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_mask: torch.Tensor | None,
+        output_hidden_states: bool,
+    ) -> ElectraMoeModelOutput:
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         balance_losses, z_losses, expert_fractions = [], [], []
         for layer in self.layer:
@@ -277,8 +287,7 @@ class ElectraMoePreTrainedModel(ElectraPreTrainedModel):
 
     def router_loss(self, outputs: ElectraMoeModelOutput) -> torch.Tensor:
         """The router terms the heads add to their task loss."""
-        return (self.config.router_aux_loss_coef * outputs.aux_loss
-                + self.config.router_z_loss_coef * outputs.z_loss)
+        return self.config.router_aux_loss_coef * outputs.aux_loss + self.config.router_z_loss_coef * outputs.z_loss
 
 
 class ElectraMoeModel(ElectraMoePreTrainedModel):
@@ -305,13 +314,15 @@ class ElectraMoeModel(ElectraMoePreTrainedModel):
         keeps padding out of the routing."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds")
-        embedding_output = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
-                                           position_ids=position_ids, inputs_embeds=inputs_embeds)
+        embedding_output = self.embeddings(
+            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
+        )
         if hasattr(self, "embeddings_project"):
             embedding_output = self.embeddings_project(embedding_output)
         # In the form the configured attention implementation (sdpa, eager, flash...) takes.
-        expanded_attention_mask = create_bidirectional_mask(config=self.config, inputs_embeds=embedding_output,
-                                                            attention_mask=attention_mask)
+        expanded_attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
+        )
         token_mask = attention_mask.bool() if attention_mask is not None else None
         return self.encoder(embedding_output, expanded_attention_mask, token_mask, output_hidden_states)
 
@@ -337,9 +348,14 @@ class ElectraMoeForPreTraining(ElectraMoePreTrainedModel):
     ) -> ElectraMoeForPreTrainingOutput:
         """labels: (batch, seq), 1 where the token was replaced, 0 where it is original. The BCE is the
         mean over non-padding tokens."""
-        outputs = self.electra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                               position_ids=position_ids, inputs_embeds=inputs_embeds,
-                               output_hidden_states=output_hidden_states)
+        outputs = self.electra(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+        )
         logits = self.discriminator_predictions(outputs.last_hidden_state)
 
         loss = None
@@ -352,8 +368,13 @@ class ElectraMoeForPreTraining(ElectraMoePreTrainedModel):
             loss = detection_loss + self.router_loss(outputs)
 
         return ElectraMoeForPreTrainingOutput(
-            loss=loss, logits=logits, aux_loss=outputs.aux_loss, z_loss=outputs.z_loss,
-            expert_fractions=outputs.expert_fractions, hidden_states=outputs.hidden_states)
+            loss=loss,
+            logits=logits,
+            aux_loss=outputs.aux_loss,
+            z_loss=outputs.z_loss,
+            expert_fractions=outputs.expert_fractions,
+            hidden_states=outputs.hidden_states,
+        )
 
 
 class ElectraMoeForSequenceClassification(ElectraMoePreTrainedModel):
@@ -381,9 +402,14 @@ class ElectraMoeForSequenceClassification(ElectraMoePreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool = False,
     ) -> ElectraMoeSequenceClassifierOutput:
-        outputs = self.electra(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                               position_ids=position_ids, inputs_embeds=inputs_embeds,
-                               output_hidden_states=output_hidden_states)
+        outputs = self.electra(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+        )
         logits = self.classifier(outputs.last_hidden_state)
 
         loss = None
@@ -391,8 +417,13 @@ class ElectraMoeForSequenceClassification(ElectraMoePreTrainedModel):
             loss = self.task_loss(logits, labels) + self.router_loss(outputs)
 
         return ElectraMoeSequenceClassifierOutput(
-            loss=loss, logits=logits, aux_loss=outputs.aux_loss, z_loss=outputs.z_loss,
-            expert_fractions=outputs.expert_fractions, hidden_states=outputs.hidden_states)
+            loss=loss,
+            logits=logits,
+            aux_loss=outputs.aux_loss,
+            z_loss=outputs.z_loss,
+            expert_fractions=outputs.expert_fractions,
+            hidden_states=outputs.hidden_states,
+        )
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.config.problem_type is None:
@@ -418,8 +449,10 @@ AUTO_CLASSES = {
 
 def auto_map() -> dict[str, str]:
     """The `config.json` auto_map naming this file's classes, as `save_pretrained` lays it out."""
-    classes = {"AutoConfig": ElectraMoeConfig,
-               **{auto_class.__name__: model_class for auto_class, model_class in AUTO_CLASSES.items()}}
+    classes = {
+        "AutoConfig": ElectraMoeConfig,
+        **{auto_class.__name__: model_class for auto_class, model_class in AUTO_CLASSES.items()},
+    }
     return {auto_name: f"{MODULE_NAME}.{cls.__name__}" for auto_name, cls in classes.items()}
 
 

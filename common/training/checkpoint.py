@@ -29,7 +29,7 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def find_resume(output_dir: Path, resume_from: str | None) -> Path | None:
@@ -45,8 +45,14 @@ def find_resume(output_dir: Path, resume_from: str | None) -> Path | None:
     return path
 
 
-def save(accelerator, output_dir: Path, step: int, trainer_state: dict, keep: int | None,
-         extra_files: dict[str, str] | None = None) -> Path:
+def save(
+    accelerator,
+    output_dir: Path,
+    step: int,
+    trainer_state: dict,
+    keep: int | None,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
     """Write the checkpoint of `step` (every rank calls this: ZeRO saves its shards per rank),
     with `extra_files` (name -> text) beside it."""
     final = checkpoint_dir(output_dir, step)
@@ -84,8 +90,10 @@ def check_compatible(path: Path, state: dict, made_for: dict) -> None:
     saved = state.get("made_for", {})
     for key, value in made_for.items():
         if saved.get(key) != value:
-            raise UsageError(f"--resume_from_checkpoint {path}: it was made for {key}={saved.get(key)!r}, "
-                             f"this run has {key}={value!r}")
+            raise UsageError(
+                f"--resume_from_checkpoint {path}: it was made for {key}={saved.get(key)!r}, "
+                f"this run has {key}={value!r}"
+            )
 
 
 def load(accelerator, path: Path) -> None:

@@ -53,8 +53,10 @@ def read_grid(path: Path) -> list[dict[str, str]]:
         known = option_names() | set(ALIASES) | {"anchors", LABEL}
         unknown = [c for c in columns if c not in known]
         if unknown:
-            raise UsageError(f"{path}: column(s) {', '.join(unknown)} are not train_pretrain.py options "
-                             f"(nor {', '.join(sorted([*ALIASES, 'anchors', LABEL]))})")
+            raise UsageError(
+                f"{path}: column(s) {', '.join(unknown)} are not train_pretrain.py options "
+                f"(nor {', '.join(sorted([*ALIASES, 'anchors', LABEL]))})"
+            )
         rows = [{key.strip(): (value or "").strip() for key, value in row.items()} for row in reader]
     if not rows:
         raise UsageError(f"{path}: no rows")

@@ -58,8 +58,10 @@ class HubPusher:
         try:
             url = self.api.create_repo(self.repo_id, private=self.private, exist_ok=True)
         except Exception as error:  # HTTP, connection, bad name: all mean the same to the user
-            raise UsageError(f"--hub_model_id {self.repo_id}: cannot create or reach the repository "
-                             f"({self.scrub(first_line(error))})") from None
+            raise UsageError(
+                f"--hub_model_id {self.repo_id}: cannot create or reach the repository "
+                f"({self.scrub(first_line(error))})"
+            ) from None
         log.info("pushing snapshots to %s (%s)", url, "private" if self.private else "public")
         self.thread = threading.Thread(target=self.work, name="hub-pusher", daemon=True)
         self.thread.start()
@@ -78,8 +80,15 @@ class HubPusher:
         if self.pushed or self.failed:
             log.info("hub: %d snapshot(s) pushed to %s, %d failed", len(self.pushed), self.repo_id, len(self.failed))
         for push in self.failed:
-            log.warning("hub: %s was not pushed to %s@%s; push it by hand: hf upload %s %s --revision %s",
-                        push.folder, self.repo_id, push.branch, self.repo_id, push.folder, push.branch)
+            log.warning(
+                "hub: %s was not pushed to %s@%s; push it by hand: hf upload %s %s --revision %s",
+                push.folder,
+                self.repo_id,
+                push.branch,
+                self.repo_id,
+                push.folder,
+                push.branch,
+            )
         return self.failed
 
     # --- the background thread -------------------------------------------------------------
@@ -101,9 +110,16 @@ class HubPusher:
                 return True
             except Exception as error:  # the Hub, the network, a full disk: retry, never stop training
                 wait = self.first_wait * 2 ** (attempt - 1)
-                log.warning("hub: pushing %s to %s@%s failed (attempt %d of %d): %s%s", push.folder.name,
-                            self.repo_id, push.branch, attempt, self.attempts, self.scrub(first_line(error)),
-                            f"; retrying in {wait:g} s" if attempt < self.attempts else "")
+                log.warning(
+                    "hub: pushing %s to %s@%s failed (attempt %d of %d): %s%s",
+                    push.folder.name,
+                    self.repo_id,
+                    push.branch,
+                    attempt,
+                    self.attempts,
+                    self.scrub(first_line(error)),
+                    f"; retrying in {wait:g} s" if attempt < self.attempts else "",
+                )
                 if attempt < self.attempts:
                     time.sleep(wait)
         return False
@@ -111,8 +127,9 @@ class HubPusher:
     def upload(self, push: Push) -> None:
         if push.branch != MAIN:
             self.api.create_branch(self.repo_id, branch=push.branch, exist_ok=True)
-        self.api.upload_folder(repo_id=self.repo_id, folder_path=str(push.folder), revision=push.branch,
-                               commit_message=push.message)
+        self.api.upload_folder(
+            repo_id=self.repo_id, folder_path=str(push.folder), revision=push.branch, commit_message=push.message
+        )
 
     def scrub(self, text: str) -> str:
         return text.replace(self.secret, "***") if self.secret else text
@@ -123,23 +140,62 @@ def model_card(repo_id: str | None, info: dict, config: dict) -> str:
     name = info.get("name", "snapshot")
     revision = "" if name == "final" or repo_id is None else f', revision="{branch_for(name)}"'
     auto = AUTO_CLASS_NAMES[MODEL_FAMILY[config["model_type"]]]
-    rows = [("snapshot", name), ("tokens seen", info.get("tokens_seen")), ("words seen", info.get("words_seen")),
-            ("optimizer steps", info.get("step")), ("training loss", info.get("train_loss")),
-            ("validation loss", info.get("val_loss"))]
-    settings = [(key, config.get(key)) for key in ("model_type", "model_size", "dataset", "data_dir", "vocab_size",
-                                                  "seq_length", "per_device_train_batch_size",
-                                                  "gradient_accumulation_steps", "learning_rate", "seed",
-                                                  "milestones", "milestones_words") if config.get(key) is not None]
-    table = "\n".join(f"| {key} | {value if not isinstance(value, float) else f'{value:.4f}'} |"
-                      for key, value in rows if value is not None)
-    return "\n".join([
-        "---", "library_name: transformers", "tags:", "- babytrain", f"- {config.get('model_type', 'model')}", "---",
-        f"# {repo_id or 'babytrain snapshot'} ({name})", "",
-        f"A {config.get('model_type')} language model pretrained from scratch with babytrain.", "",
-        "| | |", "|---|---|", table, "",
-        "```python", f"from transformers import {auto}, AutoTokenizer",
-        f'model = {auto}.from_pretrained("{repo_id or "."}"{revision})',
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id or "."}"{revision})', "```", "",
-        "Training settings (the full resolved config is in `training_config.yaml`):", "",
-        *[f"- `{key}`: {value}" for key, value in settings], "",
-    ])
+    rows = [
+        ("snapshot", name),
+        ("tokens seen", info.get("tokens_seen")),
+        ("words seen", info.get("words_seen")),
+        ("optimizer steps", info.get("step")),
+        ("training loss", info.get("train_loss")),
+        ("validation loss", info.get("val_loss")),
+    ]
+    settings = [
+        (key, config.get(key))
+        for key in (
+            "model_type",
+            "model_size",
+            "dataset",
+            "data_dir",
+            "vocab_size",
+            "seq_length",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "learning_rate",
+            "seed",
+            "milestones",
+            "milestones_words",
+        )
+        if config.get(key) is not None
+    ]
+    table = "\n".join(
+        f"| {key} | {value if not isinstance(value, float) else f'{value:.4f}'} |"
+        for key, value in rows
+        if value is not None
+    )
+    return "\n".join(
+        [
+            "---",
+            "library_name: transformers",
+            "tags:",
+            "- babytrain",
+            f"- {config.get('model_type', 'model')}",
+            "---",
+            f"# {repo_id or 'babytrain snapshot'} ({name})",
+            "",
+            f"A {config.get('model_type')} language model pretrained from scratch with babytrain.",
+            "",
+            "| | |",
+            "|---|---|",
+            table,
+            "",
+            "```python",
+            f"from transformers import {auto}, AutoTokenizer",
+            f'model = {auto}.from_pretrained("{repo_id or "."}"{revision})',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id or "."}"{revision})',
+            "```",
+            "",
+            "Training settings (the full resolved config is in `training_config.yaml`):",
+            "",
+            *[f"- `{key}`: {value}" for key, value in settings],
+            "",
+        ]
+    )

@@ -22,7 +22,7 @@ COUNT_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBG]?)\s*$", re.IGNORECASE
 @dataclass(frozen=True)
 class Anchor:
     name: str
-    counter: str   # "tokens" or "words"
+    counter: str  # "tokens" or "words"
     value: int
 
 

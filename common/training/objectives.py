@@ -28,12 +28,12 @@ from common.errors import UsageError
 from common.models.families import IGNORE
 
 TRAIN_STREAM, EVAL_STREAM = 1, 2  # separate random streams for training and validation masks
-SAMPLING_STREAM_OFFSET = 10       # ELECTRA's generator sampling: streams 11 (training) and 12 (validation)
+SAMPLING_STREAM_OFFSET = 10  # ELECTRA's generator sampling: streams 11 (training) and 12 (validation)
 
 
 @dataclass(frozen=True)
 class Term:
-    count: str           # the count that normalises the summed term ("targets", "masked", "tokens", ...)
+    count: str  # the count that normalises the summed term ("targets", "masked", "tokens", ...)
     weight: float = 0.0  # its weight in the training loss; 0: reported, not trained on
 
 
@@ -71,8 +71,11 @@ class TrainingModule(nn.Module):
 class CausalLMTraining(TrainingModule):
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.model(input_ids=input_ids).logits
-        return {"loss": F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
-                                        reduction="sum")}
+        return {
+            "loss": F.cross_entropy(
+                logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum"
+            )
+        }
 
 
 class MaskedLMTraining(TrainingModule):
@@ -106,8 +109,9 @@ class CausalLM:
     def training_module(model: nn.Module) -> nn.Module:
         return CausalLMTraining(model)
 
-    def make_batch(self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False,
-                   padding_rows: int = 0) -> dict[str, torch.Tensor]:
+    def make_batch(
+        self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False, padding_rows: int = 0
+    ) -> dict[str, torch.Tensor]:
         tokens = torch.from_numpy(windows).to(device)
         labels = tokens[:, 1:].clone()
         if padding_rows:  # rows that only keep ranks in step (evaluation): no targets
@@ -119,8 +123,16 @@ class CausalLM:
         return {"targets": int((batch["labels"] != IGNORE).sum())}
 
 
-def mask_tokens(tokens: np.ndarray, sample_ids, special: np.ndarray, replacement_ids: np.ndarray, mask_id: int,
-                probability: float, seed: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
+def mask_tokens(
+    tokens: np.ndarray,
+    sample_ids,
+    special: np.ndarray,
+    replacement_ids: np.ndarray,
+    mask_id: int,
+    probability: float,
+    seed: int,
+    stream: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """BERT's dynamic masking of token rows: each non-special token is chosen with `probability`;
     a chosen token becomes [MASK] 80% of the time, a random token 10%, and stays 10%.
 
@@ -146,8 +158,9 @@ def sampling_uniforms(sample_ids, length: int, seed: int, stream: int) -> np.nda
     """One U[0, 1) per position of each row, from a generator seeded by (seed, stream, sample id):
     ELECTRA's generator samples its replacement at a masked position from this number, so the
     replacements, like the masks, depend on nothing but the sample."""
-    return np.stack([np.random.default_rng([seed, stream, int(sample)]).random(length, dtype=np.float32)
-                     for sample in sample_ids])
+    return np.stack(
+        [np.random.default_rng([seed, stream, int(sample)]).random(length, dtype=np.float32) for sample in sample_ids]
+    )
 
 
 class MaskedLM:
@@ -159,8 +172,10 @@ class MaskedLM:
 
     def __init__(self, tokenizer, probability: float, seed: int):
         if tokenizer.mask_token_id is None:
-            raise UsageError(f"--objective {self.name} needs a tokenizer with a mask token (e.g. a WordPiece "
-                             f"tokenizer trained here, or bert-base-uncased)")
+            raise UsageError(
+                f"--objective {self.name} needs a tokenizer with a mask token (e.g. a WordPiece "
+                f"tokenizer trained here, or bert-base-uncased)"
+            )
         self.mask_id, self.probability, self.seed = tokenizer.mask_token_id, probability, seed
         self.special = np.zeros(len(tokenizer), dtype=bool)
         self.special[tokenizer.all_special_ids] = True
@@ -173,14 +188,23 @@ class MaskedLM:
     def masked_windows(self, windows: np.ndarray, sample_ids, evaluation: bool, padding_rows: int):
         """(original tokens, masked inputs, labels) of the first L tokens of each window."""
         tokens = windows[:, :-1]
-        inputs, labels = mask_tokens(tokens, sample_ids, self.special, self.replacement_ids, self.mask_id,
-                                     self.probability, self.seed, EVAL_STREAM if evaluation else TRAIN_STREAM)
+        inputs, labels = mask_tokens(
+            tokens,
+            sample_ids,
+            self.special,
+            self.replacement_ids,
+            self.mask_id,
+            self.probability,
+            self.seed,
+            EVAL_STREAM if evaluation else TRAIN_STREAM,
+        )
         if padding_rows:
             labels[-padding_rows:] = IGNORE
         return tokens, inputs, labels
 
-    def make_batch(self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False,
-                   padding_rows: int = 0) -> dict[str, torch.Tensor]:
+    def make_batch(
+        self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False, padding_rows: int = 0
+    ) -> dict[str, torch.Tensor]:
         _, inputs, labels = self.masked_windows(windows, sample_ids, evaluation, padding_rows)
         return {"input_ids": torch.from_numpy(inputs).to(device), "labels": torch.from_numpy(labels).to(device)}
 
@@ -198,8 +222,14 @@ class Electra(MaskedLM):
     name = "electra"
     perplexity_term = "generator_loss"
 
-    def __init__(self, tokenizer, probability: float, seed: int, disc_weight: float,
-                 router_loss_weights: dict[str, float] | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        probability: float,
+        seed: int,
+        disc_weight: float,
+        router_loss_weights: dict[str, float] | None = None,
+    ):
         super().__init__(tokenizer, probability, seed)
         self.terms = {
             "generator_loss": Term("masked", 1.0),
@@ -208,24 +238,31 @@ class Electra(MaskedLM):
             "replaced_fraction": Term("tokens"),
         }
         if router_loss_weights is not None:
-            self.terms |= {"router_aux_loss": Term("batches", router_loss_weights["aux"]),
-                           "router_z_loss": Term("batches", router_loss_weights["z"]),
-                           "expert_fraction": Term("batches")}
+            self.terms |= {
+                "router_aux_loss": Term("batches", router_loss_weights["aux"]),
+                "router_z_loss": Term("batches", router_loss_weights["z"]),
+                "expert_fraction": Term("batches"),
+            }
 
     @staticmethod
     def training_module(model: nn.Module) -> nn.Module:
         return model  # an ElectraPair computes its terms itself
 
-    def make_batch(self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False,
-                   padding_rows: int = 0) -> dict[str, torch.Tensor]:
+    def make_batch(
+        self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False, padding_rows: int = 0
+    ) -> dict[str, torch.Tensor]:
         tokens, inputs, labels = self.masked_windows(windows, sample_ids, evaluation, padding_rows)
         stream = (EVAL_STREAM if evaluation else TRAIN_STREAM) + SAMPLING_STREAM_OFFSET
         token_weights = np.ones(tokens.shape, dtype=np.float32)
         if padding_rows:
             token_weights[-padding_rows:] = 0.0
-        arrays = {"input_ids": inputs, "original_ids": tokens, "labels": labels,
-                  "uniforms": sampling_uniforms(sample_ids, tokens.shape[1], self.seed, stream),
-                  "token_weights": token_weights}
+        arrays = {
+            "input_ids": inputs,
+            "original_ids": tokens,
+            "labels": labels,
+            "uniforms": sampling_uniforms(sample_ids, tokens.shape[1], self.seed, stream),
+            "token_weights": token_weights,
+        }
         return {name: torch.from_numpy(np.ascontiguousarray(array)).to(device) for name, array in arrays.items()}
 
     @staticmethod
@@ -238,7 +275,8 @@ def objective_for(name: str, tokenizer, cfg):
     if name == "mlm":
         return MaskedLM(tokenizer, cfg.mlm_probability, cfg.seed)
     if name == "electra":
-        router = ({"aux": cfg.router_aux_loss_coef, "z": cfg.router_z_loss_coef}
-                  if cfg.model_type == "electra_moe" else None)
+        router = (
+            {"aux": cfg.router_aux_loss_coef, "z": cfg.router_z_loss_coef} if cfg.model_type == "electra_moe" else None
+        )
         return Electra(tokenizer, cfg.mlm_probability, cfg.seed, cfg.disc_weight, router)
     return CausalLM()

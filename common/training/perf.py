@@ -17,7 +17,7 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32
     size = 4096 if device.type == "cuda" else 1024
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    flops_per_matmul = 2 * size ** 3
+    flops_per_matmul = 2 * size**3
     best, deadline = 0.0, time.perf_counter() + seconds
     a @ b  # warm-up: BLAS thread pools and kernels
     while time.perf_counter() < deadline:
@@ -56,8 +56,10 @@ def matmul_parameters(model) -> int:
     """Weights that take part in a token's matmuls: all but the input embedding lookup (the output
     head counts even when it shares the embedding matrix), and of a mixture of experts only the
     k-of-E share that each token runs through."""
-    tied_head = model.get_output_embeddings() is not None and \
-        model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    tied_head = (
+        model.get_output_embeddings() is not None
+        and model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    )
     head = model.get_output_embeddings().weight.numel() if tied_head else 0
     total = count_parameters(model, include_embeddings=False) + head
     num_experts = getattr(model.config, "num_experts", None)

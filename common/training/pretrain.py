@@ -37,9 +37,10 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was written, resume with --resu
 @dataclass
 class Progress:
     """Everything besides model and optimizer that a resumed run needs to continue exactly."""
+
     step: int = 0
-    cursor: int = 0          # global index of the next training sample
-    tokens_seen: int = 0     # input tokens, all ranks (the targets too, for causal models)
+    cursor: int = 0  # global index of the next training sample
+    tokens_seen: int = 0  # input tokens, all ranks (the targets too, for causal models)
     words_seen: int = 0
     nonfinite_steps: int = 0
     milestones_done: list[str] = field(default_factory=list)
@@ -114,8 +115,19 @@ def planned_steps(cfg, windows_per_epoch: int, global_batch: int) -> int:
 
 
 class Pretraining:
-    def __init__(self, cfg, accelerator, model, tokenizer, objective, splits, output_dir: Path,
-                 made_for: dict, peak_flops: float, pusher=None):
+    def __init__(
+        self,
+        cfg,
+        accelerator,
+        model,
+        tokenizer,
+        objective,
+        splits,
+        output_dir: Path,
+        made_for: dict,
+        peak_flops: float,
+        pusher=None,
+    ):
         self.cfg, self.accelerator, self.tokenizer, self.objective = cfg, accelerator, tokenizer, objective
         self.output_dir = output_dir
         self.made_for = made_for
@@ -135,8 +147,14 @@ class Pretraining:
         self.provenance_files = {"training_config.yaml": (output_dir / "config.yaml").read_text(encoding="utf-8")}
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        optimizer = adamw(model, cfg.learning_rate, cfg.weight_decay, accelerator.device,
-                          betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+        optimizer = adamw(
+            model,
+            cfg.learning_rate,
+            cfg.weight_decay,
+            accelerator.device,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_epsilon,
+        )
         configure_deepspeed(accelerator, cfg.per_device_train_batch_size, cfg.max_grad_norm)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         # Only the training forward is compiled: evaluation's other batch shape would recompile.
@@ -154,15 +172,26 @@ class Pretraining:
         start_step = self.progress.step
         self.log = RunLog(accelerator, self.output_dir, resumed_step=self.progress.step)
         log.info("launch: %s", describe(accelerator))
-        log.info("plan: %d steps of %d windows x %d tokens (%d steps of warmup), %d windows per epoch",
-                 self.total_steps, self.global_batch, cfg.seq_length, self.warmup, self.sampler.windows_per_epoch)
+        log.info(
+            "plan: %d steps of %d windows x %d tokens (%d steps of warmup), %d windows per epoch",
+            self.total_steps,
+            self.global_batch,
+            cfg.seq_length,
+            self.warmup,
+            self.sampler.windows_per_epoch,
+        )
         if cfg.save_init and self.progress.step == 0:
             self.snapshot(self.output_dir / "milestones" / "init", {"name": "init"})
         initial_eval = self.evaluate()
         self.record(initial_eval)
         interval = new_interval()
-        bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="pretraining", unit="step",
-                   disable=not accelerator.is_local_main_process)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.progress.step,
+            desc="pretraining",
+            unit="step",
+            disable=not accelerator.is_local_main_process,
+        )
         try:
             while self.progress.step < self.total_steps:
                 started = time.perf_counter()
@@ -185,13 +214,18 @@ class Pretraining:
                     self.save_checkpoint()
                     self.finish_pushes()
                     self.log.close()
-                    log.warning("stopped by %s at step %d; checkpoint written, resume with "
-                                "--resume_from_checkpoint auto", self.stop.signal_name or "a signal", step)
+                    log.warning(
+                        "stopped by %s at step %d; checkpoint written, resume with --resume_from_checkpoint auto",
+                        self.stop.signal_name or "a signal",
+                        step,
+                    )
                     raise SystemExit(EXIT_PREEMPTED)
                 if self.progress.nonfinite_steps > cfg.max_nonfinite_steps:
                     self.save_checkpoint()
-                    raise TrainingStopped(f"{self.progress.nonfinite_steps} steps had a non-finite loss "
-                                          f"(--max_nonfinite_steps {cfg.max_nonfinite_steps}); checkpoint written")
+                    raise TrainingStopped(
+                        f"{self.progress.nonfinite_steps} steps had a non-finite loss "
+                        f"(--max_nonfinite_steps {cfg.max_nonfinite_steps}); checkpoint written"
+                    )
                 if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0 and step < self.total_steps:
                     self.save_checkpoint()
         except TrainingStopped:
@@ -208,33 +242,45 @@ class Pretraining:
         self.snapshot(self.output_dir / "final", {"name": "final"})
         failed_pushes = self.finish_pushes()
         self.log.close()
-        return {"initial": initial_eval, "final": final_eval, "progress": asdict(self.progress),
-                "total_steps": self.total_steps, "start_step": start_step, "failed_pushes": failed_pushes}
+        return {
+            "initial": initial_eval,
+            "final": final_eval,
+            "progress": asdict(self.progress),
+            "total_steps": self.total_steps,
+            "start_step": start_step,
+            "failed_pushes": failed_pushes,
+        }
 
     def train_step(self) -> dict:
         cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
-        lr = learning_rate_at(progress.step, cfg.learning_rate, self.total_steps, self.warmup,
-                              cfg.lr_scheduler_type, cfg.min_lr_ratio)
+        lr = learning_rate_at(
+            progress.step, cfg.learning_rate, self.total_steps, self.warmup, cfg.lr_scheduler_type, cfg.min_lr_ratio
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(step_seed(cfg.seed, progress.step, self.rank))
         batches, local_words = [], 0
         for micro_step in range(cfg.gradient_accumulation_steps):
-            indices = micro_batch_indices(progress.cursor, micro_step, self.rank, self.world,
-                                          cfg.per_device_train_batch_size)
+            indices = micro_batch_indices(
+                progress.cursor, micro_step, self.rank, self.world, cfg.per_device_train_batch_size
+            )
             windows = self.sampler.windows(indices)
             local_words += count_words(windows, self.word_tables)
             batches.append(self.objective.make_batch(windows, accelerator.device, indices))
         local_counts = add_arrays(None, *(self.objective.count_batch(b) for b in batches))
         *count_values, words, stop_votes = all_reduce_sum(
-            accelerator, [*local_counts.values(), local_words, float(self.stop.signal_name is not None)])
+            accelerator, [*local_counts.values(), local_words, float(self.stop.signal_name is not None)]
+        )
         counts = dict(zip(local_counts, count_values))
         # Backends average gradients over ranks and divide by the accumulation steps; undo both so
         # the gradient is that of sum(weight x summed term in the global batch / its global count).
         # Counts are floored at 1: an MLM batch may mask nothing.
         scale = self.world * cfg.gradient_accumulation_steps
-        weights = {name: term.weight * scale / max(counts[term.count], 1)
-                   for name, term in self.objective.terms.items() if term.weight}
+        weights = {
+            name: term.weight * scale / max(counts[term.count], 1)
+            for name, term in self.objective.terms.items()
+            if term.weight
+        }
         self.model.train()
         local_sums = None
         for batch in batches:
@@ -254,15 +300,24 @@ class Pretraining:
             self.optimizer.step()
         if not finite:
             progress.nonfinite_steps += 1
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d so far)",
-                        progress.step, progress.nonfinite_steps)
+            log.warning(
+                "step %d: non-finite loss or gradient, update skipped (%d so far)",
+                progress.step,
+                progress.nonfinite_steps,
+            )
         self.optimizer.zero_grad(set_to_none=True)
         progress.step += 1
         progress.cursor += self.global_batch
         progress.tokens_seen += self.global_batch * cfg.seq_length  # input tokens (= targets when causal)
         progress.words_seen += int(words)
-        return {"sums": sums, "counts": counts, "finite": finite, "lr": lr, "grad_norm": grad_norm,
-                "stop_votes": stop_votes}
+        return {
+            "sums": sums,
+            "counts": counts,
+            "finite": finite,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "stop_votes": stop_votes,
+        }
 
     def forward_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.model(**batch)
@@ -276,23 +331,37 @@ class Pretraining:
             losses = term_metrics("train", self.objective.terms, interval["sums"], interval["counts"])
         tokens_per_s = interval["tokens"] / interval["seconds"] if interval["seconds"] else 0.0
         self.last["train/loss"] = losses["train/loss"]
-        self.record({
-            **losses, "train/lr": result["lr"], "train/grad_norm": result["grad_norm"],
-            "train/tokens_seen": self.progress.tokens_seen, "train/words_seen": self.progress.words_seen,
-            "train/nonfinite_steps": self.progress.nonfinite_steps,
-            "perf/tokens_per_s": tokens_per_s,
-            "perf/mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops, self.world),
-            "perf/tflops_per_process": tokens_per_s * self.flops_per_token / self.world / 1e12,
-        })
+        self.record(
+            {
+                **losses,
+                "train/lr": result["lr"],
+                "train/grad_norm": result["grad_norm"],
+                "train/tokens_seen": self.progress.tokens_seen,
+                "train/words_seen": self.progress.words_seen,
+                "train/nonfinite_steps": self.progress.nonfinite_steps,
+                "perf/tokens_per_s": tokens_per_s,
+                "perf/mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops, self.world),
+                "perf/tflops_per_process": tokens_per_s * self.flops_per_token / self.world / 1e12,
+            }
+        )
 
     def record(self, values: dict) -> None:
         if "val/loss" in values:
             self.last["val/loss"] = values["val/loss"]
-            parts = [f"{name.removeprefix('val/')} {value:.4f}" for name, value in values.items()
-                     if name not in ("val/loss", "val/ppl") and "expert_fraction" not in name]
+            parts = [
+                f"{name.removeprefix('val/')} {value:.4f}"
+                for name, value in values.items()
+                if name not in ("val/loss", "val/ppl") and "expert_fraction" not in name
+            ]
             which = self.objective.perplexity_term.removesuffix("loss").replace("_", " ")
-            log.info("step %d: validation loss %.4f%s, %sperplexity %.2f", self.progress.step, values["val/loss"],
-                     f" ({', '.join(parts)})" if parts else "", which, values["val/ppl"])
+            log.info(
+                "step %d: validation loss %.4f%s, %sperplexity %.2f",
+                self.progress.step,
+                values["val/loss"],
+                f" ({', '.join(parts)})" if parts else "",
+                which,
+                values["val/ppl"],
+            )
         self.log.log(values, self.progress.step, self.progress.tokens_seen)
 
     @torch.no_grad()
@@ -313,11 +382,15 @@ class Pretraining:
         self.model.eval()
         local_sums, local_counts = None, None
         for start in range(0, per_rank, cfg.per_device_eval_batch_size):
-            chunk = window_ids[start:start + cfg.per_device_eval_batch_size]
+            chunk = window_ids[start : start + cfg.per_device_eval_batch_size]
             chunk_padding = max(0, start + len(chunk) - len(mine))
-            batch = self.objective.make_batch(read_windows(self.val_tokens, chunk, cfg.seq_length),
-                                              self.accelerator.device, chunk, evaluation=True,
-                                              padding_rows=min(chunk_padding, len(chunk)))
+            batch = self.objective.make_batch(
+                read_windows(self.val_tokens, chunk, cfg.seq_length),
+                self.accelerator.device,
+                chunk,
+                evaluation=True,
+                padding_rows=min(chunk_padding, len(chunk)),
+            )
             local_sums = add_terms(local_sums, self.model(**batch))
             local_counts = add_arrays(local_counts, self.objective.count_batch(batch))
         sums = all_reduce_tensors(self.accelerator, local_sums)
@@ -329,12 +402,19 @@ class Pretraining:
     # --- saving --------------------------------------------------------------------------------
 
     def snapshot(self, folder: Path, info: dict) -> None:
-        info = {**info, "step": self.progress.step, "tokens_seen": self.progress.tokens_seen,
-                "words_seen": self.progress.words_seen, "train_loss": self.last["train/loss"],
-                "val_loss": self.last["val/loss"], **self.made_for}
+        info = {
+            **info,
+            "step": self.progress.step,
+            "tokens_seen": self.progress.tokens_seen,
+            "words_seen": self.progress.words_seen,
+            "train_loss": self.last["train/loss"],
+            "val_loss": self.last["val/loss"],
+            **self.made_for,
+        }
         card = model_card(self.cfg.hub_model_id, info, asdict(self.cfg))
-        save_snapshot(self.accelerator, self.model, self.tokenizer, folder, info,
-                      {**self.provenance_files, "README.md": card})
+        save_snapshot(
+            self.accelerator, self.model, self.tokenizer, folder, info, {**self.provenance_files, "README.md": card}
+        )
         if self.pusher is not None:
             self.pusher.push(folder, info["name"], delete_after=self.cfg.milestone_store == "hub")
 
@@ -350,30 +430,46 @@ class Pretraining:
         if reached:
             self.record(self.evaluate())
         for anchor in reached:
-            self.snapshot(self.output_dir / "milestones" / anchor.name,
-                          {"name": anchor.name, "counter": anchor.counter, "anchor": anchor.value})
+            self.snapshot(
+                self.output_dir / "milestones" / anchor.name,
+                {"name": anchor.name, "counter": anchor.counter, "anchor": anchor.value},
+            )
             self.progress.milestones_done.append(anchor.name)
             log.info("milestone %s saved at step %d", anchor.name, self.progress.step)
         return bool(reached)
 
     def save_checkpoint(self) -> None:
-        state = {"progress": asdict(self.progress), "made_for": self.made_for, "last": self.last,
-                 "world_size": self.world, "global_batch": self.global_batch}
-        checkpoint.save(self.accelerator, self.output_dir, self.progress.step, state, self.cfg.checkpoints_total_limit,
-                        self.provenance_files)
-
+        state = {
+            "progress": asdict(self.progress),
+            "made_for": self.made_for,
+            "last": self.last,
+            "world_size": self.world,
+            "global_batch": self.global_batch,
+        }
+        checkpoint.save(
+            self.accelerator,
+            self.output_dir,
+            self.progress.step,
+            state,
+            self.cfg.checkpoints_total_limit,
+            self.provenance_files,
+        )
 
     def resume(self, path: Path) -> None:
         state = checkpoint.read_state(path)
         checkpoint.check_compatible(path, state, self.made_for)
         if state["global_batch"] != self.global_batch:
-            raise UsageError(f"--resume_from_checkpoint {path}: it was trained with {state['global_batch']} windows "
-                             f"per step; this launch has {self.global_batch} (per-device batch x accumulation x "
-                             f"processes); choose --per_device_train_batch_size / --gradient_accumulation_steps "
-                             f"to match")
+            raise UsageError(
+                f"--resume_from_checkpoint {path}: it was trained with {state['global_batch']} windows "
+                f"per step; this launch has {self.global_batch} (per-device batch x accumulation x "
+                f"processes); choose --per_device_train_batch_size / --gradient_accumulation_steps "
+                f"to match"
+            )
         if uses_deepspeed(self.accelerator) and state["world_size"] != self.world:
-            raise UsageError(f"--resume_from_checkpoint {path}: a DeepSpeed checkpoint is sharded for "
-                             f"{state['world_size']} processes, this launch has {self.world}")
+            raise UsageError(
+                f"--resume_from_checkpoint {path}: a DeepSpeed checkpoint is sharded for "
+                f"{state['world_size']} processes, this launch has {self.world}"
+            )
         checkpoint.load(self.accelerator, path)
         self.progress = Progress(**state["progress"])
         self.last = state["last"]
@@ -383,18 +479,37 @@ class Pretraining:
 def model_signature(config, tokenizer_digest: str, seq_length: int, objective: str) -> dict:
     """What a checkpoint is only valid for: the model's shape, its tokenizer, the window length
     and the objective."""
-    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "intermediate_size", "embedding_size", "num_experts", "num_experts_per_tok")
-    return {**{key: getattr(config, key, None) for key in keys}, "tokenizer_hash": tokenizer_digest,
-            "seq_length": seq_length, "objective": objective}
+    keys = (
+        "model_type",
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "embedding_size",
+        "num_experts",
+        "num_experts_per_tok",
+    )
+    return {
+        **{key: getattr(config, key, None) for key in keys},
+        "tokenizer_hash": tokenizer_digest,
+        "seq_length": seq_length,
+        "objective": objective,
+    }
 
 
 def save_run_files(accelerator, output_dir: Path, cfg, tokenizer, manifest: dict, made_for: dict) -> None:
     """config.yaml (resolved config + provenance), tokenizer/ and data.json, from the main process."""
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        write_config_yaml(output_dir / "config.yaml", cfg, world_size=accelerator.num_processes,
-                          tokenizer_hash=made_for["tokenizer_hash"], launch=describe(accelerator))
+        write_config_yaml(
+            output_dir / "config.yaml",
+            cfg,
+            world_size=accelerator.num_processes,
+            tokenizer_hash=made_for["tokenizer_hash"],
+            launch=describe(accelerator),
+        )
         with atomic_path(output_dir / "tokenizer") as staged:
             tokenizer.save_pretrained(staged)
         write_atomically(output_dir / "data.json", json.dumps(manifest, indent=2))

@@ -17,14 +17,20 @@ from common.training.milestones import parse_anchors, parse_count
 @dataclass(frozen=True)
 class PretrainConfig:
     # --- data ---
-    dataset: str = option("synthetic", "synthetic | babylm | text | jsonl | a Hugging Face dataset id, "
-                                       "optionally with its config after a colon (wikitext:wikitext-103-raw-v1)")
+    dataset: str = option(
+        "synthetic",
+        "synthetic | babylm | text | jsonl | a Hugging Face dataset id, "
+        "optionally with its config after a colon (wikitext:wikitext-103-raw-v1)",
+    )
     data_dir: Optional[str] = option(None, "BabyLM folder with *.train files (e.g. .../train_10M) for --dataset babylm")
     data_files: list[str] = option([], "text or JSONL files or globs for --dataset text|jsonl")
     text_column: str = option("text", "the text field of JSONL rows / Hugging Face datasets")
-    validation_split_percentage: float = option(1.0, "percent of documents held out for validation when the "
-                                                     "dataset has no validation split of its own")
-    synthetic_words: int = option(synthetic.DEFAULT_WORDS, "words of synthetic corpus to generate for --dataset synthetic")
+    validation_split_percentage: float = option(
+        1.0, "percent of documents held out for validation when the dataset has no validation split of its own"
+    )
+    synthetic_words: int = option(
+        synthetic.DEFAULT_WORDS, "words of synthetic corpus to generate for --dataset synthetic"
+    )
     cache_dir: str = option(".cache/babytrain", "where trained tokenizers and packed token files are cached")
     # --- tokenizer ---
     tokenizer_name_or_path: Optional[str] = option(None, "use this tokenizer (path or Hub id) instead of training one")
@@ -32,10 +38,13 @@ class PretrainConfig:
     # --- model ---
     model_type: Literal[tuple(MODEL_FAMILY)] = option("llama", "architecture to train")
     objective: Optional[Literal[FAMILIES]] = option(
-        None, "training objective (default: the model type's own: causal for decoders, mlm for bert, "
-              "electra for electra and electra_moe)")
-    mlm_probability: float = option(0.15, "fraction of tokens masked for --objective mlm and electra "
-                                          "(80/10/10 replacement)")
+        None,
+        "training objective (default: the model type's own: causal for decoders, mlm for bert, "
+        "electra for electra and electra_moe)",
+    )
+    mlm_probability: float = option(
+        0.15, "fraction of tokens masked for --objective mlm and electra (80/10/10 replacement)"
+    )
     dropout: Optional[float] = option(None, "dropout of hidden states and attention (default: the model's own)")
     model_size: Literal[tuple(SIZE_PRESETS)] = option("tiny", "size preset; the shape flags below override it")
     hidden_size: Optional[int] = option(None, "hidden size (overrides the preset)")
@@ -45,10 +54,14 @@ class PretrainConfig:
     intermediate_size: Optional[int] = option(None, "feed-forward width (overrides the preset)")
     max_position_embeddings: Optional[int] = option(None, "position table size (default: --seq_length)")
     # --- ELECTRA and ELECTRA-MoE ---
-    embedding_size: Optional[int] = option(None, "ELECTRA: embedding width, projected to --hidden_size when it "
-                                                 "differs (default: the hidden size)")
-    generator_size_divisor: int = option(4, "ELECTRA: the generator's hidden size, heads and FFN width are the "
-                                            "discriminator's divided by this (4 as in ELECTRA-Small)")
+    embedding_size: Optional[int] = option(
+        None, "ELECTRA: embedding width, projected to --hidden_size when it differs (default: the hidden size)"
+    )
+    generator_size_divisor: int = option(
+        4,
+        "ELECTRA: the generator's hidden size, heads and FFN width are the "
+        "discriminator's divided by this (4 as in ELECTRA-Small)",
+    )
     disc_weight: float = option(50.0, "ELECTRA: weight of the discriminator loss next to the generator's")
     num_experts: int = option(4, "ELECTRA-MoE: experts per feed-forward layer")
     num_experts_per_tok: int = option(1, "ELECTRA-MoE: experts each token is routed to (top-k)")
@@ -56,8 +69,11 @@ class PretrainConfig:
     router_z_loss_coef: float = option(0.0, "ELECTRA-MoE: weight of the router z-loss (0: off)")
     model_name_or_path: Optional[str] = option(None, "continue training this saved model instead of a new one")
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
-    torch_compile: bool = option(False, "compile the training forward + loss with torch.compile (fuses the "
-                                        "element-wise work; costs about a minute of compilation at start)")
+    torch_compile: bool = option(
+        False,
+        "compile the training forward + loss with torch.compile (fuses the "
+        "element-wise work; costs about a minute of compilation at start)",
+    )
     seq_length: int = option(128, "tokens per training window")
     # --- optimisation ---
     output_dir: Optional[str] = option(None, "run folder (default: runs/<model>-<size>-<dataset>-<time>)")
@@ -89,29 +105,57 @@ class PretrainConfig:
     milestones: Optional[str] = option(None, "token anchors for HF snapshots, e.g. 25M,50M,100M")
     milestones_words: Optional[str] = option(None, "word anchors for HF snapshots named chck_<N>M, e.g. 1M,2M,10M")
     save_init: bool = option(False, "also snapshot the randomly initialised model as milestones/init")
-    push_to_hub: bool = option(False, "push each milestone to its own branch of --hub_model_id and final/ to main "
-                                      "(in the background; the token comes from HF_TOKEN or `hf auth login`)")
+    push_to_hub: bool = option(
+        False,
+        "push each milestone to its own branch of --hub_model_id and final/ to main "
+        "(in the background; the token comes from HF_TOKEN or `hf auth login`)",
+    )
     hub_model_id: Optional[str] = option(None, "the Hub repository to push to, USER/NAME (created if missing)")
     hub_private: bool = option(False, "create --hub_model_id as a private repository")
     milestone_store: Literal["local", "hub"] = option(
-        "local", "where milestones live: local (kept in milestones/, also pushed with --push_to_hub) or hub "
-                 "(pushed, then the local copy is removed to save disk; final/ always stays)")
+        "local",
+        "where milestones live: local (kept in milestones/, also pushed with --push_to_hub) or hub "
+        "(pushed, then the local copy is removed to save disk; final/ always stays)",
+    )
     max_nonfinite_steps: int = option(20, "stop (with a checkpoint) after this many steps with a non-finite loss")
     # --- evaluation of the final model ---
-    blimp_at_end: bool = option(True, "score final/ on minimal pairs when training ends (eval_blimp.py's "
-                                      "defaults): the synthetic corpus's own pairs, or --blimp_dir's")
-    blimp_dir: Optional[str] = option(None, "BLiMP JSONL folder (or nyu-mll/blimp) for the end-of-training "
-                                            "evaluation; without it only synthetic-corpus runs are scored")
+    blimp_at_end: bool = option(
+        True,
+        "score final/ on minimal pairs when training ends (eval_blimp.py's "
+        "defaults): the synthetic corpus's own pairs, or --blimp_dir's",
+    )
+    blimp_dir: Optional[str] = option(
+        None,
+        "BLiMP JSONL folder (or nyu-mll/blimp) for the end-of-training "
+        "evaluation; without it only synthetic-corpus runs are scored",
+    )
 
     def __post_init__(self):
-        positive = ("vocab_size", "seq_length", "per_device_train_batch_size", "per_device_eval_batch_size",
-                    "gradient_accumulation_steps", "logging_steps", "eval_steps", "synthetic_words")
+        positive = (
+            "vocab_size",
+            "seq_length",
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "eval_steps",
+            "synthetic_words",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
-        non_negative = ("max_grad_norm", "warmup_steps", "max_steps", "checkpointing_steps",
-                        "checkpoints_total_limit", "max_nonfinite_steps", "weight_decay", "disc_weight",
-                        "router_aux_loss_coef", "router_z_loss_coef")
+        non_negative = (
+            "max_grad_norm",
+            "warmup_steps",
+            "max_steps",
+            "checkpointing_steps",
+            "checkpoints_total_limit",
+            "max_nonfinite_steps",
+            "weight_decay",
+            "disc_weight",
+            "router_aux_loss_coef",
+            "router_z_loss_coef",
+        )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name} must not be negative, got {getattr(self, name)}")
@@ -122,30 +166,35 @@ class PretrainConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise UsageError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.validation_split_percentage < 100:
-            raise UsageError(f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}")
+            raise UsageError(
+                f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
+            )
         if self.num_train_epochs <= 0 and self.max_steps <= 0 and not self.max_train_tokens:
             raise UsageError("give a positive --num_train_epochs, --max_steps or --max_train_tokens")
         if self.max_position_embeddings is not None and self.seq_length > self.max_position_embeddings:
-            raise UsageError(f"--seq_length {self.seq_length} is above --max_position_embeddings "
-                             f"{self.max_position_embeddings}")
+            raise UsageError(
+                f"--seq_length {self.seq_length} is above --max_position_embeddings {self.max_position_embeddings}"
+            )
         if self.dataset == "babylm" and not self.data_dir:
             raise UsageError("--dataset babylm needs --data_dir (a BabyLM folder such as train_10M)")
         if self.dataset in ("text", "jsonl") and not self.data_files:
             raise UsageError(f"--dataset {self.dataset} needs --data_files")
         if self.objective is not None and self.objective != MODEL_FAMILY[self.model_type]:
-            raise UsageError(f"--objective {self.objective} cannot train --model_type {self.model_type} "
-                             f"(it trains: {MODEL_FAMILY[self.model_type]})")
+            raise UsageError(
+                f"--objective {self.objective} cannot train --model_type {self.model_type} "
+                f"(it trains: {MODEL_FAMILY[self.model_type]})"
+            )
         if not 0 < self.mlm_probability < 1:
             raise UsageError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.embedding_size is not None and MODEL_FAMILY[self.model_type] != ELECTRA:
-            raise UsageError(f"--embedding_size applies to --model_type electra and electra_moe, "
-                             f"not {self.model_type}")
+            raise UsageError(f"--embedding_size applies to --model_type electra and electra_moe, not {self.model_type}")
         for name in ("embedding_size", "generator_size_divisor", "num_experts", "num_experts_per_tok"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.num_experts_per_tok > self.num_experts:
-            raise UsageError(f"--num_experts_per_tok {self.num_experts_per_tok} is more than --num_experts "
-                             f"{self.num_experts}")
+            raise UsageError(
+                f"--num_experts_per_tok {self.num_experts_per_tok} is more than --num_experts {self.num_experts}"
+            )
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         self.anchors()  # malformed milestone lists fail here, before any work
@@ -161,8 +210,9 @@ class PretrainConfig:
             raise UsageError("--milestone_store hub needs --push_to_hub and --hub_model_id")
 
     def anchors(self):
-        return (parse_anchors(self.milestones, "tokens", "--milestones")
-                + parse_anchors(self.milestones_words, "words", "--milestones_words"))
+        return parse_anchors(self.milestones, "tokens", "--milestones") + parse_anchors(
+            self.milestones_words, "words", "--milestones_words"
+        )
 
     def train_token_limit(self) -> int | None:
         return parse_count(self.max_train_tokens, "--max_train_tokens") if self.max_train_tokens else None
@@ -171,15 +221,25 @@ class PretrainConfig:
         return self.objective or MODEL_FAMILY[self.model_type]
 
     def shape_overrides(self) -> dict:
-        return {name: getattr(self, name) for name in
-                ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
-                 "embedding_size")}
+        return {
+            name: getattr(self, name)
+            for name in (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "intermediate_size",
+                "embedding_size",
+            )
+        }
 
     def model_options(self) -> dict:
         """`build_model`'s keyword arguments beyond the shape: the ELECTRA generator's size and the
         experts and router loss weights of ELECTRA-MoE."""
         options = {"dropout": self.dropout, "generator_size_divisor": self.generator_size_divisor}
         if self.model_type == "electra_moe":
-            options |= {name: getattr(self, name) for name in
-                        ("num_experts", "num_experts_per_tok", "router_aux_loss_coef", "router_z_loss_coef")}
+            options |= {
+                name: getattr(self, name)
+                for name in ("num_experts", "num_experts_per_tok", "router_aux_loss_coef", "router_z_loss_coef")
+            }
         return options

@@ -35,10 +35,14 @@ def claim_output_dir(accelerator, output_dir: Path, overwrite: bool, resume_from
         accelerator.wait_for_everyone()
         return None
     if is_finished(output_dir):
-        raise UsageError(f"--output_dir {output_dir} holds a finished run; pass --overwrite_output_dir to "
-                         f"replace it or choose another folder")
+        raise UsageError(
+            f"--output_dir {output_dir} holds a finished run; pass --overwrite_output_dir to "
+            f"replace it or choose another folder"
+        )
     resume_path = checkpoint.find_resume(output_dir, resume_from)
     if holds_files and not resume_from:
-        raise UsageError(f"--output_dir {output_dir} is not empty; pass --resume_from_checkpoint auto to continue "
-                         f"its run or --overwrite_output_dir to replace it")
+        raise UsageError(
+            f"--output_dir {output_dir} is not empty; pass --resume_from_checkpoint auto to continue "
+            f"its run or --overwrite_output_dir to replace it"
+        )
     return resume_path
