@@ -14,12 +14,13 @@ results.md (table), results.csv, results.json, label_counts.csv, confusion_<mode
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 from common.config import option, parse_config, provenance
-from common.distributed import build_accelerator, log
+from common.distributed import build_accelerator, end_run, log
 from common.errors import UsageError, first_line, run_main
 from common.files import markdown_table
 from common.finetuning.classifier import encode, load_classification_tokenizer, load_classifier
@@ -165,12 +166,12 @@ def main():
         for batch_size in cfg.batch_sizes:
             outcome = finetune(
                 accelerator,
-                lambda: load_classifier(source, tuple(labels), tokenizer.pad_token_id),
+                functools.partial(load_classifier, source, tuple(labels), tokenizer.pad_token_id),
                 encoded["train"],
                 {"dev": encoded["dev"], "test": encoded["test"]},
                 cfg.settings(batch_size),
                 tokenizer.pad_token_id,
-                measure=lambda split, predicted, true: document_metrics(predicted, true),
+                measure=document_metrics,
                 monitor=lambda metrics: metrics["dev"]["accuracy"],
                 name=f"{name}-bs{batch_size}",
                 tensorboard_dir=output_dir / "tb",
@@ -198,6 +199,7 @@ def main():
         )
         log.info("results: %s", ", ".join(str(path) for path in paths.values()))
     accelerator.print(table)
+    end_run(accelerator)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
     accelerate launch --num_processes 2 eval_blimp.py ...                  # pairs sharded, same numbers
 
 Causal models are scored by summed token log-probability, masked models by pseudo-log-likelihood,
-ELECTRA by its discriminator (README, "Evaluating on BLiMP"). Results: a table on the console,
+ELECTRA by its discriminator (docs/evaluation.md). Results: a table on the console,
 results.json and results.csv (inside the model folder under blimp/<data>/ for a local model, in
 --output_dir otherwise), TensorBoard and learning_curve.{png,csv} for a run.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from common.config import option, parse_config
-from common.distributed import build_accelerator
+from common.distributed import build_accelerator, end_run
 from common.errors import UsageError, run_main
 from common.evaluation.blimp import evaluate_model, evaluate_run, report
 from common.evaluation.blimp_results import write_results
@@ -113,27 +113,7 @@ def model_output_dir(cfg: BlimpConfig, data_name: str) -> Path:
     return Path("blimp_results") / ModelSource(cfg.model_name_or_path, cfg.revision).label / data_name
 
 
-def main():
-    cfg = parse_config(BlimpConfig)
-    accelerator = build_accelerator()
-    pair_set = select_paradigms(
-        load_pair_set(cfg.blimp_dir, cfg.skip_bad_lines, cfg.synthetic_pairs_per_paradigm), cfg.paradigms
-    )
-    accelerator.print(f"{len(pair_set.pairs)} pairs in {len(pair_set.paradigms)} paradigms from {pair_set.source}")
-
-    if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-        every = evaluate_run(accelerator, run_dir, pair_set, cfg.scoring_options(), cfg.rescore, cfg.save_pair_scores)
-        accelerator.print(report(every[-1]))
-        for results in every:
-            overall = results["accuracy"]["overall"]
-            accelerator.print(
-                f"{results['snapshot']['name']:>16}  {results['snapshot']['tokens_seen']:>12} tokens  "
-                f"{100 * overall['accuracy']:6.2f}%"
-            )
-        accelerator.print(f"learning curve: {run_dir / 'blimp' / pair_set.name / 'learning_curve.png'}")
-        return
-
+def evaluate_one_model(cfg: BlimpConfig, accelerator, pair_set) -> None:
     results, pair_scores = evaluate_model(
         accelerator, cfg.model_name_or_path, pair_set, cfg.scoring_options(), cfg.revision
     )
@@ -142,6 +122,33 @@ def main():
         write_results(output_dir, results, pair_scores if cfg.save_pair_scores else None)
     accelerator.print(report(results))
     accelerator.print(f"results: {output_dir / 'results.json'} ({results['pairs_per_s']:.0f} pairs/s)")
+
+
+def evaluate_whole_run(cfg: BlimpConfig, accelerator, pair_set) -> None:
+    run_dir = Path(cfg.run_dir)
+    every = evaluate_run(accelerator, run_dir, pair_set, cfg.scoring_options(), cfg.rescore, cfg.save_pair_scores)
+    accelerator.print(report(every[-1]))
+    for results in every:
+        overall = results["accuracy"]["overall"]
+        accelerator.print(
+            f"{results['snapshot']['name']:>16}  {results['snapshot']['tokens_seen']:>12} tokens  "
+            f"{100 * overall['accuracy']:6.2f}%"
+        )
+    accelerator.print(f"learning curve: {run_dir / 'blimp' / pair_set.name / 'learning_curve.png'}")
+
+
+def main():
+    cfg = parse_config(BlimpConfig)
+    accelerator = build_accelerator()
+    pair_set = select_paradigms(
+        load_pair_set(cfg.blimp_dir, cfg.skip_bad_lines, cfg.synthetic_pairs_per_paradigm), cfg.paradigms
+    )
+    accelerator.print(f"{len(pair_set.pairs)} pairs in {len(pair_set.paradigms)} paradigms from {pair_set.source}")
+    if cfg.run_dir:
+        evaluate_whole_run(cfg, accelerator, pair_set)
+    else:
+        evaluate_one_model(cfg, accelerator, pair_set)
+    end_run(accelerator)
 
 
 if __name__ == "__main__":

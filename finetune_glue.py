@@ -8,12 +8,13 @@
 
 Each task and seed trains a fresh classification head with early stopping on the dev score and
 reports the best dev epoch; seeds are averaged. Results: results/<model>/<task>.json, TensorBoard
-logs in results/<model>/tb/ (README, "Fine-tuning on GLUE").
+logs in results/<model>/tb/ (docs/finetuning.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,13 @@ import numpy as np
 import yaml
 
 from common.config import option, parse_config, write_config_yaml
-from common.distributed import build_accelerator, log
+from common.distributed import build_accelerator, end_run, log
 from common.errors import UsageError, run_main
 from common.files import markdown_table
 from common.finetuning.classifier import encode, load_classification_tokenizer, load_classifier
 from common.finetuning.finetune import FinetuneOptions, FinetuneSettings, finetune
 from common.finetuning.glue import HUB_GLUE, GlueTask, glue_metrics, glue_tasks, read_glue_hub, read_glue_split_files
-from common.finetuning.glue_results import gather, glue_score, results_table, task_result, write_task_result
+from common.finetuning.glue_results import gather, glue_score, score_table, task_result, write_task_result
 from common.model_source import ModelSource
 
 SETTINGS = [f.name for f in dataclasses.fields(FinetuneSettings) if f.name != "seed"]
@@ -189,12 +190,12 @@ def main():
             settings = cfg.settings(task, seed, overrides)
             outcome = finetune(
                 accelerator,
-                lambda: load_classifier(source, task.labels, tokenizer.pad_token_id),
+                functools.partial(load_classifier, source, task.labels, tokenizer.pad_token_id),
                 encoded(train),
                 evaluation_encoded,
                 settings,
                 tokenizer.pad_token_id,
-                measure=lambda split, predicted, true: glue_metrics(task, predicted, true),
+                measure=functools.partial(glue_metrics, task),
                 monitor=glue_score,
                 name=f"{task.name}-seed{seed}",
                 tensorboard_dir=output_dir / "tb",
@@ -223,7 +224,8 @@ def main():
                 ", ".join(f"{k} {100 * v:.2f}" for k, v in result["metrics"].items()),
                 path,
             )
-    accelerator.print(markdown_table(*results_table(results)))
+    accelerator.print(markdown_table(*score_table(results)))
+    end_run(accelerator)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from common.config import parse_config
 from common.data.packing import packed_corpus
 from common.data.sources import load_corpus
 from common.data.tokenizer import load_tokenizer, tokenizer_hash, trained_or_cached_tokenizer
-from common.distributed import attach_tensorboard, build_accelerator, main_process_value, training_dtype
+from common.distributed import build_accelerator, end_run, main_process_value, training_dtype
 from common.errors import UsageError, run_main
 from common.evaluation.blimp import check_pairs_fit, evaluate_snapshot, report
 from common.evaluation.minimal_pairs import PairSet, load_pair_set
@@ -82,7 +82,6 @@ def main():
     pusher = (
         HubPusher(cfg.hub_model_id, cfg.hub_private).open() if cfg.push_to_hub and accelerator.is_main_process else None
     )
-    attach_tensorboard(accelerator, output_dir)
 
     corpus = load_corpus(
         cfg.dataset,
@@ -141,6 +140,7 @@ def main():
             tensorboard_dir=output_dir / "tb" / f"blimp-{blimp_pairs.name}",
         )
         accelerator.print(report(results))
+    end_run(accelerator)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """BLiMP scoring speed of eval_blimp.py's scorers against minicons, same models, same pairs, one run.
 
 Both sides score every sentence of the same minimal pairs with the same model object in memory
-(fp32, on the GPU when there is one, else the CPU with the same torch threads; one process), one after the other, and the pairs/s of each counts
-the tokenizing and scoring of all of them (not the loading of the model):
+(fp32, on the GPU when there is one, else the CPU with the same torch threads; one process), one
+after the other, and the pairs/s of each counts the tokenizing and scoring of all of them (not the
+loading of the model):
 
 * causal: a LLaMA at `--model_size`, summed token log-probabilities after BOS. minicons:
   `IncrementalLMScorer.sequence_score(batch, reduction=sum, bos_token=True)` over the pairs'
@@ -19,16 +20,18 @@ Untrained weights (speed does not depend on them) with a BPE / WordPiece tokeniz
 `--vocab_size` trained on the synthetic corpus. The two sides' scores are compared too (the
 largest difference and the pair decisions), so they are known to do the same work.
 
-    python benchmarks/bench_blimp.py                                  # 20m models, 1000 real BLiMP pairs
+    python benchmarks/bench_blimp.py --blimp_dir data/blimp           # 20m models, 1000 real BLiMP pairs
     python benchmarks/bench_blimp.py --model_size tiny --pairs 2000 --output /tmp/blimp_cpu.json
 
-Pairs: the real BLiMP sample in ../shared/data/blimp (or --blimp_dir), every n-th pair so that all
-paradigms are in it; the synthetic pairs without it.
+Pairs: a BLiMP folder given as --blimp_dir (one <UID>.jsonl per paradigm; the figures in
+docs/benchmarks.md use six real paradigms), every n-th pair so that all paradigms are in it;
+without it, the synthetic corpus's pairs.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -48,11 +51,9 @@ from common.evaluation.minimal_pairs import read_pair_folder, synthetic_pair_set
 from common.evaluation.sentence_scoring import CausalScorer, MaskedScorer, ScoringOptions, score_sentences  # noqa: E402
 from common.models.build import build_model, resolve_shape  # noqa: E402
 
-DEFAULT_BLIMP = REPO.parent / "shared" / "data" / "blimp"
 
-
-def benchmark_pairs(blimp_dir: Path, count: int) -> list:
-    pairs = read_pair_folder(blimp_dir).pairs if blimp_dir.is_dir() else synthetic_pair_set(count).pairs
+def benchmark_pairs(blimp_dir: Path | None, count: int) -> list:
+    pairs = read_pair_folder(blimp_dir).pairs if blimp_dir else synthetic_pair_set(count).pairs
     step = max(1, len(pairs) // count)
     return list(pairs[::step][:count])
 
@@ -110,7 +111,7 @@ def compare(
             scorer = scorer_class(model, tokenizer, ScoringOptions(batch_size=size))
             ours_sweep[size] = run_side(
                 f"ours, {size} rows a batch",
-                lambda: score_sentences(scorer, distinct, accelerator, progress=False),
+                functools.partial(score_sentences, scorer, distinct, accelerator, progress=False),
                 repeats,
             )
         ours_batch = min(ours_sweep, key=lambda size: ours_sweep[size][1])
@@ -119,7 +120,7 @@ def compare(
         for size in minicons_batches:  # minicons' best batch size counts
             sweep[size] = run_side(
                 f"minicons, {size} sentences a call",
-                lambda: minicons_scores(kind, model, tokenizer, sentences, size, str(accelerator.device)),
+                functools.partial(minicons_scores, kind, model, tokenizer, sentences, size, str(accelerator.device)),
                 repeats,
             )
         minicons_batch = min(sweep, key=lambda size: sweep[size][1])
@@ -140,7 +141,8 @@ def compare(
         "ours_seconds_by_batch": {size: seconds for size, (_, seconds) in ours_sweep.items()},
     }
     print(
-        f"  ours (best, {ours_batch} rows a batch) {result['ours_pairs_per_s']:.1f} pairs/s, minicons (best, {minicons_batch} sentences a call) "
+        f"  ours (best, {ours_batch} rows a batch) {result['ours_pairs_per_s']:.1f} pairs/s, "
+        f"minicons (best, {minicons_batch} sentences a call) "
         f"{result['minicons_pairs_per_s']:.1f} pairs/s: "
         f"{result['speedup']:.2f}x; scores differ by at most {result['max_abs_score_difference']:.2e}, "
         f"decisions agree on {100 * agree:.1f}% of pairs",
@@ -175,7 +177,7 @@ def main():
         default=[4, 16, 64],
         help="minicons' sentences a call to try for the masked model (its best counts)",
     )
-    parser.add_argument("--blimp_dir", type=Path, default=DEFAULT_BLIMP)
+    parser.add_argument("--blimp_dir", type=Path, default=None, help="BLiMP JSONL folder (default: synthetic pairs)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=1, help="time each setting this many times, keep the best")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is there")
@@ -197,7 +199,7 @@ def main():
         "machine": f"{machine}, torch {torch.__version__}",
         "model_size": args.model_size,
         "vocab_size": args.vocab_size,
-        "data": str(args.blimp_dir) if args.blimp_dir.is_dir() else "synthetic",
+        "data": str(args.blimp_dir) if args.blimp_dir else "synthetic",
     }
     for kind, tokenizer_kind, model_type, objective in (
         ("causal", "bpe", "llama", "causal"),

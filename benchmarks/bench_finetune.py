@@ -82,7 +82,7 @@ def run_ours(folder: Path, train, dev, args, bf16: bool) -> tuple[float, float]:
         {"dev": dev},
         settings,
         args.pad_token_id,
-        measure=lambda split, predicted, true: {"accuracy": accuracy(predicted, true)},
+        measure=lambda predicted, true: {"accuracy": accuracy(predicted, true)},
         monitor=lambda metrics: metrics["dev"]["accuracy"],
         name="ours",
     )
@@ -150,7 +150,7 @@ def main():
     encoded = encode(tokenizer, [(s,) for s, _ in rows], [label for _, label in rows], 128)
     train = type(encoded)(encoded.input_ids[: args.examples], None, encoded.labels[: args.examples])
     dev = type(encoded)(encoded.input_ids[args.examples :], None, encoded.labels[args.examples :])
-    machine = "CPU, %d torch threads" % torch.get_num_threads() if args.cpu else torch.cuda.get_device_name()
+    machine = f"CPU, {torch.get_num_threads()} torch threads" if args.cpu else torch.cuda.get_device_name()
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
         model = build_model(args.model_type, objective, resolve_shape(args.model_size), tokenizer, 128)

@@ -41,8 +41,9 @@ steps (so after the same tokens), and both final models' loss on the same held-o
     python benchmarks/bench_pretrain.py --steps 20 --threads 2 --output /tmp/pretrain_cpu.json
     python benchmarks/bench_pretrain.py --skip_trainer        # ours only
 
-Without ../shared/data/pretrain/tinystories_valid.txt (or --data_file) a synthetic corpus from
-common.data.synthetic is written to a temporary file. Temporary run folders are removed unless --keep.
+The text is --data_file (the figures in docs/benchmarks.md use TinyStories' validation file);
+without it a synthetic corpus from common.data.synthetic is written to a temporary file.
+Temporary run folders are removed unless --keep.
 
 On a shared 2-core machine other processes steal whole cores. Each run's report says how many
 cores other processes used meanwhile (from /proc/stat, less the run's own CPU time); with
@@ -76,7 +77,6 @@ from common.optimizer import learning_rate_at  # noqa: E402
 from common.training.objectives import CausalLM, MaskedLM  # noqa: E402
 from common.training.perf import measure_matmul_peak, mfu  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "pretrain" / "tinystories_valid.txt"
 SYNTHETIC_WORDS = 300_000
 
 # The workload of the issue. The shape goes to every side; everything else must match too.
@@ -131,9 +131,7 @@ def parse_args() -> argparse.Namespace:
         default=5,
         help="log interval of every side; the first interval is warm-up and not timed",
     )
-    parser.add_argument(
-        "--data_file", default=None, help=f"training text (default: {DEFAULT_DATA} if present, else a synthetic corpus)"
-    )
+    parser.add_argument("--data_file", default=None, help="training text (default: a synthetic corpus)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -689,8 +687,6 @@ def print_losses(results: dict) -> None:
 def data_file_for(args, workdir: Path) -> Path:
     if args.data_file:
         return Path(args.data_file).resolve()
-    if DEFAULT_DATA.is_file():
-        return DEFAULT_DATA
     return synthetic_text_file(workdir / "synthetic.txt")
 
 

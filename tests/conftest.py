@@ -1,69 +1,85 @@
-"""Shared fixtures: one small synthetic corpus and a byte-level BPE tokenizer trained on it."""
+"""Fixtures shared by the test files, and the two test tiers.
+
+Fast tier (`python -m pytest -m "not e2e"`): everything runs in this process. End-to-end tier
+(`-m e2e`): tests that launch a script or train a run. A test is marked e2e when it asks for one of
+the session runs below (marked here, automatically) or carries `@pytest.mark.e2e` itself; the
+launch helpers in tests/helpers.py refuse to start a script from a test without the mark, so the
+fast tier cannot quietly grow slow.
+"""
+
+from __future__ import annotations
 
 import pytest
 
-from common.data.synthetic import synthetic_documents
-from common.data.tokenizer import train_tokenizer
+from tests import helpers
+
+# Fixtures that train a run or launch a script: a test that asks for one is end-to-end.
+RUN_FIXTURES = {"causal_run", "masked_run", "electra_run", "glue_results", "slurm"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_runtest_setup(item):
+    # Before any fixture of the test is set up, so a session run started for it is checked too.
+    helpers.allow_launches(item.get_closest_marker("e2e") is not None, item.nodeid)
+
+
+# --- in process ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def training_documents() -> list[str]:
+    from common.data.synthetic import synthetic_documents
+
     return list(synthetic_documents(5000, seed=0))
 
 
 @pytest.fixture(scope="session")
 def bpe_tokenizer(training_documents):
+    from common.data.tokenizer import train_tokenizer
+
     # Tests must not mutate it: it is shared by the whole session.
     return train_tokenizer("bpe", training_documents, 400)
 
 
-def small_run_arguments(model_type: str, *extra: str) -> list[str]:
-    from tests.helpers import TINY_MODEL
+@pytest.fixture(scope="session")
+def accelerator():
+    """A one-process CPU Accelerator, as build_accelerator makes it on a machine without a GPU."""
+    from common.distributed import build_accelerator
 
-    return [
-        *TINY_MODEL,
-        "--synthetic_words",
-        "60000",
-        "--model_type",
-        model_type,
-        "--max_steps",
-        "60",
-        "--logging_steps",
-        "20",
-        "--blimp_at_end",
-        "false",
-        "--max_position_embeddings",
-        "128",
-        *extra,
-    ]  # room for real BLiMP sentences
+    return build_accelerator()
 
 
-CAUSAL_RUN = small_run_arguments("llama", "--save_init", "--milestones", "5K,20K")
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, training_documents) -> dict:
+    """Freshly initialised tiny models of each family, saved the way a run saves its snapshots
+    (model + tokenizer; ELECTRA's discriminator with its generator in generator/), keyed
+    causal / masked / electra. Built in this process in about a second."""
+    folder = tmp_path_factory.mktemp("tiny_models")
+    return {
+        family: helpers.save_tiny_model(folder / family, model_type, training_documents)
+        for family, model_type in (("causal", "llama"), ("masked", "bert"), ("electra", "electra"))
+    }
 
 
-def train_small_run(folder, model_type: str, *extra: str):
-    """A short train_pretrain.py run (seconds on 2 cores) whose snapshots the evaluation tests score."""
-    from tests.helpers import run_script
-
-    run_script("train_pretrain.py", [*small_run_arguments(model_type, *extra), "--output_dir", str(folder)])
-    return folder
+# --- end to end: session runs of train_pretrain.py -----------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def causal_run(tmp_path_factory):
     """A tiny LLaMA run with an init snapshot and two token milestones before final/ (CAUSAL_RUN)."""
-    from tests.helpers import run_script
-
-    folder = tmp_path_factory.mktemp("causal") / "run"
-    run_script("train_pretrain.py", [*CAUSAL_RUN, "--output_dir", str(folder)])
-    return folder
+    return helpers.train_small_run(tmp_path_factory.mktemp("causal") / "run", *helpers.CAUSAL_RUN)
 
 
 @pytest.fixture(scope="session")
 def masked_run(tmp_path_factory):
-    return train_small_run(tmp_path_factory.mktemp("masked") / "run", "bert")
+    return helpers.train_small_run(tmp_path_factory.mktemp("masked") / "run", *helpers.small_run_arguments("bert"))
 
 
 @pytest.fixture(scope="session")
 def electra_run(tmp_path_factory):
-    return train_small_run(tmp_path_factory.mktemp("electra") / "run", "electra")
+    return helpers.train_small_run(tmp_path_factory.mktemp("electra") / "run", *helpers.small_run_arguments("electra"))

@@ -1,4 +1,5 @@
-"""Launching the scripts as a user would (subprocess, `accelerate launch`) and reading their output."""
+"""What the tests import: launching the scripts as a user would (subprocess, `accelerate launch`)
+and reading their output, the tiny model and run shapes, and small builders of test data."""
 
 from __future__ import annotations
 
@@ -38,6 +39,51 @@ TINY_MODEL = [
 TINY_DATA = ["--synthetic_words", "40000", "--blimp_at_end", "false"]
 
 
+# A short train_pretrain.py run of the tiny model on 60k synthetic words (seconds on 2 cores).
+def small_run_arguments(model_type: str, *extra: str) -> list[str]:
+    return [
+        *TINY_MODEL,
+        "--synthetic_words",
+        "60000",
+        "--model_type",
+        model_type,
+        "--max_steps",
+        "60",
+        "--logging_steps",
+        "20",
+        "--blimp_at_end",
+        "false",
+        "--max_position_embeddings",
+        "128",  # room for real BLiMP sentences
+        *extra,
+    ]
+
+
+# The session's causal run (conftest.causal_run): an init snapshot and two milestones before final/.
+CAUSAL_RUN = small_run_arguments("llama", "--save_init", "--milestones", "5K,20K")
+
+_launches = {"allowed": True, "test": ""}
+
+
+def allow_launches(allowed: bool, test: str) -> None:
+    """Called by conftest before each test: only end-to-end tests may launch a script."""
+    _launches.update(allowed=allowed, test=test)
+
+
+def check_launch_allowed(what: str) -> None:
+    if not _launches["allowed"]:
+        raise AssertionError(
+            f"{_launches['test']} launches {what} but is not marked e2e: mark it @pytest.mark.e2e "
+            f"(or keep it in process) so that the fast tier stays fast"
+        )
+
+
+def train_small_run(folder: Path, *arguments: str) -> Path:
+    """A train_pretrain.py run into `folder` (its snapshots are what the evaluation tests score)."""
+    run_script("train_pretrain.py", [*arguments, "--output_dir", str(folder)])
+    return folder
+
+
 def quiet_env(**extra: str) -> dict:
     env = {
         **os.environ,
@@ -55,6 +101,7 @@ def run_script(
     script: str, args: list[str], check: bool = True, timeout: int = 600, **popen
 ) -> subprocess.CompletedProcess:
     """`python <script> args...` from the repository root; on failure, show its output."""
+    check_launch_allowed(script)
     result = subprocess.run(
         [sys.executable, script, *args],
         cwd=REPO,
@@ -73,6 +120,7 @@ def run_script(
 
 
 def launch_command(config: str, script: str, args: list[str], num_processes: int = 2) -> list[str]:
+    check_launch_allowed(f"accelerate launch {script}")
     return [
         sys.executable,
         "-m",
@@ -136,6 +184,7 @@ def run_and_preempt(command: list[str], out: Path, after_step: int, signal_targe
     """Run `command`; once its run folder `out` has logged `after_step`, send SIGUSR1 to
     `signal_target(process)` (by default the process itself), as Slurm does before a time limit.
     Returns (exit status, stderr, the step of the newest checkpoint)."""
+    check_launch_allowed(" ".join(command[:3]))
     process = subprocess.Popen(
         command, cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -149,3 +198,40 @@ def run_and_preempt(command: list[str], out: Path, after_step: int, signal_targe
     assert signalled, f"the run ended before step {after_step} was logged\n{stderr[-3000:]}"
     newest = sorted((out / "checkpoints").iterdir())[-1]
     return process.returncode, stderr, int(newest.name.split("-")[1])
+
+
+# --- small builders of test data -----------------------------------------------------------------
+
+
+def write_pair_folder(folder: Path, records: list[dict]) -> list[Path]:
+    """Minimal pairs (BLiMP-format records) as BLiMP's release lays them out: one `<UID>.jsonl`
+    per paradigm, in the order the paradigms first appear."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_paradigm: dict[str, list[dict]] = {}
+    for record in records:
+        by_paradigm.setdefault(record["UID"], []).append(record)
+    paths = []
+    for uid, rows in by_paradigm.items():
+        path = folder / f"{uid}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def save_tiny_model(folder: Path, model_type: str, documents: list[str], seed: int = 0) -> Path:
+    """A freshly initialised model of TINY_MODEL's shape with a tokenizer trained on `documents`,
+    saved like a run's snapshot (ELECTRA: the discriminator, with its generator in generator/)."""
+    import torch
+
+    from common.data.tokenizer import train_tokenizer
+    from common.models.build import Shape, build_model
+    from common.models.families import MODEL_FAMILY, TOKENIZER_KIND
+
+    family = MODEL_FAMILY[model_type]
+    tokenizer = train_tokenizer(TOKENIZER_KIND[family], documents, 600)
+    torch.manual_seed(seed)
+    shape = Shape(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    model = build_model(model_type, family, shape, tokenizer, max_positions=128)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -17,6 +17,7 @@ from common.training.checkpoint import (
     prune,
     read_state,
 )
+from common.training.rundir import claim_output_dir, default_run_dir, is_finished
 
 
 def make_checkpoint(output_dir, step: int, state: dict | None = None):
@@ -208,3 +209,39 @@ def test_load_restores_the_saved_weights(prepared, tmp_path):
     checkpoint.load(accelerator, final)
     for key, value in accelerator.unwrap_model(model).state_dict().items():
         assert torch.equal(value, saved[key])
+
+
+# --- claiming a run folder (common/training/rundir.py) -------------------------------------------
+
+
+def test_a_new_or_empty_folder_starts_fresh(tmp_path, accelerator):
+    assert claim_output_dir(accelerator, tmp_path / "new", overwrite=False, resume_from=None) is None
+    (tmp_path / "empty").mkdir()
+    assert claim_output_dir(accelerator, tmp_path / "empty", overwrite=False, resume_from="auto") is None
+
+
+def test_auto_resumes_the_newest_complete_checkpoint(tmp_path, accelerator):
+    make_checkpoint(tmp_path, 10)
+    newest = make_checkpoint(tmp_path, 20)
+    (checkpoint_dir(tmp_path, 30)).mkdir()  # no state file: incomplete
+    assert claim_output_dir(accelerator, tmp_path, overwrite=False, resume_from="auto") == newest
+
+
+def test_a_folder_with_work_in_it_is_refused_and_left_as_it_was(tmp_path, accelerator):
+    make_checkpoint(tmp_path, 10)
+    with pytest.raises(UsageError, match="is not empty; pass --resume_from_checkpoint auto"):
+        claim_output_dir(accelerator, tmp_path, overwrite=False, resume_from=None)
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "milestone.json").write_text("{}")
+    with pytest.raises(UsageError, match="holds a finished run"):
+        claim_output_dir(accelerator, tmp_path, overwrite=False, resume_from="auto")
+    assert is_finished(tmp_path) and complete_checkpoints(tmp_path)  # nothing deleted
+    assert claim_output_dir(accelerator, tmp_path, overwrite=True, resume_from="auto") is None
+    assert list(tmp_path.iterdir()) == []  # --overwrite_output_dir: the old run is gone
+
+
+def test_default_run_dir_names_the_run_and_its_start(monkeypatch):
+    monkeypatch.setattr("time.strftime", lambda pattern: "20261201-101500")
+    assert default_run_dir("llama", "tiny", "wikitext:wikitext-103-raw-v1").as_posix() == (
+        "runs/llama-tiny-wikitext_wikitext-103-raw-v1-20261201-101500"
+    )

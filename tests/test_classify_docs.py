@@ -14,6 +14,8 @@ from common.errors import UsageError
 from tests.finetune_data import write_tsv, write_wos_file
 from tests.helpers import accelerate_launch, error_line, run_script
 
+pytestmark = pytest.mark.e2e  # every test here launches a script
+
 
 def test_model_against_baseline_on_web_of_science(tmp_path, causal_run, electra_run):
     data = write_wos_file(tmp_path / "WOS" / "Data.txt", per_domain=60)

@@ -23,6 +23,8 @@ from tests.helpers import (
     train_losses,
 )
 
+pytestmark = pytest.mark.e2e  # every test here launches a script
+
 STEPS = [
     "--max_steps",
     "5",
@@ -78,13 +80,17 @@ def test_two_processes_train_like_one(
     tmp_path, cache_dir, one_process_losses, config, distributed_type, zero_stage, tolerance
 ):
     out = tmp_path / "run"
-    accelerate_launch(
+    # DDP also scores final/ on the minimal pairs after training, as the default run does: the
+    # scoring is sharded over both processes after the run's records are closed.
+    blimp = ["--blimp_at_end", "true", "--max_position_embeddings", "64"] if config == "cpu" else []
+    launched = accelerate_launch(
         config,
         "train_pretrain.py",
         [
             *TINY_MODEL,
             *TINY_DATA,
             *STEPS,
+            *blimp,
             "--per_device_train_batch_size",
             "4",
             "--output_dir",
@@ -93,6 +99,10 @@ def test_two_processes_train_like_one(
             str(cache_dir),
         ],
     )
+    if blimp:
+        results = json.loads((out / "final" / "blimp" / "synthetic" / "results.json").read_text())
+        assert results["num_processes"] == 2 and results["data"]["pairs"] == 2000
+        assert launched.stdout.count("[overall]") == 1  # one report, from the main process
     launch = yaml.safe_load((out / "config.yaml").read_text())["provenance"]["launch"]
     assert launch["num_processes"] == 2
     assert launch["distributed_type"] == distributed_type

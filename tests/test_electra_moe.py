@@ -311,6 +311,7 @@ def test_saved_folder_carries_its_modelling_code(saved):
     assert "from common" not in copied and "import common" not in copied
 
 
+@pytest.mark.e2e
 def test_registered_auto_classes_load_without_remote_code(saved):
     path, logits, _ = saved
     assert isinstance(AutoConfig.from_pretrained(path), ElectraMoeConfig)
@@ -341,6 +342,7 @@ def run_python(code: str, cwd, pythonpath: str | None) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.e2e
 def test_fresh_process_loads_the_folder_as_remote_code(saved):
     path, logits, hidden = saved
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -382,6 +384,7 @@ def test_fresh_process_loads_the_folder_as_remote_code(saved):
     assert loaded["reloaded_module"] == loaded["module"]
 
 
+@pytest.mark.e2e
 def test_remote_copy_imported_after_this_module_keeps_the_registration(saved):
     path, logits, _ = saved
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

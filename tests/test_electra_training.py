@@ -22,6 +22,8 @@ from common.models.modeling_electra_moe import ElectraMoeForPreTraining
 from common.training.objectives import Electra
 from tests.helpers import TINY_DATA, TINY_MODEL, error_line, read_metrics, run_and_preempt, run_script, train_losses
 
+pytestmark = pytest.mark.e2e  # every test here launches a script
+
 ELECTRA_TERMS = {
     "train/generator_loss",
     "train/discriminator_loss",

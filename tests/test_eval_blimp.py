@@ -65,6 +65,7 @@ def blimp_record(uid: str, number: int, key: str = "pairID", **extra) -> dict:
 # --- data --------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_real_blimp_paradigms_parse_and_score(causal_run, tmp_path):
     real = shared_data_dir()
     if real is None:
@@ -128,6 +129,7 @@ def test_babylm_filtered_files_use_pair_id_and_may_lack_a_field(tmp_path):
     assert by_uid["agreement"].field == "morphology"
 
 
+@pytest.mark.e2e
 def test_a_bad_line_is_named_or_skipped_on_request(causal_run, tmp_path):
     folder = tmp_path / "pairs"
     write_jsonl(
@@ -180,11 +182,9 @@ def same_length_pairs(tokenizer, count: int = 150) -> PairSet:
     return PairSet("same_length", "synthetic pairs of equal token length", kept)
 
 
-@pytest.mark.parametrize(
-    "kind, run_fixture", [("causal", "causal_run"), ("masked", "masked_run"), ("electra", "electra_run")]
-)
-def test_constant_logits_score_zero_not_one_hundred(kind, run_fixture, request, tmp_path):
-    folder = flatten_head(request.getfixturevalue(run_fixture) / "final", kind, tmp_path / "flat")
+@pytest.mark.parametrize("kind", ["causal", "masked", "electra"])
+def test_constant_logits_score_zero_not_one_hundred(kind, tiny_models, tmp_path):
+    folder = flatten_head(tiny_models[kind], kind, tmp_path / "flat")
     pair_set = same_length_pairs(AutoTokenizer.from_pretrained(folder))
     results, pair_scores = evaluate_model(accelerate.Accelerator(cpu=True), str(folder), pair_set, ScoringOptions())
     overall = results["accuracy"]["overall"]
@@ -193,12 +193,11 @@ def test_constant_logits_score_zero_not_one_hundred(kind, run_fixture, request, 
     assert all(row["score_good"] == row["score_bad"] and not row["correct"] for row in pair_scores)
 
 
-def test_electra_can_be_scored_by_its_generator(electra_run):
-    accelerator = accelerate.Accelerator(cpu=True)
+def test_electra_can_be_scored_by_its_generator(tiny_models, accelerator):
     pair_set = synthetic_pair_set(20)
-    by_discriminator, _ = evaluate_model(accelerator, str(electra_run / "final"), pair_set, ScoringOptions())
+    by_discriminator, _ = evaluate_model(accelerator, str(tiny_models["electra"]), pair_set, ScoringOptions())
     by_generator, scores = evaluate_model(
-        accelerator, str(electra_run / "final"), pair_set, ScoringOptions(electra_scorer="generator")
+        accelerator, str(tiny_models["electra"]), pair_set, ScoringOptions(electra_scorer="generator")
     )
     assert by_discriminator["scorer"].startswith("ELECTRA discriminator")
     assert by_generator["scorer"].startswith("masked, pseudo-log-likelihood")
@@ -206,14 +205,13 @@ def test_electra_can_be_scored_by_its_generator(electra_run):
     assert all(row["score_good"] < 0 for row in scores)  # PLLs are sums of log-probabilities
 
 
-def test_pair_order_does_not_matter(masked_run):
-    accelerator = accelerate.Accelerator(cpu=True)
+def test_pair_order_does_not_matter(tiny_models, accelerator):
     pairs = synthetic_pair_set(30).pairs
     forward, forward_scores = evaluate_model(
-        accelerator, str(masked_run / "final"), PairSet("a", "a", pairs), ScoringOptions()
+        accelerator, str(tiny_models["masked"]), PairSet("a", "a", pairs), ScoringOptions()
     )
     backward, backward_scores = evaluate_model(
-        accelerator, str(masked_run / "final"), PairSet("a", "a", pairs[::-1]), ScoringOptions()
+        accelerator, str(tiny_models["masked"]), PairSet("a", "a", pairs[::-1]), ScoringOptions()
     )
     assert forward["accuracy"] == backward["accuracy"]
     assert forward_scores == backward_scores[::-1]  # bit for bit
@@ -222,6 +220,7 @@ def test_pair_order_does_not_matter(masked_run):
 # --- processes, runs, outputs ------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_two_processes_give_the_same_scores_as_one(masked_run, tmp_path):
     args = [
         "--model_name_or_path",
@@ -248,6 +247,7 @@ def test_two_processes_give_the_same_scores_as_one(masked_run, tmp_path):
     assert launched.stdout.count("[overall]") == 1  # one report, from the main process
 
 
+@pytest.mark.e2e
 def test_run_dir_scores_every_snapshot_draws_the_curve_and_skips_scored_ones(causal_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(causal_run, run)
@@ -288,6 +288,7 @@ def test_run_dir_scores_every_snapshot_draws_the_curve_and_skips_scored_ones(cau
     )
 
 
+@pytest.mark.e2e
 def test_hub_model_revision_from_the_cache(causal_run, tmp_path):
     """A Hub id with --revision, served offline from a Hugging Face cache (as on a compute node)."""
     repo = tmp_path / "hub" / "models--babylm--tiny-llama"
@@ -344,6 +345,7 @@ def test_bad_input_names_the_flag_or_file(tmp_path):
         load_scorer(str(tmp_path), "chck_10M", ScoringOptions(), torch.device("cpu"))
 
 
+@pytest.mark.e2e
 def test_pretraining_refuses_pairs_longer_than_its_positions_before_training(tmp_path):
     out = tmp_path / "run"
     args = [*TINY_MODEL, *TINY_DATA, "--seq_length", "8", "--blimp_at_end", "true", "--output_dir", str(out)]
@@ -351,3 +353,32 @@ def test_pretraining_refuses_pairs_longer_than_its_positions_before_training(tmp
     assert result.returncode == 2
     assert "--blimp_at_end false" in error_line(result) and "8 positions" in error_line(result)
     assert not (out / "config.yaml").exists()
+
+
+def test_a_run_folder_is_scored_snapshot_by_snapshot_in_process(tiny_models, accelerator, tmp_path, monkeypatch):
+    """common/evaluation/blimp.py over a run laid out as train_pretrain.py lays it out: every
+    snapshot in token order, results inside each, the curve, TensorBoard, then a second pass that
+    reads the results back instead of scoring again."""
+    run = tmp_path / "run"
+    for folder, tokens in (
+        (run / "milestones" / "tokens-2K", 2048),
+        (run / "milestones" / "init", 0),
+        (run / "final", 4096),
+    ):
+        shutil.copytree(tiny_models["causal"], folder)
+        info = {"name": folder.name, "tokens_seen": tokens, "step": tokens // 512}
+        (folder / "milestone.json").write_text(json.dumps(info))
+    pair_set = select_paradigms(synthetic_pair_set(10), SOME_PARADIGMS)
+    first = evaluate_run(accelerator, run, pair_set, ScoringOptions())
+    assert [r["snapshot"]["name"] for r in first] == ["init", "tokens-2K", "final"]
+    assert (run / "final" / "blimp" / "synthetic" / "results.json").is_file()
+    assert (run / "blimp" / "synthetic" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    events = EventAccumulator(str(run / "tb" / "blimp-synthetic"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("blimp/overall")] == [0, 2048, 4096]
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("a scored snapshot was scored again")
+
+    monkeypatch.setattr("common.evaluation.blimp.load_scorer", no_scoring)
+    assert evaluate_run(accelerator, run, pair_set, ScoringOptions(batch_size=7)) == first  # batching changes no score

@@ -242,6 +242,7 @@ print(open(hf_hub_download(repo_id, "sub/hello.txt", revision="tokens-25M"), "rb
 """
 
 
+@pytest.mark.e2e
 def test_subprocess_uses_hf_endpoint_and_hf_token(hub, api, tmp_path):
     api.create_repo(REPO, private=True)
     env = {
@@ -264,3 +265,28 @@ def test_subprocess_uses_hf_endpoint_and_hf_token(hub, api, tmp_path):
     assert result.stdout.strip() == "from a subprocess"
     assert hub.files(REPO, "tokens-25M")["sub/hello.txt"] == b"from a subprocess"
     assert "sub/hello.txt" not in hub.files(REPO, "main")
+
+
+def test_the_pusher_retries_sends_each_snapshot_to_its_branch_and_reports_what_failed(hub, tmp_path):
+    """common/training/hub.py's HubPusher in this process, against the fake: a failed branch creation
+    is retried, a milestone goes to its branch (and its local copy after it with --milestone_store
+    hub), final/ to main (kept), and a push that fails every attempt is reported, not raised."""
+    from common.training.hub import HubPusher
+
+    pusher = HubPusher(REPO, private=True, attempts=2, first_wait=0.01)
+    pusher.api, pusher.secret = HfApi(endpoint=hub.url, token=TOKEN), TOKEN
+    pusher.open()
+    milestone = write_folder(tmp_path / "tokens-25M", {"config.json": b"{}", "model.safetensors": b"25M"})
+    write_folder(tmp_path / "final", {"config.json": b"{}", "model.safetensors": b"final"})
+    write_folder(tmp_path / "tokens-50M", {"config.json": b"{}", "model.safetensors": b"50M"})
+    hub.fail_next(1, method="POST", path_contains="/branch/tokens-25M", status=503)
+    pusher.push(tmp_path / "tokens-25M", "tokens-25M", delete_after=True)
+    pusher.push(tmp_path / "final", "final", delete_after=True)
+    hub.fail_next(2, method="POST", path_contains="/branch/tokens-50M", status=503)
+    pusher.push(tmp_path / "tokens-50M", "tokens-50M")
+    failed = pusher.finish()
+    assert [push.branch for push in failed] == ["tokens-50M"]
+    assert hub.branches(REPO) == {"main", "tokens-25M"} and hub.is_private(REPO)
+    assert hub.files(REPO, "tokens-25M")["model.safetensors"] == milestone["model.safetensors"]
+    assert hub.files(REPO, "main")["model.safetensors"] == b"final"
+    assert not (tmp_path / "tokens-25M").exists() and (tmp_path / "final").is_dir()  # main is never deleted

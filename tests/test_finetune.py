@@ -36,9 +36,9 @@ def checkpoint_weights(folder) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
-@pytest.mark.parametrize("fixture", ["causal_run", "masked_run", "electra_run"])
-def test_the_body_is_the_pretrained_model_and_only_the_head_is_new(fixture, request):
-    final = request.getfixturevalue(fixture) / "final"
+@pytest.mark.parametrize("family", ["causal", "masked", "electra"])
+def test_the_body_is_the_pretrained_model_and_only_the_head_is_new(family, tiny_models):
+    final = tiny_models[family]
     tokenizer, positions = load_classification_tokenizer(ModelSource(str(final)))
     model = load_classifier(ModelSource(str(final)), ("a", "b", "c"), tokenizer.pad_token_id)
     assert positions == 128 and model.config.num_labels == 3 and model.config.id2label[2] == "c"
@@ -72,16 +72,16 @@ def test_llama4_gets_a_last_token_head_over_its_text_model(tmp_path, bpe_tokeniz
     assert torch.allclose(logits[0], classifier(input_ids=ids[:1, :3]).logits[0], atol=1e-5)
 
 
-def test_a_body_that_does_not_load_is_refused(tmp_path, causal_run, electra_run):
+def test_a_body_that_does_not_load_is_refused(tmp_path, tiny_models):
     """An ELECTRA config over LLaMA weights: every body weight would be new, silently."""
-    (tmp_path / "model.safetensors").write_bytes((causal_run / "final" / "model.safetensors").read_bytes())
-    (tmp_path / "config.json").write_text((electra_run / "final" / "config.json").read_text())
+    (tmp_path / "model.safetensors").write_bytes((tiny_models["causal"] / "model.safetensors").read_bytes())
+    (tmp_path / "config.json").write_text((tiny_models["electra"] / "config.json").read_text())
     with pytest.raises(UsageError, match="weights of the model body are not in the checkpoint"):
         load_classifier(ModelSource(str(tmp_path)), ("0", "1"), 0)
 
 
-def test_pad_token_falls_back_to_eos_and_is_required(tmp_path, causal_run, bpe_tokenizer):
-    final = causal_run / "final"
+def test_pad_token_falls_back_to_eos_and_is_required(tmp_path, tiny_models, bpe_tokenizer):
+    final = tiny_models["causal"]
     folder = tmp_path / "no_pad"
     folder.mkdir()
     (folder / "config.json").write_text((final / "config.json").read_text())
@@ -96,14 +96,17 @@ def test_pad_token_falls_back_to_eos_and_is_required(tmp_path, causal_run, bpe_t
                 load_classification_tokenizer(ModelSource(str(folder)))
 
 
-def test_model_source_names_and_checks(tmp_path, causal_run):
-    assert ModelSource(str(causal_run / "final")).label == "run-final"
-    assert ModelSource(str(causal_run / "milestones" / "tokens-5K")).label == "run-tokens-5K"
+def test_model_source_names_and_checks(tmp_path, tiny_models):
+    for snapshot in ("final", "milestones/tokens-5K"):
+        (tmp_path / "run" / snapshot).mkdir(parents=True)
+    assert ModelSource(str(tmp_path / "run" / "final")).label == "run-final"
+    assert ModelSource(str(tmp_path / "run" / "milestones" / "tokens-5K")).label == "run-tokens-5K"
+    assert ModelSource(str(tiny_models["causal"])).label == "causal"
     assert ModelSource("babylm/babyllama", "chck_10M").label == "babylm__babyllama@chck_10M"
     with pytest.raises(UsageError, match="no such folder"):
         load_classification_tokenizer(ModelSource(str(tmp_path / "missing")))
     with pytest.raises(UsageError, match="--revision selects a Hub branch"):
-        load_classification_tokenizer(ModelSource(str(causal_run / "final"), "main"))
+        load_classification_tokenizer(ModelSource(str(tiny_models["causal"]), "main"))
 
 
 # --- encoding -----------------------------------------------------------------------------------
@@ -145,9 +148,9 @@ def test_collate_right_pads_and_masks():
 # --- the loop -----------------------------------------------------------------------------------
 
 
-def test_early_stopping_keeps_the_best_epoch(causal_run, tmp_path):
+def test_early_stopping_keeps_the_best_epoch(tiny_models, tmp_path):
     """A learning rate of zero never improves after the first epoch: patience 2 stops at epoch 3."""
-    source = ModelSource(str(causal_run / "final"))
+    source = ModelSource(str(tiny_models["causal"]))
     tokenizer, _ = load_classification_tokenizer(source)
     rows = negation_rows(64)
     data = encode(tokenizer, [(s,) for s, _ in rows], [label for _, label in rows], 64)
@@ -158,7 +161,7 @@ def test_early_stopping_keeps_the_best_epoch(causal_run, tmp_path):
         {"dev": data},
         FinetuneSettings(learning_rate=0.0, num_train_epochs=10, patience=2, per_device_train_batch_size=16),
         tokenizer.pad_token_id,
-        measure=lambda split, p, t: document_metrics(p, t),
+        measure=document_metrics,
         monitor=lambda metrics: metrics["dev"]["accuracy"],
         name="frozen",
         tensorboard_dir=tmp_path,
@@ -169,11 +172,11 @@ def test_early_stopping_keeps_the_best_epoch(causal_run, tmp_path):
     assert list((tmp_path / "frozen").glob("events.out.tfevents.*"))
 
 
-def test_stsb_trains_a_regression_head(causal_run, tmp_path):
+def test_stsb_trains_a_regression_head(tiny_models, tmp_path):
     """STS-B in its GLUE layout: one output, the squared error, Pearson and Spearman on dev."""
     task = GLUE_TASKS["stsb"]
     splits = read_glue_split_files(write_glue_dir(tmp_path / "glue", train=160, dev=60), task)
-    source = ModelSource(str(causal_run / "final"))
+    source = ModelSource(str(tiny_models["causal"]))
     tokenizer, _ = load_classification_tokenizer(source)
 
     def encoded(examples):
@@ -186,7 +189,7 @@ def test_stsb_trains_a_regression_head(causal_run, tmp_path):
         {"dev": encoded(splits["dev"])},
         FinetuneSettings(learning_rate=1e-3, num_train_epochs=3, per_device_train_batch_size=16),
         tokenizer.pad_token_id,
-        measure=lambda split, p, t: glue_metrics(task, p, t),
+        measure=lambda p, t: glue_metrics(task, p, t),
         monitor=glue_score,
         name="stsb",
     )

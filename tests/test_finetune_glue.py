@@ -17,6 +17,8 @@ from finetune_glue import GlueConfig, read_task_overrides
 from tests.finetune_data import write_glue_dir, write_tsv
 from tests.helpers import accelerate_launch, error_line, run_script
 
+pytestmark = pytest.mark.e2e  # every test here launches a script
+
 FAST = ["--learning_rate", "1e-3", "--per_device_train_batch_size", "16", "--max_length", "64"]
 
 

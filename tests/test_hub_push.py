@@ -18,7 +18,7 @@ from common.errors import UsageError
 from common.training.hub import HubPusher, model_card
 from common.training.pretrain_config import PretrainConfig
 from tests.fake_hub import FakeHub
-from tests.helpers import REPO, TINY_DATA, TINY_MODEL, error_line
+from tests.helpers import REPO, TINY_DATA, TINY_MODEL, check_launch_allowed, error_line
 
 TOKEN = "hf_babytrain_test_token_4f1c2d"
 REPO_ID = "babylm/tiny-llama"
@@ -40,6 +40,7 @@ def hub_env(hub: FakeHub, tmp_path, token: str | None = TOKEN) -> dict:
 
 
 def train(env: dict, *args: str) -> subprocess.CompletedProcess:
+    check_launch_allowed("train_pretrain.py")
     return subprocess.run(
         [
             sys.executable,
@@ -64,6 +65,7 @@ def train(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.e2e
 def test_milestones_go_to_branches_final_to_main_with_a_retry(tmp_path):
     out = tmp_path / "run"
     with FakeHub(token=TOKEN) as hub:
@@ -124,6 +126,7 @@ def test_milestones_go_to_branches_final_to_main_with_a_retry(tmp_path):
     assert TOKEN not in done.stdout + done.stderr
 
 
+@pytest.mark.e2e
 def test_no_token_or_no_hub_stops_before_training(tmp_path):
     with FakeHub(token=TOKEN) as hub:
         no_token = train(

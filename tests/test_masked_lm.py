@@ -68,6 +68,7 @@ def test_a_tokenizer_without_mask_token_is_refused():
         MaskedLM(tokenizer, 0.15, 0)
 
 
+@pytest.mark.e2e
 def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path):
     out = tmp_path / "run"
     run_script(
@@ -102,6 +103,7 @@ def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path):
     assert json.loads((out / "final" / "milestone.json").read_text())["objective"] == "mlm"
 
 
+@pytest.mark.e2e
 def test_mlm_objective_with_a_causal_model_is_refused(tmp_path):
     result = run_script(
         "train_pretrain.py",

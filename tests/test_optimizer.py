@@ -3,8 +3,11 @@
 import math
 
 import pytest
+import torch
 
-from common.optimizer import SCHEDULES, learning_rate_at, warmup_steps_for
+from common.models.build import build_model, resolve_shape
+from common.optimizer import SCHEDULES, adamw, decay_groups, learning_rate_at, warmup_steps_for
+from common.training.objectives import CausalLMTraining
 
 BASE = 1e-3
 TOTAL = 110
@@ -125,3 +128,25 @@ def test_warmup_steps_for(total, ratio, explicit, expected):
 @pytest.mark.parametrize("total, ratio, expected", [(100, 0.07, 7), (200, 0.07, 14), (300, 0.07, 21)])
 def test_warmup_steps_for_an_exact_fraction_is_not_rounded_up(total, ratio, expected):
     assert warmup_steps_for(total, ratio) == expected
+
+
+def test_decay_groups_decay_matrices_only():
+    class Vocabulary:  # the tokenizer fields build_model reads
+        bos_token_id = eos_token_id = 1
+        pad_token_id = 0
+
+        def __len__(self):
+            return 100
+
+    shape = resolve_shape("tiny", hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    model = CausalLMTraining(build_model("llama", "causal", shape, Vocabulary(), 16))
+    decay, no_decay = decay_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert all(p.ndim == 2 for p in decay["params"]) and "model.model.embed_tokens.weight" not in {
+        names[id(p)] for p in decay["params"]
+    }
+    assert {names[id(p)] for p in no_decay["params"]} >= {"model.model.embed_tokens.weight", "model.model.norm.weight"}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    optimizer = adamw(model, 1e-3, 0.1, torch.device("cpu"))
+    assert optimizer.defaults["fused"] is True and len(optimizer.param_groups) == 2

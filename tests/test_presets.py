@@ -8,11 +8,14 @@ import json
 
 import pytest
 import torch
+import transformers
 import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 
 from common.config import parse_config
+from common.data.tokenizer import train_tokenizer
 from common.models.build import build_model, resolve_shape
+from common.models.families import AUTO_CLASS_NAMES, CAUSAL_MODEL_TYPES, MODEL_FAMILY, TOKENIZER_KIND
 from common.training.perf import count_parameters
 from common.training.pretrain_config import PretrainConfig
 from tests.helpers import REPO
@@ -215,3 +218,19 @@ def test_deepspeed_config_leaves_run_dependent_values_to_accelerate(path):
     assert config.get("bf16", {}).get("enabled") or config.get("fp16", {}).get("enabled")
     if config["zero_optimization"]["stage"] == 3:  # milestones need the full weights gathered
         assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+@pytest.mark.parametrize("model_type", sorted(MODEL_FAMILY))
+def test_every_model_type_saves_and_loads_with_its_familys_auto_class(model_type, bpe_tokenizer, tmp_path):
+    """A model type is declared once (common/models/families.py); building, the training
+    objective, the tokenizer kind and the class that loads a saved model all follow from it."""
+    family = MODEL_FAMILY[model_type]
+    config = PretrainConfig(model_type=model_type)
+    assert config.training_objective() == family and TOKENIZER_KIND[family] in ("bpe", "wordpiece")
+    shape = resolve_shape("tiny", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    tokenizer = bpe_tokenizer if family == "causal" else train_tokenizer("wordpiece", ["the cat sleeps ."] * 50, 120)
+    model = build_model(model_type, family, shape, tokenizer, 32)
+    model.save_pretrained(tmp_path)
+    loaded = getattr(transformers, AUTO_CLASS_NAMES[family]).from_pretrained(tmp_path)
+    assert loaded.config.model_type == ("llama4_text" if model_type == "llama4" else model_type)
+    assert (model_type in CAUSAL_MODEL_TYPES) == (family == "causal")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import accelerate
 import numpy as np
 import pytest
 import torch
@@ -25,11 +24,6 @@ from common.evaluation.sentence_scoring import (
 from tests.helpers import shared_data_dir
 
 minicons_scorer = pytest.importorskip("minicons.scorer", reason="minicons (a test dependency) is not installed")
-
-
-@pytest.fixture(scope="module")
-def accelerator():
-    return accelerate.Accelerator(cpu=True)
 
 
 def evaluation_pairs(count_per_source: int = 30) -> list:
@@ -92,10 +86,10 @@ def test_a_tie_is_wrong():
 
 
 @pytest.mark.parametrize("bos", [True, False])
-def test_causal_scores_match_minicons(causal_run, accelerator, bos):
+def test_causal_scores_match_minicons(tiny_models, accelerator, bos):
     pairs = evaluation_pairs()
     sentences = distinct_sentences(pairs)
-    scorer = load_scorer(str(causal_run / "final"), None, ScoringOptions(bos=bos, batch_size=16), accelerator.device)
+    scorer = load_scorer(str(tiny_models["causal"]), None, ScoringOptions(bos=bos, batch_size=16), accelerator.device)
     ours = score_sentences(scorer, sentences, accelerator, progress=False)
     reference = minicons_scorer.IncrementalLMScorer(scorer.model, device="cpu", tokenizer=scorer.tokenizer)
     theirs = np.array(reference.sequence_score(sentences, reduction=lambda x: x.sum(0).item(), bos_token=bos))
@@ -104,13 +98,15 @@ def test_causal_scores_match_minicons(causal_run, accelerator, bos):
 
 
 @pytest.mark.parametrize("variant, minicons_name", [("original", "original"), ("word_l2r", "within_word_l2r")])
-def test_masked_pll_matches_minicons(masked_run, accelerator, variant, minicons_name):
+def test_masked_pll_matches_minicons(tiny_models, accelerator, variant, minicons_name):
     pairs = evaluation_pairs()
     sentences = distinct_sentences(pairs)
     options = ScoringOptions(pll_variant=variant, batch_size=64)
-    scorer = load_scorer(str(masked_run / "final"), None, options, accelerator.device)
+    scorer = load_scorer(str(tiny_models["masked"]), None, options, accelerator.device)
     ours = score_sentences(scorer, sentences, accelerator, progress=False)
-    reference = minicons_scorer.MaskedLMScorer(scorer.model, device="cpu", tokenizer=minicons_tokenizer(masked_run))
+    reference = minicons_scorer.MaskedLMScorer(
+        scorer.model, device="cpu", tokenizer=minicons_tokenizer(tiny_models["masked"])
+    )
     theirs = np.array(
         reference.sequence_score(sentences, reduction=lambda x: x.sum(0).item(), PLL_metric=minicons_name)
     )
@@ -118,10 +114,10 @@ def test_masked_pll_matches_minicons(masked_run, accelerator, variant, minicons_
     assert_same_decisions(ours, theirs, sentences, pairs)
 
 
-def minicons_tokenizer(run):
-    """The run's tokenizer for minicons 0.3.39, whose masked scorer still calls `batch_encode_plus`
+def minicons_tokenizer(folder):
+    """The model's tokenizer for minicons 0.3.39, whose masked scorer still calls `batch_encode_plus`
     (removed in transformers 5; calling the tokenizer does the same)."""
-    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.batch_encode_plus = tokenizer.__call__
     return tokenizer
 
@@ -142,12 +138,12 @@ def assert_same_decisions(
     assert 0 < ours_correct.sum() < len(pairs)  # a mix of right and wrong: the comparison can fail
 
 
-def test_word_l2r_differs_from_original_when_words_split(masked_run, accelerator):
+def test_word_l2r_differs_from_original_when_words_split(tiny_models, accelerator):
     # A made-up long word is split into pieces by the small WordPiece vocabulary.
     sentences = ["The zorblaxifying cats sleep.", "The cats sleep."]
     scores, spans = {}, {}
     for variant in ("original", "word_l2r"):
-        scorer = load_scorer(str(masked_run / "final"), None, ScoringOptions(pll_variant=variant), accelerator.device)
+        scorer = load_scorer(str(tiny_models["masked"]), None, ScoringOptions(pll_variant=variant), accelerator.device)
         scores[variant] = score_sentences(scorer, sentences, accelerator, progress=False)
         rows = scorer.rows(sentences)
         spans[variant] = (rows.mask_end - rows.target)[rows.sentence == 0]
@@ -161,8 +157,8 @@ def test_word_l2r_differs_from_original_when_words_split(masked_run, accelerator
     assert len(set(word_ids) - {None}) == len(word_ids) - 2
 
 
-def test_discriminator_score_is_the_sum_of_log_p_original(electra_run, accelerator):
-    scorer = load_scorer(str(electra_run / "final"), None, ScoringOptions(), accelerator.device)
+def test_discriminator_score_is_the_sum_of_log_p_original(tiny_models, accelerator):
+    scorer = load_scorer(str(tiny_models["electra"]), None, ScoringOptions(), accelerator.device)
     sentences = ["The cats sleep.", "No dog ever barks at the cats."]
     ours = score_sentences(scorer, sentences, accelerator, progress=False)
     for sentence, score in zip(sentences, ours):
@@ -172,17 +168,17 @@ def test_discriminator_score_is_the_sum_of_log_p_original(electra_run, accelerat
         assert score == pytest.approx(float(torch.nn.functional.logsigmoid(-logits).sum()), abs=1e-4)
 
 
-def test_scores_do_not_depend_on_batching_or_order(masked_run, accelerator):
+def test_scores_do_not_depend_on_batching_or_order(tiny_models, accelerator):
     sentences = evaluation_sentences(40)
-    big = load_scorer(str(masked_run / "final"), None, ScoringOptions(batch_size=256), accelerator.device)
-    small = load_scorer(str(masked_run / "final"), None, ScoringOptions(batch_size=7), accelerator.device)
+    big = load_scorer(str(tiny_models["masked"]), None, ScoringOptions(batch_size=256), accelerator.device)
+    small = load_scorer(str(tiny_models["masked"]), None, ScoringOptions(batch_size=7), accelerator.device)
     forward = score_sentences(big, sentences, accelerator, progress=False)
     backward = score_sentences(small, sentences[::-1], accelerator, progress=False)[::-1]
     np.testing.assert_allclose(forward, backward, atol=1e-5, rtol=0)
 
 
-def test_a_model_without_a_scoring_head_is_refused(tmp_path, masked_run):
-    tokenizer_files = masked_run / "final"
+def test_a_model_without_a_scoring_head_is_refused(tmp_path, tiny_models):
+    tokenizer_files = tiny_models["masked"]
     BertModel(
         BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     ).save_pretrained(tmp_path)

@@ -23,8 +23,7 @@ from common.config import parse_config
 from common.errors import UsageError
 from common.training.grid import read_grid, row_arguments
 from common.training.pretrain_config import PretrainConfig
-from tests.conftest import CAUSAL_RUN
-from tests.helpers import REPO, TINY_MODEL, read_metrics
+from tests.helpers import CAUSAL_RUN, REPO, TINY_MODEL, read_metrics
 from tests.slurm_cluster import LocalSlurm
 
 TEMPLATES = sorted((REPO / "slurm").glob("*/*.sbatch"))

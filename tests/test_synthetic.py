@@ -12,8 +12,9 @@ from common.data.synthetic import (
     SYNTHETIC_VERSION,
     synthetic_documents,
     synthetic_minimal_pairs,
-    write_minimal_pairs,
 )
+from common.evaluation.minimal_pairs import read_pair_folder, synthetic_pair_set
+from tests.helpers import write_pair_folder
 
 BLIMP_KEYS = {"sentence_good", "sentence_bad", "field", "linguistics_term", "UID", "pairID"}
 SAMPLE_WORDS = 300_000
@@ -270,17 +271,12 @@ def test_a_paradigm_without_enough_distinct_pairs_is_an_error(monkeypatch):
         synthetic_minimal_pairs(2)
 
 
-def test_write_minimal_pairs_writes_one_jsonl_file_per_paradigm(tmp_path):
-    folder = tmp_path / "blimp" / "synthetic"
-    paths = write_minimal_pairs(folder, pairs_per_paradigm=20, seed=1)
-    expected = synthetic_minimal_pairs(20, seed=1)
-    uids = dict.fromkeys(pair["UID"] for pair in expected)
+def test_the_pairs_as_a_blimp_folder_read_back_as_the_same_pair_set(tmp_path):
+    """The synthetic pairs written as BLiMP's release (one <UID>.jsonl per paradigm) are read back
+    by the BLiMP reader as exactly the pairs eval_blimp.py scores by default."""
+    records = synthetic_minimal_pairs(20, seed=0)
+    paths = write_pair_folder(tmp_path / "synthetic", records)
+    uids = list(dict.fromkeys(pair["UID"] for pair in records))
     assert [path.name for path in paths] == [f"{uid}.jsonl" for uid in uids]
-    read_back = []
-    for path in paths:
-        assert path.parent == folder
-        lines = path.read_text(encoding="utf-8").splitlines()
-        records = [json.loads(line) for line in lines]
-        assert {record["UID"] for record in records} == {path.stem}
-        read_back += records
-    assert read_back == expected
+    assert all({json.loads(line)["UID"] for line in path.read_text().splitlines()} == {path.stem} for path in paths)
+    assert set(read_pair_folder(tmp_path / "synthetic").pairs) == set(synthetic_pair_set(20).pairs)

@@ -20,8 +20,8 @@ from common.data.packing import packed_corpus
 from common.data.sources import load_corpus
 from common.data.tokenizer import tokenizer_hash
 from common.training.pretrain_config import PretrainConfig
-from tests.conftest import CAUSAL_RUN
 from tests.helpers import (
+    CAUSAL_RUN,
     TINY_DATA,
     TINY_MODEL,
     error_line,
@@ -31,6 +31,8 @@ from tests.helpers import (
     shared_data_dir,
     train_losses,
 )
+
+pytestmark = pytest.mark.e2e  # every test here launches a script
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -69,14 +69,25 @@ _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 
 _logger = logging.getLogger(__name__)
 
-# Replaced bytes per resolved file path, from the latest full pass over that file.
-_decode_errors: dict[str, int] = {}
-# Files already reported, so a file re-read every epoch is reported once per process.
-_reported_files: set[str] = set()
 
+class DecodeErrors:
+    """Bytes replaced by U+FFFD in each file of one corpus, from the latest full pass over the
+    file; a file with any is warned about once (a corpus is read again every epoch)."""
 
-def _no_decode_errors() -> dict[str, int]:
-    return {}
+    def __init__(self):
+        self.replaced: dict[str, int] = {}
+        self.warned: set[str] = set()
+
+    def record(self, path: Path, replaced: int) -> None:
+        key = str(path.resolve())
+        self.replaced[key] = replaced
+        if replaced and key not in self.warned:
+            self.warned.add(key)
+            _logger.warning("%s: %d invalid UTF-8 byte sequence(s) replaced with U+FFFD", path, replaced)
+
+    def __call__(self) -> dict[str, int]:
+        """Files read in full at least once that had replaced bytes: path -> how many."""
+        return {key: count for key, count in self.replaced.items() if count}
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,7 @@ class Corpus:
     train_documents: Callable[[], Iterator[str]]
     validation_documents: Callable[[], Iterator[str]]
     # Bytes replaced by U+FFFD so far, per file of this corpus read in full at least once.
-    decode_errors: Callable[[], dict[str, int]] = _no_decode_errors
+    decode_errors: DecodeErrors = field(default_factory=DecodeErrors)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +232,7 @@ def _safe_name(text: str) -> str:
 # Reading files.
 
 
-def read_lines(path: Path) -> Iterator[str]:
+def read_lines(path: Path, decode_errors: DecodeErrors | None = None) -> Iterator[str]:
     """Stream a file's decoded lines without their line ends.
 
     Each line is decoded on its own: b"\\n" never occurs inside a UTF-8 multi-byte sequence,
@@ -235,28 +246,12 @@ def read_lines(path: Path) -> Iterator[str]:
             if number == 0:
                 text = text.removeprefix("\ufeff")  # byte-order mark from some Windows editors
             yield text.rstrip("\r\n")
-    _record_decode_errors(path, replaced)
+    if decode_errors is not None:
+        decode_errors.record(path, replaced)
 
 
-def _record_decode_errors(path: Path, replaced: int) -> None:
-    key = str(path.resolve())
-    _decode_errors[key] = replaced
-    if replaced and key not in _reported_files:
-        _reported_files.add(key)
-        _logger.warning("%s: %d invalid UTF-8 byte sequence(s) replaced with U+FFFD", path, replaced)
-
-
-def _decode_errors_of(paths: list[Path]) -> Callable[[], dict[str, int]]:
-    keys = [str(path.resolve()) for path in paths]
-
-    def decode_errors() -> dict[str, int]:
-        return {key: _decode_errors[key] for key in keys if _decode_errors.get(key)}
-
-    return decode_errors
-
-
-def _jsonl_documents(path: Path, text_column: str) -> Iterator[str]:
-    for number, line in enumerate(read_lines(path), start=1):
+def _jsonl_documents(path: Path, text_column: str, decode_errors: DecodeErrors) -> Iterator[str]:
+    for number, line in enumerate(read_lines(path, decode_errors), start=1):
         if not line.strip():
             continue
         row = json_object(line, f"{path}:{number}")
@@ -334,10 +329,10 @@ def _synthetic_corpus(words: int, seed: int, percentage: float) -> Corpus:
     return _with_held_out("synthetic", fingerprint, documents, percentage)
 
 
-def _babylm_documents(paths: list[Path]) -> Callable[[], Iterator[str]]:
+def _babylm_documents(paths: list[Path], decode_errors: DecodeErrors) -> Callable[[], Iterator[str]]:
     def documents() -> Iterator[str]:
         for path in paths:
-            yield from group_lines(read_lines(path), line_cleaner(path))
+            yield from group_lines(read_lines(path, decode_errors), line_cleaner(path))
 
     return documents
 
@@ -354,7 +349,8 @@ def _babylm_corpus(data_dir: str | None, percentage: float) -> Corpus:
     dev_folder = folder.resolve().parent / "dev"
     dev_files = sorted(dev_folder.glob("*.dev")) if dev_folder.is_dir() else []
 
-    train = _babylm_documents(train_files)
+    decode_errors = DecodeErrors()
+    train = _babylm_documents(train_files, decode_errors)
     _require_documents(train, data_dir)
     options = {
         "kind": "babylm",
@@ -363,9 +359,8 @@ def _babylm_corpus(data_dir: str | None, percentage: float) -> Corpus:
         "dev_files": _file_stamps(dev_files),
     }
     name = f"babylm-{_safe_name(folder.resolve().name)}"
-    decode_errors = _decode_errors_of(train_files + dev_files)
     if dev_files:
-        return Corpus(name, _fingerprint(options), train, _babylm_documents(dev_files), decode_errors)
+        return Corpus(name, _fingerprint(options), train, _babylm_documents(dev_files, decode_errors), decode_errors)
     options["validation_split_percentage"] = percentage
     return _with_held_out(name, _fingerprint(options), train, percentage, decode_errors=decode_errors)
 
@@ -374,13 +369,14 @@ def _file_corpus(kind: str, data_files: list[str] | None, text_column: str, perc
     if not data_files:
         raise UsageError(f"--dataset {kind} needs --data_files (paths or glob patterns)")
     files = expand_data_files(list(data_files))
+    decode_errors = DecodeErrors()
 
     def documents() -> Iterator[str]:
         for path in files:
             if kind == "text":
-                yield from split_paragraphs(read_lines(path))
+                yield from split_paragraphs(read_lines(path, decode_errors))
             else:
-                yield from _jsonl_documents(path, text_column)
+                yield from _jsonl_documents(path, text_column, decode_errors)
 
     _require_documents(documents, " ".join(data_files))
     options = {"kind": kind, "files": _file_stamps(files), "validation_split_percentage": percentage}
@@ -391,7 +387,7 @@ def _file_corpus(kind: str, data_files: list[str] | None, text_column: str, perc
     name = f"{kind}-{_safe_name(files[0].stem)}"
     if len(files) > 1:
         name += f"-and-{len(files) - 1}-more"
-    return _with_held_out(name, _fingerprint(options), documents, percentage, decode_errors=_decode_errors_of(files))
+    return _with_held_out(name, _fingerprint(options), documents, percentage, decode_errors=decode_errors)
 
 
 def parse_dataset_id(dataset: str) -> tuple[str, str | None]:

@@ -21,9 +21,6 @@ document joined with single spaces. Everything is drawn from `random.Random` ins
 from the caller's seed, so the same seed gives byte-identical text on every machine.
 """
 
-import json
-import os
-import pathlib
 import random
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -433,19 +430,3 @@ def _paradigm_pairs(paradigm: _Paradigm, count: int, seed: int) -> list[dict]:
 def synthetic_minimal_pairs(pairs_per_paradigm: int = 200, seed: int = 0) -> list[dict]:
     """All paradigms' pairs, paradigm after paradigm, each dict with the six BLiMP keys."""
     return [pair for paradigm in _PARADIGMS for pair in _paradigm_pairs(paradigm, pairs_per_paradigm, seed)]
-
-
-def write_minimal_pairs(folder: str | os.PathLike, pairs_per_paradigm: int = 200, seed: int = 0) -> list[pathlib.Path]:
-    """Write one `<UID>.jsonl` per paradigm into folder (created if missing); return the paths.
-
-    Each file holds one JSON object per line, like the BLiMP data release.
-    """
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for paradigm in _PARADIGMS:
-        path = folder / f"{paradigm.uid}.jsonl"
-        lines = [json.dumps(pair) + "\n" for pair in _paradigm_pairs(paradigm, pairs_per_paradigm, seed)]
-        path.write_text("".join(lines), encoding="utf-8")
-        paths.append(path)
-    return paths

@@ -18,8 +18,8 @@ from common.evaluation.blimp_results import (
     accuracy_summary,
     log_to_tensorboard,
     pair_outcomes,
-    read_results,
-    results_table,
+    paradigm_table,
+    read_snapshot_results,
     write_learning_curve,
     write_results,
 )
@@ -147,7 +147,7 @@ def evaluate_run(
     settings = settings_of(pair_set, options)
     every = []
     for number, folder in enumerate(run_snapshots(run_dir), start=1):
-        stored = read_results(snapshot_results_dir(folder, pair_set))
+        stored = read_snapshot_results(snapshot_results_dir(folder, pair_set))
         if stored is not None and stored.get("settings") == settings and not rescore:
             log.info(
                 "[%d] %s: already scored (overall %.2f%%), skipped",
@@ -192,7 +192,7 @@ def summary_line(results: dict) -> str:
 
 def report(results: dict) -> str:
     """The console report of one model: the table, then the summary line."""
-    return f"{results_table(results['accuracy'])}\n{summary_line(results)}"
+    return f"{paradigm_table(results['accuracy'])}\n{summary_line(results)}"
 
 
 def check_pairs_fit(pair_set: PairSet, tokenizer, positions: int) -> None:

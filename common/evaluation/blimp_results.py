@@ -16,6 +16,7 @@ import numpy as np
 
 from common.evaluation.minimal_pairs import MinimalPair
 from common.files import csv_text, save_figure, write_atomically
+from common.tracking import TensorBoard
 
 OVERALL = "overall"
 
@@ -66,7 +67,7 @@ def group_summary(paradigms: list[dict]) -> dict:
     }
 
 
-def results_table(summary: dict) -> str:
+def paradigm_table(summary: dict) -> str:
     """The console table: one row per paradigm, then per field, then overall (accuracy in %)."""
     rows = [(uid, p["field"], p["accuracy"], None, p["pairs"], p["ties"]) for uid, p in summary["paradigms"].items()]
     rows += [
@@ -123,7 +124,7 @@ def write_results(folder: Path, results: dict, pair_scores: list[dict] | None = 
     write_atomically(folder / "results.json", json.dumps(results, indent=2))  # last: it marks the folder done
 
 
-def read_results(folder: Path) -> dict | None:
+def read_snapshot_results(folder: Path) -> dict | None:
     path = folder / "results.json"
     if not path.is_file():
         return None
@@ -188,15 +189,18 @@ def write_learning_curve(folder: Path, results: list[dict], title: str) -> tuple
     return csv_path, png_path
 
 
-def log_to_tensorboard(log_dir: Path, results: dict) -> None:
-    """blimp/overall, blimp/field/<field>, blimp/paradigm/<uid> at the snapshot's token count."""
-    from torch.utils.tensorboard import SummaryWriter
+def tensorboard_scalars(accuracy: dict) -> dict[str, float]:
+    """blimp/overall (and its micro average), blimp/field/<field>, blimp/paradigm/<uid>."""
+    return {
+        "blimp/overall": accuracy[OVERALL]["accuracy"],
+        "blimp/overall_micro": accuracy[OVERALL]["micro_accuracy"],
+        **{f"blimp/field/{name}": field["accuracy"] for name, field in accuracy["fields"].items()},
+        **{f"blimp/paradigm/{uid}": paradigm["accuracy"] for uid, paradigm in accuracy["paradigms"].items()},
+    }
 
-    accuracy, tokens = results["accuracy"], results["snapshot"]["tokens_seen"]
-    with SummaryWriter(str(log_dir)) as writer:
-        writer.add_scalar("blimp/overall", accuracy[OVERALL]["accuracy"], global_step=tokens)
-        writer.add_scalar("blimp/overall_micro", accuracy[OVERALL]["micro_accuracy"], global_step=tokens)
-        for name, field in accuracy["fields"].items():
-            writer.add_scalar(f"blimp/field/{name}", field["accuracy"], global_step=tokens)
-        for uid, paradigm in accuracy["paradigms"].items():
-            writer.add_scalar(f"blimp/paradigm/{uid}", paradigm["accuracy"], global_step=tokens)
+
+def log_to_tensorboard(log_dir: Path, results: dict) -> None:
+    """A snapshot's accuracies at its token count, so a run's curve lines up with its training."""
+    board = TensorBoard(log_dir)
+    board.scalars(tensorboard_scalars(results["accuracy"]), step=results["snapshot"]["tokens_seen"])
+    board.close()

@@ -1,7 +1,8 @@
 """Document-classification reports: accuracy per model, batch size and epoch, macro-F1, confusion matrices.
 
-The table follows the BabyLM ELECTRA project's (README, "Document classification"): one row per
-model and batch size, test accuracy after each epoch, and the macro-F1 of the last epoch beside it.
+The table follows the BabyLM ELECTRA project's (docs/reference-projects.md, "BabyLM ELECTRA and
+document classification"): one row per model and batch size, test accuracy after each epoch, and
+the macro-F1 of the last epoch beside it.
 """
 
 from __future__ import annotations

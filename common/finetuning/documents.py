@@ -9,7 +9,6 @@ Medical, biochemistry) and the text `Abstract`, both with stray spaces around th
 from __future__ import annotations
 
 import csv
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 from sklearn.model_selection import train_test_split
 
 from common.errors import UsageError, first_line
+from common.files import long_csv_fields
 from common.jsonl import json_object
 
-csv.field_size_limit(sys.maxsize)  # abstracts can be long
 WOS_COLUMNS = {"text": "Abstract", "label": "Domain"}
 
 
@@ -76,7 +75,7 @@ def peek(records):
 
 
 def table_records(path: Path, delimiter: str):
-    with open(path, encoding="utf-8-sig", newline="") as lines:
+    with long_csv_fields(), open(path, encoding="utf-8-sig", newline="") as lines:  # abstracts can be long
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # WOS abstracts hold bare quotes
         reader = csv.DictReader(lines, delimiter=delimiter, quoting=quoting)
         reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
@@ -119,7 +118,7 @@ def stratified_split(
 def check_labels(splits: dict[str, list[Document]]) -> list[str]:
     """The training labels (sorted); a dev or test document with another label is an error."""
     labels = sorted({d.label for d in splits["train"]})
-    for name, documents in splits.items():
+    for documents in splits.values():
         for document in documents:
             if document.label not in labels:
                 raise UsageError(

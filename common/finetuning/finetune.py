@@ -27,10 +27,11 @@ from common.config import option
 from common.distributed import all_reduce_sum, configure_deepspeed, reset_deepspeed_config
 from common.finetuning.classifier import Encoded, EncodedDataset, collate
 from common.optimizer import adamw, learning_rate_at, warmup_steps_for
+from common.tracking import TensorBoard
 
 log = logging.getLogger("babytrain")
 
-Measure = Callable[[str, np.ndarray, np.ndarray], dict[str, float]]  # (split, predictions, labels) -> metrics
+Measure = Callable[[np.ndarray, np.ndarray], dict[str, float]]  # (predictions, labels) -> metrics
 Monitor = Callable[[dict[str, dict[str, float]]], float]  # metrics per split -> higher is better
 
 
@@ -132,7 +133,7 @@ def finetune(
     model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *eval_loaders)
     total_steps = settings.num_train_epochs * len(train_loader)
     warmup = warmup_steps_for(total_steps, settings.warmup_ratio)
-    board = TensorBoard(accelerator, tensorboard_dir, name)
+    board = TensorBoard(tensorboard_dir / name if tensorboard_dir else None, accelerator.is_main_process)
     bar = tqdm(total=total_steps, desc=name, unit="step", disable=not accelerator.is_local_main_process)
     step, epochs, best, since_best = 0, [], None, 0
     for epoch in range(1, settings.num_train_epochs + 1):
@@ -156,7 +157,7 @@ def finetune(
         predictions = {
             split: predict(accelerator, model, loader, regression) for split, loader in zip(evaluation, eval_loaders)
         }
-        metrics = {split: measure(split, *predicted) for split, predicted in predictions.items()}
+        metrics = {split: measure(*predicted) for split, predicted in predictions.items()}
         result = EpochResult(epoch, step, train_loss, metrics, monitor(metrics), predictions)
         epochs.append(result)
         improved = best is None or result.score > best.score
@@ -213,23 +214,3 @@ def describe_metrics(metrics: dict[str, dict[str, float]]) -> str:
     return ", ".join(
         f"{split} {name} {value:.4f}" for split, values in metrics.items() for name, value in values.items()
     )
-
-
-class TensorBoard:
-    """One TensorBoard run folder per fine-tuning run (main process only; no folder: nothing)."""
-
-    def __init__(self, accelerator: Accelerator, folder: Path | None, name: str):
-        self.writer = None
-        if folder is not None and accelerator.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(Path(folder) / name))
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        if self.writer is not None:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()

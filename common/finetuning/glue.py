@@ -9,7 +9,6 @@ computed with scikit-learn and SciPy, never fetched at run time.
 from __future__ import annotations
 
 import csv
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from common.errors import UsageError, first_line
-
-csv.field_size_limit(sys.maxsize)  # QQP and MNLI hold a few very long fields
+from common.files import long_csv_fields
 
 
 @dataclass(frozen=True)
@@ -34,10 +32,6 @@ class GlueTask:
     dev_files: dict[str, str] = field(default_factory=lambda: {"dev": "dev.tsv"})
     hub_dev_splits: dict[str, str] = field(default_factory=lambda: {"dev": "validation"})
     columns: tuple[str, ...] | None = None  # for a file without a header row
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
 
 
 HUB_GLUE = "nyu-mll/glue"
@@ -144,7 +138,8 @@ def read_glue_file(path: Path, task: GlueTask) -> list[Example]:
             f"{path}: no such file (expected the GLUE layout <glue_dir>/{task.folder}/"
             f"{{train.tsv,{','.join(task.dev_files.values())}}})"
         )
-    with open(path, encoding="utf-8-sig", newline="") as lines:  # utf-8-sig drops MRPC's byte-order mark
+    # utf-8-sig drops MRPC's byte-order mark; QQP and MNLI hold a few very long fields
+    with long_csv_fields(), open(path, encoding="utf-8-sig", newline="") as lines:
         rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = list(task.columns) if task.columns else next(rows, None)
         if header is None:

@@ -58,7 +58,7 @@ def write_task_result(folder: Path, result: dict) -> Path:
     return path
 
 
-def read_results(results_dir: Path) -> list[dict]:
+def read_task_results(results_dir: Path) -> list[dict]:
     """Every `<model>/<task>.json` under the folder (files that are not GLUE results are skipped)."""
     if not results_dir.is_dir():
         raise UsageError(f"gather {results_dir}: no such folder")
@@ -75,7 +75,7 @@ def read_results(results_dir: Path) -> list[dict]:
     return results
 
 
-def results_table(results: list[dict]) -> tuple[list[dict], list[str]]:
+def score_table(results: list[dict]) -> tuple[list[dict], list[str]]:
     """Rows of model -> task score (x100), and the average over each model's tasks; the columns."""
     tasks = [name for name in GLUE_TASKS if any(r["task"] == name for r in results)]
     models = list(dict.fromkeys(r["model"]["label"] for r in results))
@@ -106,9 +106,9 @@ def metric_rows(results: list[dict]) -> list[dict]:
 
 def gather(results_dir: Path, output_dir: Path | None = None) -> tuple[dict[str, Path], list[dict], list[str]]:
     """Write the table, the per-metric CSV and the bar chart; return their paths and the table."""
-    results = read_results(results_dir)
+    results = read_task_results(results_dir)
     output_dir = Path(output_dir or results_dir)
-    rows, columns = results_table(results)
+    rows, columns = score_table(results)
     paths = {
         "table": output_dir / "glue_results.csv",
         "metrics": output_dir / "glue_metrics.csv",

@@ -51,8 +51,3 @@ TOKENIZER_KIND = {CAUSAL: "bpe", MASKED: "wordpiece", ELECTRA: "wordpiece"}
 # The class a saved model of each family loads with (ELECTRA: its discriminator; the generator is
 # the folder's generator/ subfolder, an `AutoModelForMaskedLM`).
 AUTO_CLASS_NAMES = {CAUSAL: "AutoModelForCausalLM", MASKED: "AutoModelForMaskedLM", ELECTRA: "AutoModelForPreTraining"}
-
-
-def family_of(model_type: str) -> str:
-    """causal | mlm | electra for one of our model types."""
-    return MODEL_FAMILY[model_type]

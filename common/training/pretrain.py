@@ -21,7 +21,15 @@ from tqdm.auto import tqdm
 from common.config import write_config_yaml
 from common.data.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
 from common.data.tokenizer import count_words, word_start_tables
-from common.distributed import all_reduce_sum, all_reduce_tensors, configure_deepspeed, describe, log, uses_deepspeed
+from common.distributed import (
+    all_reduce_sum,
+    all_reduce_tensors,
+    configure_deepspeed,
+    describe,
+    end_run,
+    log,
+    uses_deepspeed,
+)
 from common.errors import TrainingStopped, UsageError
 from common.files import atomic_path, write_atomically
 from common.optimizer import adamw, learning_rate_at, warmup_steps_for
@@ -47,14 +55,24 @@ class Progress:
 
 
 class StopRequest:
-    """Remembers SIGTERM / SIGUSR1 (Slurm pre-emption) so the loop can checkpoint and exit."""
+    """While active, remembers SIGTERM / SIGUSR1 (Slurm pre-emption) so the loop can checkpoint and
+    exit; the handlers it replaced are put back when it ends."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self):
         self.signal_name: str | None = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        self.replaced: dict = {}
 
-    def _handle(self, signum, _frame):
+    def __enter__(self) -> StopRequest:
+        self.replaced = {sig: signal.signal(sig, self.remember) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self.replaced.items():
+            signal.signal(sig, handler)
+
+    def remember(self, signum, _frame) -> None:
         self.signal_name = signal.Signals(signum).name
 
 
@@ -162,15 +180,24 @@ class Pretraining:
         self.progress = Progress()
         self.last = {"train/loss": None, "val/loss": None}
         self.stop = StopRequest()
+        self.log: RunLog | None = None
 
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self, resume_path: Path | None) -> dict:
+        """Train from the start or `resume_path` to the planned step, then evaluate and save final/.
+
+        A stop request (SIGTERM, SIGUSR1) ends the run early with a checkpoint and SystemExit(75).
+        """
+        with self.stop:
+            return self.train(resume_path)
+
+    def train(self, resume_path: Path | None) -> dict:
         cfg, accelerator = self.cfg, self.accelerator
         if resume_path:
             self.resume(resume_path)
         start_step = self.progress.step
-        self.log = RunLog(accelerator, self.output_dir, resumed_step=self.progress.step)
+        self.log = RunLog(self.output_dir, accelerator.is_main_process, resumed_step=start_step)
         log.info("launch: %s", describe(accelerator))
         log.info(
             "plan: %d steps of %d windows x %d tokens (%d steps of warmup), %d windows per epoch",
@@ -180,17 +207,37 @@ class Pretraining:
             self.warmup,
             self.sampler.windows_per_epoch,
         )
-        if cfg.save_init and self.progress.step == 0:
+        if cfg.save_init and start_step == 0:
             self.snapshot(self.output_dir / "milestones" / "init", {"name": "init"})
         initial_eval = self.evaluate()
         self.record(initial_eval)
+        self.train_steps()
+        final_eval = self.evaluate()
+        self.record(final_eval)
+        self.save_checkpoint()
+        self.snapshot(self.output_dir / "final", {"name": "final"})
+        failed_pushes = self.finish_pushes()
+        self.log.close()
+        return {
+            "initial": initial_eval,
+            "final": final_eval,
+            "progress": asdict(self.progress),
+            "total_steps": self.total_steps,
+            "start_step": start_step,
+            "failed_pushes": failed_pushes,
+        }
+
+    def train_steps(self) -> None:
+        """The optimizer steps up to the planned one, with what hangs off each: logging,
+        milestones, validation, checkpoints, and stopping on request or after non-finite losses."""
+        cfg = self.cfg
         interval = new_interval()
         bar = tqdm(
             total=self.total_steps,
             initial=self.progress.step,
             desc="pretraining",
             unit="step",
-            disable=not accelerator.is_local_main_process,
+            disable=not self.accelerator.is_local_main_process,
         )
         try:
             while self.progress.step < self.total_steps:
@@ -211,15 +258,7 @@ class Pretraining:
                 if step % cfg.eval_steps == 0 and step < self.total_steps and not evaluated:
                     self.record(self.evaluate())
                 if result["stop_votes"]:
-                    self.save_checkpoint()
-                    self.finish_pushes()
-                    self.log.close()
-                    log.warning(
-                        "stopped by %s at step %d; checkpoint written, resume with --resume_from_checkpoint auto",
-                        self.stop.signal_name or "a signal",
-                        step,
-                    )
-                    raise SystemExit(EXIT_PREEMPTED)
+                    self.stop_for_preemption()
                 if self.progress.nonfinite_steps > cfg.max_nonfinite_steps:
                     self.save_checkpoint()
                     raise TrainingStopped(
@@ -236,20 +275,20 @@ class Pretraining:
             raise
         finally:
             bar.close()
-        final_eval = self.evaluate()
-        self.record(final_eval)
+
+    def stop_for_preemption(self) -> None:
+        """Every rank voted to stop (one of them got a signal): checkpoint, let the Hub uploads
+        finish, and leave together with the status that says "resume me"."""
         self.save_checkpoint()
-        self.snapshot(self.output_dir / "final", {"name": "final"})
-        failed_pushes = self.finish_pushes()
+        self.finish_pushes()
         self.log.close()
-        return {
-            "initial": initial_eval,
-            "final": final_eval,
-            "progress": asdict(self.progress),
-            "total_steps": self.total_steps,
-            "start_step": start_step,
-            "failed_pushes": failed_pushes,
-        }
+        log.warning(
+            "stopped by %s at step %d; checkpoint written, resume with --resume_from_checkpoint auto",
+            self.stop.signal_name or "a signal",
+            self.progress.step,
+        )
+        end_run(self.accelerator)
+        raise SystemExit(EXIT_PREEMPTED)
 
     def train_step(self) -> dict:
         cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
