@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from transformers import (
     CONFIG_MAPPING,
     AutoConfig,
     AutoModel,
+    AutoModelForMaskedLM,
     AutoModelForPreTraining,
     AutoModelForSequenceClassification,
 )
@@ -311,7 +313,6 @@ def test_saved_folder_carries_its_modelling_code(saved):
     assert "from common" not in copied and "import common" not in copied
 
 
-@pytest.mark.e2e
 def test_registered_auto_classes_load_without_remote_code(saved):
     path, logits, _ = saved
     assert isinstance(AutoConfig.from_pretrained(path), ElectraMoeConfig)
@@ -411,3 +412,45 @@ def test_remote_copy_imported_after_this_module_keeps_the_registration(saved):
 
     assert loaded["distinct_classes"] and loaded["config_kept"] and loaded["loaded_local"]
     torch.testing.assert_close(torch.tensor(loaded["remote_logits"]), logits, atol=1e-5, rtol=0)
+
+
+# A folder saved by train_pretrain.py before common/ had subpackages (when this file was
+# common/modeling_electra_moe.py), with the discriminator's logits on one sentence as that code
+# computed them.
+BEFORE_THE_MOVE = Path(__file__).parent / "fixtures" / "electra_moe_saved_before_subpackages"
+
+
+def expected_before_the_move() -> tuple[list[int], torch.Tensor]:
+    expected = json.loads((BEFORE_THE_MOVE / "expected_logits.json").read_text())
+    return expected["input_ids"], torch.tensor(expected["logits"])
+
+
+def test_a_folder_saved_before_the_package_moved_loads_through_the_registered_type():
+    input_ids, logits = expected_before_the_move()
+    model = AutoModelForPreTraining.from_pretrained(BEFORE_THE_MOVE)  # this module registered electra_moe
+    assert type(model) is ElectraMoeForPreTraining
+    with torch.no_grad():
+        torch.testing.assert_close(model(torch.tensor([input_ids])).logits[0], logits, atol=1e-5, rtol=0)
+    generator = AutoModelForMaskedLM.from_pretrained(BEFORE_THE_MOVE / "generator")
+    assert generator.config.model_type == "electra"
+
+
+@pytest.mark.e2e
+def test_a_folder_saved_before_the_package_moved_loads_alone_as_remote_code(tmp_path):
+    input_ids, logits = expected_before_the_move()
+    loaded = run_python(
+        f"""
+        import importlib.util, json
+        import torch
+        from transformers import AutoModelForPreTraining
+        assert importlib.util.find_spec("common") is None, "the repository must not be importable here"
+        model = AutoModelForPreTraining.from_pretrained({str(BEFORE_THE_MOVE)!r}, trust_remote_code=True)
+        with torch.no_grad():
+            logits = model(torch.tensor([{input_ids}])).logits[0].tolist()
+        print(json.dumps(dict(module=type(model).__module__, logits=logits)))
+        """,
+        cwd=tmp_path,
+        pythonpath=None,
+    )
+    assert loaded["module"].startswith("transformers_modules.")
+    torch.testing.assert_close(torch.tensor(loaded["logits"]), logits, atol=1e-5, rtol=0)

@@ -151,7 +151,8 @@ def test_electra_discriminator_beats_the_all_original_baseline_after_a_short_run
     """At this size the discriminator's accuracy stays at the all-original rate for hundreds of steps
     (the generator learns the unigram distribution within a few dozen, and its replacements can then
     only be told apart by context); its ranking of replaced over original tokens rises above the
-    constant predictor's 0.5 much sooner (measured here: 0.517 after these 120 steps, 0.47 untrained, 0.53 after 300)."""
+    constant predictor's 0.5 much sooner (measured here: 0.517 after these 120 steps, 0.47 untrained,
+    0.53 after 300)."""
     out = tmp_path / "run"
     run_script(
         "train_pretrain.py",

@@ -165,12 +165,11 @@ def test_failed_commit_then_retry_loop_succeeds(hub, api):
     """create_commit/upload_file POST the commit once: a 5xx reaches the caller as HfHubHTTPError."""
     api.create_repo(REPO)
     api.create_branch(REPO, branch="chck_1M")
-    push = lambda: api.upload_file(
-        path_or_fileobj=b"weights",
-        path_in_repo="model.safetensors",  # noqa: E731
-        repo_id=REPO,
-        revision="chck_1M",
-    )
+
+    def push():
+        return api.upload_file(
+            path_or_fileobj=b"weights", path_in_repo="model.safetensors", repo_id=REPO, revision="chck_1M"
+        )
 
     hub.fail_next(1, method="POST", path_contains="/commit/chck_1M")
     with pytest.raises(HfHubHTTPError) as failed:
@@ -179,7 +178,7 @@ def test_failed_commit_then_retry_loop_succeeds(hub, api):
     assert "model.safetensors" not in hub.files(REPO, "chck_1M")  # nothing was applied
 
     hub.fail_next(2, method="POST", path_contains="/commit/chck_1M", status=503)
-    for attempt in range(5):
+    for attempt in range(5):  # noqa: B007  (read after the loop)
         try:
             info = push()
             break

@@ -31,8 +31,10 @@ LAYOUTS = {
         "MRPC/dev.tsv",
         "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String",
         [
-            "1\t1355540\t1355592\tHe said the foodservice pie business doesn't fit.\tThe foodservice pie business does not fit.",
-            '0\t2029631\t2029565\tMagnarelli said Racicot hated the Iraqi regime.\tHis wife said he was "100 percent behind George Bush".',
+            "1\t1355540\t1355592\tHe said the foodservice pie business doesn't fit.\t"
+            "The foodservice pie business does not fit.",
+            "0\t2029631\t2029565\tMagnarelli said Racicot hated the Iraqi regime.\t"
+            'His wife said he was "100 percent behind George Bush".',
         ],
     ),
     "stsb": (
