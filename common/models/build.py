@@ -6,6 +6,7 @@ saves loads with `AutoModelForCausalLM` / `AutoModelForMaskedLM` and no code fro
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import transformers
@@ -31,6 +32,8 @@ class Shape:
     num_key_value_heads: int | None = None  # None: as many as attention heads (no GQA)
     embedding_size: int | None = None  # ELECTRA's factorised embeddings; None: hidden_size
 
+
+SHAPE_FIELDS = tuple(field.name for field in dataclasses.fields(Shape))
 
 # Parameter counts (with a 16k vocabulary, untied) land near the names; `tiny` is for laptops
 # and tests. The 20m/60m/180m shapes follow the data-efficiency study's three sizes.

@@ -32,6 +32,7 @@ from common.distributed import (
 )
 from common.errors import TrainingStopped, UsageError
 from common.files import atomic_path, write_atomically
+from common.models.build import SHAPE_FIELDS
 from common.optimizer import adamw, learning_rate_at, warmup_steps_for
 from common.tracking import RunLog
 from common.training import checkpoint
@@ -518,18 +519,7 @@ class Pretraining:
 def model_signature(config, tokenizer_digest: str, seq_length: int, objective: str) -> dict:
     """What a checkpoint is only valid for: the model's shape, its tokenizer, the window length
     and the objective."""
-    keys = (
-        "model_type",
-        "vocab_size",
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "intermediate_size",
-        "embedding_size",
-        "num_experts",
-        "num_experts_per_tok",
-    )
+    keys = ("model_type", "vocab_size", *SHAPE_FIELDS, "num_experts", "num_experts_per_tok")
     return {
         **{key: getattr(config, key, None) for key in keys},
         "tokenizer_hash": tokenizer_digest,

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 from common.config import option
 from common.data import synthetic
 from common.errors import UsageError
-from common.models.build import SIZE_PRESETS
+from common.models.build import SHAPE_FIELDS, SIZE_PRESETS
 from common.models.families import ELECTRA, FAMILIES, MODEL_FAMILY
 from common.optimizer import SCHEDULES
 from common.training.milestones import parse_anchors, parse_count
@@ -221,17 +221,8 @@ class PretrainConfig:
         return self.objective or MODEL_FAMILY[self.model_type]
 
     def shape_overrides(self) -> dict:
-        return {
-            name: getattr(self, name)
-            for name in (
-                "hidden_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "num_key_value_heads",
-                "intermediate_size",
-                "embedding_size",
-            )
-        }
+        """The shape flags (each field of `Shape`), None where the preset's value stands."""
+        return {name: getattr(self, name) for name in SHAPE_FIELDS}
 
     def model_options(self) -> dict:
         """`build_model`'s keyword arguments beyond the shape: the ELECTRA generator's size and the
