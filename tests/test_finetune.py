@@ -23,7 +23,7 @@ from common.finetuning.classifier import (
     load_classification_tokenizer,
     load_classifier,
 )
-from common.finetuning.doc_results import accuracy_table, counts_table, document_metrics
+from common.finetuning.doc_results import accuracy_table, counts_table, document_metrics, write_reports
 from common.finetuning.finetune import FinetuneSettings, finetune
 from common.finetuning.glue import GLUE_TASKS, examples_from_hub_rows, glue_metrics, read_glue_split_files
 from common.finetuning.glue_results import flat_metrics, gather, glue_score, task_result, write_task_result
@@ -276,3 +276,28 @@ def test_document_metrics_and_table_by_hand():
     assert rows == [{"model": "ours", "batch size": 8, "epoch 1": 50.0, "epoch 2": 75.0, "macro-F1": 70.0}]
     counts, _ = counts_table({"train": {"a": 3, "b": 1}, "test": {"a": 1}})
     assert counts[-1] == {"label": "total", "train": 4, "test": 1} and counts[1]["test"] == 0
+
+
+def test_document_reports_are_written_with_a_confusion_matrix_per_model(tmp_path):
+    history = [{"epoch": 1, "train_loss": 0.9, "metrics": {"test": {"accuracy": 0.5, "macro_f1": 0.4}}}]
+    predictions = (np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]))
+    runs = [
+        {"model": model, "batch_size": size, "history": history, "test_predictions": predictions}
+        for model in ("ours", "baseline")
+        for size in (8, 16)
+    ]
+    counts = {"train": {"CS": 3, "Civil": 2, "Medical": 2}, "test": {"CS": 1, "Civil": 2, "Medical": 1}}
+    paths = write_reports(tmp_path, runs, counts, ["CS", "Civil", "Medical"], {"config": {"seed": 1}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "confusion_baseline.png",
+        "confusion_ours.png",
+        "label_counts.csv",
+        "results.csv",
+        "results.json",
+        "results.md",
+    ]
+    assert paths["confusion ours"].read_bytes()[:4] == b"\x89PNG"
+    assert "| ours | 8 | 50.00 | 40.00 |" in (tmp_path / "results.md").read_text()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["labels"] == ["CS", "Civil", "Medical"] and "test_predictions" not in saved["runs"][0]
+    assert (tmp_path / "results.csv").read_text().splitlines()[1] == "ours,8,1,0.9,50.0,40.0"

@@ -21,6 +21,7 @@ import pytest
 
 from common.config import parse_config
 from common.errors import UsageError
+from common.training.grid import main as grid_main
 from common.training.grid import read_grid, row_arguments
 from common.training.pretrain_config import PretrainConfig
 from tests.helpers import CAUSAL_RUN, REPO, TINY_MODEL, read_metrics
@@ -234,3 +235,18 @@ def test_eval_template_scores_a_run(slurm, tmp_path, causal_run):
         len(list(run.glob("*/*/blimp/synthetic/results.json")) + list(run.glob("final/blimp/synthetic/results.json")))
         == 4
     )
+
+
+def test_the_grid_command_prints_a_rows_arguments_or_the_count(tmp_path, capsys):
+    grid = tmp_path / "grid.csv"
+    grid.write_text('name,model_config,anchors\nsmall,tiny,"[1,2]"\nbig,60m,[-1]\n')
+    grid_main([str(grid), "--count"])
+    grid_main([str(grid), "0"])
+    assert capsys.readouterr().out.splitlines() == [
+        "2",
+        "--model_size tiny --milestones 1M,2M --max_train_tokens 2M --output_dir runs/grid/small",
+    ]
+    with pytest.raises(UsageError, match="row index 'x' is not a whole number"):
+        grid_main([str(grid), "x"])
+    with pytest.raises(UsageError, match="usage: python -m common.training.grid"):
+        grid_main([str(grid)])
