@@ -84,6 +84,30 @@ def train_small_run(folder: Path, *arguments: str) -> Path:
     return folder
 
 
+def run_main_in_process(script: str, args: list[str], capsys) -> tuple[int, str]:
+    """`python <script> args...` run in this process: (its exit status, the `error:` line it printed).
+
+    For bad input, which a script refuses before any work: the same main() and the same one-line
+    error as from the command line, without a new interpreter's seconds of imports."""
+    import importlib
+
+    from common.errors import run_main
+
+    main = importlib.import_module(Path(script).stem).main
+    argv = sys.argv
+    sys.argv = [script, *args]
+    try:
+        run_main(main)
+        status = 0
+    except SystemExit as exit:
+        status = exit.code
+    finally:
+        sys.argv = argv
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) <= 1, errors
+    return status, errors[0] if errors else ""
+
+
 def quiet_env(**extra: str) -> dict:
     env = {
         **os.environ,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -17,9 +18,11 @@ from tests.helpers import accelerate_launch, error_line, run_script
 pytestmark = pytest.mark.e2e  # every test here launches a script
 
 
-def test_model_against_baseline_on_web_of_science(tmp_path, causal_run, electra_run):
+def test_model_against_baseline_on_web_of_science(tmp_path, causal_run, tiny_models):
     data = write_wos_file(tmp_path / "WOS" / "Data.txt", per_domain=60)
     out = tmp_path / "docs"
+    baseline = tmp_path / "baseline" / "run" / "final"  # named like the model: the two rows get numbered
+    shutil.copytree(tiny_models["electra"], baseline)
     done = accelerate_launch(
         "cpu",
         "classify_docs.py",
@@ -27,7 +30,7 @@ def test_model_against_baseline_on_web_of_science(tmp_path, causal_run, electra_
             "--model_name_or_path",
             str(causal_run / "final"),
             "--baseline",
-            str(electra_run / "final"),
+            str(baseline),
             "--data_file",
             str(data),
             "--batch_sizes",

@@ -16,11 +16,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, ElectraForPreTraining
 
 from common.data.synthetic import synthetic_documents
-from common.data.tokenizer import load_tokenizer, train_tokenizer
+from common.data.tokenizer import load_tokenizer
 from common.models.electra import ElectraPair
 from common.models.modeling_electra_moe import ElectraMoeForPreTraining
 from common.training.objectives import Electra
-from tests.helpers import TINY_DATA, TINY_MODEL, error_line, read_metrics, run_and_preempt, run_script, train_losses
+from tests.helpers import TINY_DATA, TINY_MODEL, read_metrics, run_and_preempt, run_script, train_losses
 
 pytestmark = pytest.mark.e2e  # every test here launches a script
 
@@ -236,49 +236,3 @@ def test_electra_resume_continues_with_exactly_the_same_losses(tmp_path, cache_d
         for name in ("train/loss", "train/generator_loss", "train/discriminator_loss", "train/replaced_fraction"):
             assert got[step][name] == expected[step][name], (step, name, got[step][name], expected[step][name])
     assert train_losses(resumed)[12] == train_losses(reference)[12]
-
-
-@pytest.fixture(scope="module")
-def bpe_tokenizer_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bpe")
-    train_tokenizer("bpe", ["the dog runs . the cats run ."] * 50, 300).save_pretrained(folder)
-    return folder
-
-
-@pytest.mark.parametrize(
-    "flags, expected",
-    [
-        (["--model_type", "bert", "--objective", "electra"], "--objective electra cannot train --model_type bert"),
-        (["--model_type", "llama", "--objective", "electra"], "--objective electra cannot train --model_type llama"),
-        (
-            ["--model_type", "electra_moe", "--num_experts", "2", "--num_experts_per_tok", "3"],
-            "--num_experts_per_tok 3 is more than --num_experts 2",
-        ),
-        (
-            ["--model_type", "electra", "--generator_size_divisor", "3"],
-            "--generator_size_divisor 3: hidden_size=64 is not divisible by size_divisor=3",
-        ),
-        (
-            ["--model_type", "electra", "--hidden_size", "65"],
-            "--hidden_size 65 is not divisible by --num_attention_heads 2",
-        ),
-        (["--model_type", "llama", "--embedding_size", "32"], "--embedding_size applies to --model_type electra"),
-        (
-            ["--model_type", "electra", "--tokenizer_name_or_path", "BPE"],
-            "--objective electra needs a tokenizer with a mask token",
-        ),
-    ],
-)
-def test_flags_that_cannot_work_fail_with_one_line_before_any_work(
-    tmp_path, cache_dir, bpe_tokenizer_dir, flags, expected
-):
-    flags = [str(bpe_tokenizer_dir) if flag == "BPE" else flag for flag in flags]
-    out = tmp_path / "run"
-    result = run_script(
-        "train_pretrain.py",
-        [*TINY_MODEL, *TINY_DATA, "--output_dir", str(out), "--cache_dir", str(cache_dir), *flags],
-        check=False,
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert expected in error_line(result)
-    assert not (out / "config.yaml").exists()

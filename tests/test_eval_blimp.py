@@ -221,10 +221,10 @@ def test_pair_order_does_not_matter(tiny_models, accelerator):
 
 
 @pytest.mark.e2e
-def test_two_processes_give_the_same_scores_as_one(masked_run, tmp_path):
+def test_two_processes_give_the_same_scores_as_one(tiny_models, tmp_path):
     args = [
         "--model_name_or_path",
-        str(masked_run / "final"),
+        str(tiny_models["masked"]),
         "--paradigms",
         *SOME_PARADIGMS,
         "--save_pair_scores",
@@ -234,7 +234,7 @@ def test_two_processes_give_the_same_scores_as_one(masked_run, tmp_path):
     launched = accelerate_launch("cpu", "eval_blimp.py", [*args, "--output_dir", str(tmp_path / "two")])
     one, one_scores = evaluate_model(
         accelerate.Accelerator(cpu=True),
-        str(masked_run / "final"),
+        str(tiny_models["masked"]),
         select_paradigms(synthetic_pair_set(), SOME_PARADIGMS),
         ScoringOptions(batch_size=32),
     )

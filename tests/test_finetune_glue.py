@@ -23,7 +23,7 @@ FAST = ["--learning_rate", "1e-3", "--per_device_train_batch_size", "16", "--max
 
 
 @pytest.fixture(scope="module")
-def glue_results(tmp_path_factory, causal_run, electra_run):
+def glue_results(tmp_path_factory, causal_run, tiny_models):
     root = tmp_path_factory.mktemp("glue")
     glue_dir = write_glue_dir(root / "glue")
     results = root / "results"
@@ -52,14 +52,14 @@ def glue_results(tmp_path_factory, causal_run, electra_run):
             *FAST,
         ],
     )
-    # The tiny pretrained ELECTRA's first-token states hardly differ between inputs (its discriminator
-    # never needed them): it sits at chance for an epoch or two before the head finds a signal, and
-    # needs a larger learning rate than the LLaMA.
+    # A freshly initialised tiny ELECTRA (as after a short pretraining, its first-token states hardly
+    # differ between inputs): it sits at chance for an epoch or two before the head finds a signal,
+    # and needs a larger learning rate than the pretrained LLaMA.
     electra = run_script(
         "finetune_glue.py",
         [
             "--model_name_or_path",
-            str(electra_run / "final"),
+            str(tiny_models["electra"]),
             "--glue_dir",
             str(glue_dir),
             "--tasks",
