@@ -16,9 +16,22 @@ from accelerate.utils import set_seed
 from common.config import parse_config
 from common.data.packing import packed_corpus
 from common.data.sources import load_corpus
-from common.data.tokenizer import load_tokenizer, tokenizer_hash, trained_or_cached_tokenizer
-from common.distributed import build_accelerator, end_run, main_process_value, training_dtype
-from common.errors import UsageError, run_main
+from common.data.tokenizer import (
+    load_tokenizer,
+    tokenizer_files,
+    tokenizer_from_files,
+    tokenizer_hash,
+    trained_or_cached_tokenizer,
+)
+from common.distributed import (
+    build_accelerator,
+    end_run,
+    main_process_value,
+    same_on_every_rank,
+    training_dtype,
+    uses_deepspeed,
+)
+from common.errors import TrainingStopped, UsageError, run_main
 from common.evaluation.blimp import check_pairs_fit, evaluate_snapshot, report
 from common.evaluation.minimal_pairs import PairSet, load_pair_set
 from common.evaluation.sentence_scoring import ScoringOptions
@@ -27,12 +40,22 @@ from common.models.families import TOKENIZER_KIND
 from common.training.hub import HubPusher
 from common.training.objectives import objective_for
 from common.training.perf import measure_matmul_peak
-from common.training.pretrain import Pretraining, model_signature, save_run_files
+from common.training.pretrain import (
+    Pretraining,
+    StopRequest,
+    resumable_state,
+    run_signature,
+    save_run_files,
+)
 from common.training.pretrain_config import PretrainConfig
-from common.training.rundir import claim_output_dir, default_run_dir
+from common.training.rundir import claim_output_dir, default_run_dir, hold_run_folder, make_room
 
 
-def obtain_tokenizer(cfg: PretrainConfig, corpus):
+def obtain_tokenizer(cfg: PretrainConfig, corpus, run_tokenizer: Path | None):
+    """The run's own tokenizer when it resumes (never the cache's: it may be gone, or another
+    node's), else the one named, else one trained on the corpus (or found in the cache)."""
+    if run_tokenizer is not None and (run_tokenizer / "tokenizer.json").is_file():
+        return load_tokenizer(str(run_tokenizer), flag="the run's tokenizer")
     if cfg.tokenizer_name_or_path:
         return load_tokenizer(cfg.tokenizer_name_or_path)
     return trained_or_cached_tokenizer(
@@ -77,12 +100,25 @@ def main():
     accelerator = build_accelerator(cfg.gradient_accumulation_steps)
     default_dir = default_run_dir(cfg.model_type, cfg.model_size, cfg.dataset)
     output_dir = Path(cfg.output_dir or main_process_value(accelerator, str(default_dir)))
-    resume_path = claim_output_dir(accelerator, output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint)
+    # Signals are caught from here on: a pre-emption during corpus loading or packing ends the
+    # launch cleanly (status 75) instead of killing it halfway through a write.
+    with StopRequest() as stop, hold_run_folder(accelerator, output_dir):
+        summary = pretrain(cfg, accelerator, output_dir, stop, blimp_pairs)
+    if summary["failed_pushes"]:
+        raise TrainingStopped(
+            f"{len(summary['failed_pushes'])} snapshot(s) were not pushed to {cfg.hub_model_id}: "
+            f"{', '.join(summary['failed_pushes'])} (the commands to push them by hand are above)"
+        )
+    end_run(accelerator)
+
+
+def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopRequest, blimp_pairs) -> dict:
+    """Everything is read and checked first; only then is the run folder written to."""
+    claim = claim_output_dir(accelerator, output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint)
     # The Hub repository is created (or found) before any work: no token, no training.
     pusher = (
         HubPusher(cfg.hub_model_id, cfg.hub_private).open() if cfg.push_to_hub and accelerator.is_main_process else None
     )
-
     corpus = load_corpus(
         cfg.dataset,
         data_dir=cfg.data_dir,
@@ -92,17 +128,35 @@ def main():
         synthetic_words=cfg.synthetic_words,
         seed=cfg.seed,
     )
-    with accelerator.main_process_first():  # the main process trains/packs, the others read its cache
-        tokenizer = obtain_tokenizer(cfg, corpus)
-        objective = objective_for(cfg.training_objective(), tokenizer, cfg)  # refuses an unfit tokenizer early
-        tokenizer_digest = tokenizer_hash(tokenizer)
+    stop.exit_if_requested("loading the corpus")
+    # The main process trains (or loads) the tokenizer and every rank gets its very files, so no
+    # node ever trains on other token ids; then every rank checks that it holds the same one.
+    run_tokenizer = output_dir / "tokenizer" if claim.resume_path else None
+    files = tokenizer_files(obtain_tokenizer(cfg, corpus, run_tokenizer)) if accelerator.is_main_process else None
+    tokenizer = tokenizer_from_files(main_process_value(accelerator, files))
+    tokenizer_digest = tokenizer_hash(tokenizer)
+    same_on_every_rank(accelerator, tokenizer_digest, "the tokenizer's hash")
+    objective = objective_for(cfg.training_objective(), tokenizer, cfg)  # refuses an unfit tokenizer early
+    stop.exit_if_requested("preparing the tokenizer")
+    with accelerator.main_process_first():  # the main process packs, the others read its cache
         splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_digest, Path(cfg.cache_dir))
+    stop.exit_if_requested("packing the corpus")
 
     set_seed(cfg.seed)
     model = obtain_model(cfg, tokenizer)
     if blimp_pairs:
         check_pairs_fit(blimp_pairs, tokenizer, max_positions(model.config))
-    made_for = model_signature(model.config, tokenizer_digest, cfg.seq_length, objective.name)
+    made_for = run_signature(model.config, tokenizer_digest, cfg, objective.name, corpus.fingerprint)
+    global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
+    resume_state = (
+        resumable_state(
+            claim.resume_path, made_for, global_batch, accelerator.num_processes, uses_deepspeed(accelerator)
+        )
+        if claim.resume_path
+        else None
+    )
+    # Every input is good: now, and only now, the run folder changes.
+    make_room(accelerator, output_dir, claim, resume_state)
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
 
     training = Pretraining(
@@ -117,7 +171,7 @@ def main():
         peak_flops=measure_matmul_peak(accelerator.device, training_dtype(accelerator)),
         pusher=pusher,
     )
-    summary = training.run(resume_path)
+    summary = training.run(claim.resume_path, stop)
 
     before, after = summary["initial"], summary["final"]
     accelerator.print(f"run folder: {output_dir}")
@@ -126,10 +180,6 @@ def main():
         accelerator.print(
             f"validation loss {before['val/loss']:.4f} -> {after['val/loss']:.4f}, "
             f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}{resumed}"
-        )
-    if summary["failed_pushes"]:
-        accelerator.print(
-            f"not pushed to {cfg.hub_model_id} (see the warnings above): {', '.join(summary['failed_pushes'])}"
         )
     if blimp_pairs:
         results = evaluate_snapshot(
@@ -140,7 +190,7 @@ def main():
             tensorboard_dir=output_dir / "tb" / f"blimp-{blimp_pairs.name}",
         )
         accelerator.print(report(results))
-    end_run(accelerator)
+    return summary
 
 
 if __name__ == "__main__":

@@ -172,7 +172,9 @@ def provenance(**extra) -> dict:
     }
 
 
-def write_config_yaml(path: Path, config, **provenance_facts) -> None:
-    """Write the resolved config and its provenance as YAML (written whole, then renamed)."""
+def write_config_yaml(path: Path, config, **provenance_facts) -> dict:
+    """Write the resolved config and its provenance as YAML (written whole, then renamed); the
+    document written."""
     document = {"config": dataclasses.asdict(config), "provenance": provenance(**provenance_facts)}
     write_atomically(path, yaml.safe_dump(document, sort_keys=False))
+    return document

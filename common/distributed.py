@@ -18,7 +18,9 @@ import sys
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list, gather_object
+
+from common.errors import UsageError
 
 log = logging.getLogger("babytrain")
 
@@ -46,6 +48,17 @@ def end_run(accelerator: Accelerator) -> None:
     is torn down (a rank tearing it down while another still works can abort the launch)."""
     accelerator.wait_for_everyone()
     accelerator.end_training()
+
+
+def same_on_every_rank(accelerator: Accelerator, value, what: str) -> None:
+    """Refuse to go on unless every rank holds the main process's `value` (a digest, say)."""
+    if accelerator.num_processes == 1:
+        return
+    values = gather_object([value])
+    if any(other != values[0] for other in values):
+        raise UsageError(
+            f"{what} differs between processes ({', '.join(map(str, values))}); every rank must train on the same"
+        )
 
 
 def main_process_value(accelerator: Accelerator, value):

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
-from common.files import write_atomically
+from common.files import flush_to_disk, write_atomically
 
 
 class TensorBoard:
     """One TensorBoard event folder (pretraining's `tb/`, one fine-tuning run, a run's BLiMP
-    curve). `enabled=False` (another rank, or no folder asked for) makes every call a no-op."""
+    curve). `enabled=False` (another rank, or no folder asked for) makes every call a no-op.
+    `purge_step`: a resumed run's first step; TensorBoard hides what earlier launches logged from
+    there on (the steps a killed launch did after its checkpoint), so no step shows twice."""
 
-    def __init__(self, folder: Path | None, enabled: bool = True):
+    def __init__(self, folder: Path | None, enabled: bool = True, purge_step: int | None = None):
         self.writer = None
         if folder is not None and enabled:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when writing
 
-            self.writer = SummaryWriter(log_dir=str(folder))
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float | None], step: int) -> None:
         """Each value as the scalar of its name at `step` (None: left out)."""
@@ -45,14 +48,31 @@ class TensorBoard:
 
 class RunLog:
     """A pretraining run's records: `metrics.jsonl` (one object per record, keyed like the
-    TensorBoard scalars, plus `step` and `tokens_seen`) and the same scalars in `tb/`."""
+    TensorBoard scalars, plus `step` and `tokens_seen`) and the same scalars in `tb/`.
 
-    def __init__(self, output_dir: Path, is_main_process: bool, resumed_step: int = 0):
+    The file is only ever appended to. A resumed run first cuts it back to its length at the
+    checkpoint (`keep_bytes`, from the checkpoint's trainer state): the records of the steps it
+    redoes, and a line torn by a kill, go in one truncation, never in a rewrite that a full disk
+    could cut short. Checkpoints from before that length was saved keep the records up to their
+    step instead (a torn line is dropped)."""
+
+    def __init__(self, output_dir: Path, is_main_process: bool, resumed_step: int = 0, keep_bytes: int | None = None):
         self.path = Path(output_dir) / "metrics.jsonl"
         self.enabled = is_main_process
-        if self.enabled:
-            drop_records_after(self.path, resumed_step)
-        self.board = TensorBoard(Path(output_dir) / "tb", enabled=is_main_process)
+        if self.enabled and resumed_step:
+            if keep_bytes is not None:
+                cut_back(self.path, keep_bytes)
+            else:
+                drop_records_after(self.path, resumed_step)
+        purge_step = resumed_step + 1 if resumed_step else None
+        self.board = TensorBoard(Path(output_dir) / "tb", enabled=is_main_process, purge_step=purge_step)
+
+    def flushed_size(self) -> int:
+        """The file's length, once its records are on the disk (what a checkpoint remembers)."""
+        if not self.path.exists():
+            return 0
+        flush_to_disk(self.path)
+        return self.path.stat().st_size
 
     def log(self, values: dict[str, float], step: int, tokens_seen: int) -> None:
         if not self.enabled:
@@ -72,13 +92,27 @@ def finite_or_none(value):
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
+def cut_back(path: Path, length: int) -> None:
+    """Truncate `path` to `length` bytes (what it held at a checkpoint)."""
+    if path.exists() and path.stat().st_size > length:
+        os.truncate(path, length)
+
+
+def parsed_records(text: str) -> list[dict]:
+    """The records of a metrics.jsonl text; a line a kill tore (the last one) is left out."""
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def drop_records_after(path: Path, step: int) -> None:
-    """A resumed run redoes the steps after its checkpoint: forget their first records."""
+    """For a checkpoint that did not save the file's length: keep the records up to its step
+    (written whole, to a new file that replaces the old one)."""
     if not path.exists():
         return
-    kept = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line)["step"] <= step
-    ]
-    write_atomically(path, "".join(line + "\n" for line in kept))
+    kept = [record for record in parsed_records(path.read_text(encoding="utf-8")) if record["step"] <= step]
+    write_atomically(path, "".join(json.dumps(record) + "\n" for record in kept))

@@ -227,6 +227,13 @@ def run_and_preempt(command: list[str], out: Path, after_step: int, signal_targe
 # --- small builders of test data -----------------------------------------------------------------
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (what a killed launch leaves in its lock and staging names)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
 def write_pair_folder(folder: Path, records: list[dict]) -> list[Path]:
     """Minimal pairs (BLiMP-format records) as BLiMP's release lays them out: one `<UID>.jsonl`
     per paradigm, in the order the paradigms first appear."""

@@ -1,29 +1,51 @@
 """Tests for common/training/checkpoint.py: finding, pruning, compatibility checks, and saving with accelerate."""
 
 import json
+import os
 
 import accelerate
 import pytest
 import torch
 
 from common.errors import UsageError
+from common.files import HOST
 from common.training import checkpoint
 from common.training.checkpoint import (
+    MANIFEST,
     STATE_FILE,
+    abandon_newer,
     check_compatible,
     checkpoint_dir,
     complete_checkpoints,
     find_resume,
+    is_legacy,
+    problem_with,
     prune,
     read_state,
+    write_manifest,
 )
-from common.training.rundir import claim_output_dir, default_run_dir, is_finished
+from common.training.rundir import (
+    LOCK_FILE,
+    Claim,
+    claim_output_dir,
+    default_run_dir,
+    hold_run_folder,
+    is_finished,
+    make_room,
+    take_lock,
+)
+from tests.helpers import dead_pid
 
 
-def make_checkpoint(output_dir, step: int, state: dict | None = None):
+def make_checkpoint(output_dir, step: int, state: dict | None = None, manifest: bool = True):
+    """A checkpoint folder as save() leaves it (weights, trainer state, manifest last); without
+    `manifest`, as checkpoints were written before they carried one."""
     folder = checkpoint_dir(output_dir, step)
     folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * (step % 50 + 1))
     (folder / STATE_FILE).write_text(json.dumps(state or {"step": step}), encoding="utf-8")
+    if manifest:
+        write_manifest(folder)
     return folder
 
 
@@ -55,8 +77,8 @@ def test_temporary_and_incomplete_folders_are_not_checkpoints(tmp_path):
     root = tmp_path / "checkpoints"
     tmp = root / ".tmp-step-00000005"
     tmp.mkdir()
-    (tmp / STATE_FILE).write_text("{}", encoding="utf-8")  # written last, but not renamed yet
-    (root / "step-00000003").mkdir()  # crashed before trainer_state.json
+    (tmp / STATE_FILE).write_text("{}", encoding="utf-8")  # not renamed into place yet
+    (root / "step-00000003").mkdir()  # no manifest: never finished
     (root / "other").mkdir()
     (root / "other" / STATE_FILE).write_text("{}", encoding="utf-8")
     assert names(complete_checkpoints(tmp_path)) == ["step-00000001"]
@@ -77,8 +99,40 @@ def test_auto_resumes_from_the_newest_complete_checkpoint(tmp_path):
 
 def test_auto_without_checkpoints_is_a_fresh_start(tmp_path):
     assert find_resume(tmp_path, "auto") is None
-    (tmp_path / "checkpoints" / "step-00000004").mkdir(parents=True)
+    (tmp_path / "checkpoints").mkdir()
     assert find_resume(tmp_path, "auto") is None
+
+
+def test_auto_with_only_broken_checkpoints_refuses_to_start_again_silently(tmp_path):
+    (tmp_path / "checkpoints" / "step-00000004").mkdir(parents=True)
+    with pytest.raises(UsageError, match=r"no checkpoint in .* is complete \(step-00000004 \(no manifest.json"):
+        find_resume(tmp_path, "auto")
+
+
+def test_auto_skips_a_checkpoint_whose_files_do_not_verify_and_names_it(tmp_path, caplog):
+    make_checkpoint(tmp_path, 10)
+    truncated = make_checkpoint(tmp_path, 20)
+    with open(truncated / "model.safetensors", "r+b") as weights:  # a kill or a full disk cut it short
+        weights.truncate(100)
+    altered = make_checkpoint(tmp_path, 30)
+    data = bytearray((altered / "model.safetensors").read_bytes())
+    data[7] ^= 0xFF  # same size, other bytes
+    (altered / "model.safetensors").write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="babytrain"):
+        assert find_resume(tmp_path, "auto") == checkpoint_dir(tmp_path, 10)
+    warning = caplog.records[-1].getMessage()
+    assert "step-00000030 (model.safetensors does not match its digest in the manifest)" in warning
+    assert "step-00000020 (model.safetensors has 100 bytes, the manifest says 5376)" in warning
+    with pytest.raises(UsageError, match="step-00000020: not a complete checkpoint \\(model.safetensors has 100"):
+        find_resume(tmp_path, str(truncated))
+
+
+def test_a_checkpoint_from_before_manifests_is_resumed_unverified(tmp_path, caplog):
+    legacy = make_checkpoint(tmp_path, 7, manifest=False)
+    assert is_legacy(legacy) and problem_with(legacy) is None
+    with caplog.at_level("WARNING", logger="babytrain"):
+        assert find_resume(tmp_path, "auto") == legacy
+    assert "written before checkpoints carried a manifest" in caplog.text
 
 
 def test_explicit_path_to_a_complete_checkpoint(tmp_path):
@@ -89,7 +143,7 @@ def test_explicit_path_to_a_complete_checkpoint(tmp_path):
 def test_explicit_path_without_state_is_a_usage_error(tmp_path):
     folder = tmp_path / "checkpoints" / "step-00000007"
     folder.mkdir(parents=True)
-    with pytest.raises(UsageError, match="--resume_from_checkpoint .*step-00000007.*trainer_state.json"):
+    with pytest.raises(UsageError, match="--resume_from_checkpoint .*step-00000007: not a complete checkpoint"):
         find_resume(tmp_path, str(folder))
     with pytest.raises(UsageError, match="--resume_from_checkpoint"):
         find_resume(tmp_path, str(tmp_path / "does-not-exist"))
@@ -147,8 +201,12 @@ def test_incompatible_checkpoint_names_the_differing_key(tmp_path, key):
 
 
 def test_checkpoint_without_made_for_is_incompatible(tmp_path):
-    with pytest.raises(UsageError, match="model_type=None"):
+    with pytest.raises(UsageError, match="was not made by train_pretrain.py"):
         check_compatible(tmp_path, {"step": 3}, MADE_FOR)
+
+
+def test_a_key_older_checkpoints_did_not_record_is_not_held_against_them(tmp_path):
+    check_compatible(tmp_path, {"made_for": MADE_FOR}, dict(MADE_FOR, seed=1, corpus_fingerprint="f00"))
 
 
 # --- save with a real (CPU) Accelerator --------------------------------------------------------
@@ -181,16 +239,39 @@ def test_save_writes_a_complete_checkpoint_without_leftovers(prepared, tmp_path)
     assert find_resume(tmp_path, "auto") == final
 
 
-def test_save_replaces_a_stale_temporary_folder_and_an_older_copy(prepared, tmp_path):
+def test_save_replaces_a_stale_temporary_folder_and_a_broken_copy_but_keeps_a_complete_one(prepared, tmp_path):
     accelerator, _, _ = prepared
     stale = tmp_path / "checkpoints" / ".tmp-step-00000005"
     stale.mkdir(parents=True)
     (stale / "junk.txt").write_text("from a crashed save", encoding="utf-8")
-    make_checkpoint(tmp_path, 5, {"step": 5, "old": True})
+    broken = make_checkpoint(tmp_path, 5, {"step": 5, "old": True})
+    (broken / "model.safetensors").write_bytes(b"cut short")
     final = checkpoint.save(accelerator, tmp_path, 5, {"step": 5}, keep=None)
-    assert read_state(final) == {"step": 5}
+    assert read_state(final) == {"step": 5} and problem_with(final) is None
     assert not (final / "junk.txt").exists()
     assert not stale.exists()
+    # A run resumed at its last step saves that step again: the complete checkpoint stays as it was.
+    stamp = (final / MANIFEST).stat().st_mtime_ns
+    assert checkpoint.save(accelerator, tmp_path, 5, {"step": 5, "again": True}, keep=None) == final
+    assert read_state(final) == {"step": 5} and (final / MANIFEST).stat().st_mtime_ns == stamp
+
+
+def test_what_came_after_the_resumed_step_is_set_aside_with_its_milestones_and_records(tmp_path):
+    for step in (10, 20, 30):
+        make_checkpoint(tmp_path, step)
+    for name, step in (("tokens-1K", 5), ("tokens-2K", 25)):
+        (tmp_path / "milestones" / name).mkdir(parents=True)
+        (tmp_path / "milestones" / name / "milestone.json").write_text(json.dumps({"step": step}))
+    (tmp_path / "metrics.jsonl").write_text('{"step": 10}\n{"step": 20}\n{"step": 30}\n')
+    kept_bytes = len('{"step": 10}\n')
+    folder = abandon_newer(tmp_path, 10, kept_bytes)
+    assert folder.parent == tmp_path / "checkpoints" and folder.name.startswith("abandoned-")
+    assert names(complete_checkpoints(tmp_path)) == ["step-00000010"]
+    assert sorted(names(folder.iterdir())) == ["metrics.jsonl", "milestones", "step-00000020", "step-00000030"]
+    assert names((folder / "milestones").iterdir()) == ["tokens-2K"]
+    assert names((tmp_path / "milestones").iterdir()) == ["tokens-1K"]
+    assert (folder / "metrics.jsonl").read_text() == '{"step": 20}\n{"step": 30}\n'
+    assert abandon_newer(tmp_path, 10, None) is None  # nothing newer: nothing moved
 
 
 def test_save_prunes_to_the_newest_k(prepared, tmp_path):
@@ -215,16 +296,17 @@ def test_load_restores_the_saved_weights(prepared, tmp_path):
 
 
 def test_a_new_or_empty_folder_starts_fresh(tmp_path, accelerator):
-    assert claim_output_dir(accelerator, tmp_path / "new", overwrite=False, resume_from=None) is None
+    assert claim_output_dir(accelerator, tmp_path / "new", overwrite=False, resume_from=None) == Claim(None, False)
     (tmp_path / "empty").mkdir()
-    assert claim_output_dir(accelerator, tmp_path / "empty", overwrite=False, resume_from="auto") is None
+    assert claim_output_dir(accelerator, tmp_path / "empty", overwrite=False, resume_from="auto") == Claim(None, False)
 
 
 def test_auto_resumes_the_newest_complete_checkpoint(tmp_path, accelerator):
     make_checkpoint(tmp_path, 10)
     newest = make_checkpoint(tmp_path, 20)
-    (checkpoint_dir(tmp_path, 30)).mkdir()  # no state file: incomplete
-    assert claim_output_dir(accelerator, tmp_path, overwrite=False, resume_from="auto") == newest
+    (tmp_path / "checkpoints" / ".tmp-step-00000030").mkdir()  # a killed save, cleaned up
+    assert claim_output_dir(accelerator, tmp_path, overwrite=False, resume_from="auto") == Claim(newest, False)
+    assert not (tmp_path / "checkpoints" / ".tmp-step-00000030").exists()
 
 
 def test_a_folder_with_work_in_it_is_refused_and_left_as_it_was(tmp_path, accelerator):
@@ -235,9 +317,31 @@ def test_a_folder_with_work_in_it_is_refused_and_left_as_it_was(tmp_path, accele
     (tmp_path / "final" / "milestone.json").write_text("{}")
     with pytest.raises(UsageError, match="holds a finished run"):
         claim_output_dir(accelerator, tmp_path, overwrite=False, resume_from="auto")
-    assert is_finished(tmp_path) and complete_checkpoints(tmp_path)  # nothing deleted
-    assert claim_output_dir(accelerator, tmp_path, overwrite=True, resume_from="auto") is None
-    assert list(tmp_path.iterdir()) == []  # --overwrite_output_dir: the old run is gone
+    with pytest.raises(UsageError, match="--overwrite_output_dir and --resume_from_checkpoint contradict"):
+        claim_output_dir(accelerator, tmp_path, overwrite=True, resume_from="auto")
+    claim = claim_output_dir(accelerator, tmp_path, overwrite=True, resume_from=None)
+    assert claim == Claim(None, replace=True)
+    assert is_finished(tmp_path) and complete_checkpoints(tmp_path)  # deciding deletes nothing
+    make_room(accelerator, tmp_path, claim, None)  # every input checked: now the old run goes
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_run_per_folder(tmp_path, accelerator, monkeypatch):
+    with hold_run_folder(accelerator, tmp_path / "run"):
+        with pytest.raises(UsageError, match=f"is in use by pid {os.getpid()} on host {HOST}"):
+            take_lock(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # released, and the folder it made (still empty) removed
+    (tmp_path / "run").mkdir()
+    lock = tmp_path / "run" / LOCK_FILE
+    lock.write_text(json.dumps({"host": HOST, "pid": dead_pid(), "since": "yesterday"}))  # a killed launch
+    assert take_lock(tmp_path / "run") == lock
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    lock.write_text(json.dumps({"host": "othernode", "pid": 1, "since": "09:00"}))
+    with pytest.raises(UsageError, match=r"in use by pid 1 on host othernode, since 09:00; .* delete .*\.lock"):
+        take_lock(tmp_path / "run")
+    lock.write_text(json.dumps({"host": "othernode", "pid": 1, "slurm_job_id": "77"}))
+    monkeypatch.setenv("SLURM_JOB_ID", "77")  # the same job, requeued onto another node
+    assert take_lock(tmp_path / "run") == lock
 
 
 def test_default_run_dir_names_the_run_and_its_start(monkeypatch):

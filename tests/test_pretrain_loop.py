@@ -22,7 +22,7 @@ from common.distributed import build_accelerator
 from common.models.build import build_model, resolve_shape
 from common.training import checkpoint
 from common.training.objectives import objective_for
-from common.training.pretrain import EXIT_PREEMPTED, Pretraining, model_signature, save_run_files
+from common.training.pretrain import EXIT_PREEMPTED, Pretraining, run_signature, save_run_files
 from common.training.pretrain_config import PretrainConfig
 from tests.helpers import TINY_MODEL, read_metrics, train_losses
 
@@ -51,7 +51,7 @@ def pretraining(corpus_and_tokenizer, output_dir: Path, *flags: str) -> Pretrain
     set_seed(cfg.seed)
     model = build_model("llama", "causal", resolve_shape("tiny", **cfg.shape_overrides()), tokenizer, cfg.seq_length)
     objective = objective_for("causal", tokenizer, cfg)
-    made_for = model_signature(model.config, tokenizer_hash(tokenizer), cfg.seq_length, objective.name)
+    made_for = run_signature(model.config, tokenizer_hash(tokenizer), cfg, objective.name, "synthetic")
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
     return Pretraining(cfg, accelerator, model, tokenizer, objective, splits, output_dir, made_for, peak_flops=1e11)
 

@@ -228,7 +228,7 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
             validation_split_percentage=cfg.validation_split_percentage,
             seed=cfg.seed,
         )
-        tokenizer = train_pretrain.obtain_tokenizer(cfg, corpus_source)
+        tokenizer = train_pretrain.obtain_tokenizer(cfg, corpus_source, run_tokenizer=None)
         packed_corpus(corpus_source, tokenizer, tokenizer_hash(tokenizer), Path(cfg.cache_dir))
 
     pack_again()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -103,16 +104,31 @@ def tokenizer_hash(tokenizer: PreTrainedTokenizerFast) -> str:
     return hashlib.sha256(content.encode("utf-8")).hexdigest()[:16]
 
 
-def load_tokenizer(name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerFast:
+def load_tokenizer(
+    name_or_path: str, revision: str | None = None, flag: str = "--tokenizer_name_or_path"
+) -> PreTrainedTokenizerFast:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as error:
-        raise UsageError(
-            f"--tokenizer_name_or_path {name_or_path}: cannot load a tokenizer ({first_line(error)})"
-        ) from None
+        raise UsageError(f"{flag} {name_or_path}: cannot load a tokenizer ({first_line(error)})") from None
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
-        raise UsageError(f"--tokenizer_name_or_path {name_or_path}: a fast (tokenizers-backed) tokenizer is needed")
+        raise UsageError(f"{flag} {name_or_path}: a fast (tokenizers-backed) tokenizer is needed")
     return tokenizer
+
+
+def tokenizer_files(tokenizer: PreTrainedTokenizerFast) -> dict[str, bytes]:
+    """The files `save_pretrained` writes for `tokenizer`, by name: what another process needs to
+    hold the very same tokenizer (`tokenizer_from_files`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file()}
+
+
+def tokenizer_from_files(files: dict[str, bytes]) -> PreTrainedTokenizerFast:
+    with tempfile.TemporaryDirectory() as folder:
+        for name, content in files.items():
+            (Path(folder) / name).write_bytes(content)
+        return AutoTokenizer.from_pretrained(folder)
 
 
 def tokenizer_cache_key(corpus_fingerprint: str, kind: str, vocab_size: int) -> str:

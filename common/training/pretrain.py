@@ -7,6 +7,7 @@ global target count. Milestones, checkpoints, validation and logging hang off th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -75,6 +76,13 @@ class StopRequest:
 
     def remember(self, signum, _frame) -> None:
         self.signal_name = signal.Signals(signum).name
+
+    def exit_if_requested(self, during: str) -> None:
+        """Before training there is nothing to checkpoint: a signal caught during the preparation
+        ends the launch here, between two steps of it, with the status that says "start me again"."""
+        if self.signal_name is not None:
+            log.warning("stopped by %s while %s, before training; launch again to continue", self.signal_name, during)
+            raise SystemExit(EXIT_PREEMPTED)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -185,20 +193,24 @@ class Pretraining:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def run(self, resume_path: Path | None) -> dict:
+    def run(self, resume_path: Path | None, stop: StopRequest | None = None) -> dict:
         """Train from the start or `resume_path` to the planned step, then evaluate and save final/.
 
         A stop request (SIGTERM, SIGUSR1) ends the run early with a checkpoint and SystemExit(75).
+        `stop`: one the caller made active earlier (the script does at start-up, so that a signal
+        during corpus loading or packing is not lost); else the run makes its own.
         """
-        with self.stop:
+        self.stop = stop or StopRequest()
+        with contextlib.nullcontext() if stop else self.stop:
             return self.train(resume_path)
 
     def train(self, resume_path: Path | None) -> dict:
         cfg, accelerator = self.cfg, self.accelerator
-        if resume_path:
-            self.resume(resume_path)
+        state = self.resume(resume_path) if resume_path else {}
         start_step = self.progress.step
-        self.log = RunLog(self.output_dir, accelerator.is_main_process, resumed_step=start_step)
+        self.log = RunLog(
+            self.output_dir, accelerator.is_main_process, resumed_step=start_step, keep_bytes=state.get("metrics_bytes")
+        )
         log.info("launch: %s", describe(accelerator))
         log.info(
             "plan: %d steps of %d windows x %d tokens (%d steps of warmup), %d windows per epoch",
@@ -211,7 +223,8 @@ class Pretraining:
         if cfg.save_init and start_step == 0:
             self.snapshot(self.output_dir / "milestones" / "init", {"name": "init"})
         initial_eval = self.evaluate()
-        self.record(initial_eval)
+        if not resume_path:  # a resumed run's records up to its checkpoint are already there
+            self.record(initial_eval)
         self.train_steps()
         final_eval = self.evaluate()
         self.record(final_eval)
@@ -485,6 +498,7 @@ class Pretraining:
             "last": self.last,
             "world_size": self.world,
             "global_batch": self.global_batch,
+            "metrics_bytes": self.log.flushed_size() if self.accelerator.is_main_process else None,
         }
         checkpoint.save(
             self.accelerator,
@@ -495,50 +509,67 @@ class Pretraining:
             self.provenance_files,
         )
 
-    def resume(self, path: Path) -> None:
-        state = checkpoint.read_state(path)
-        checkpoint.check_compatible(path, state, self.made_for)
-        if state["global_batch"] != self.global_batch:
-            raise UsageError(
-                f"--resume_from_checkpoint {path}: it was trained with {state['global_batch']} windows "
-                f"per step; this launch has {self.global_batch} (per-device batch x accumulation x "
-                f"processes); choose --per_device_train_batch_size / --gradient_accumulation_steps "
-                f"to match"
-            )
-        if uses_deepspeed(self.accelerator) and state["world_size"] != self.world:
-            raise UsageError(
-                f"--resume_from_checkpoint {path}: a DeepSpeed checkpoint is sharded for "
-                f"{state['world_size']} processes, this launch has {self.world}"
-            )
+    def resume(self, path: Path) -> dict:
+        """Load the checkpoint at `path` (checked again here: the script checks it before it writes
+        anything); its trainer state."""
+        state = resumable_state(path, self.made_for, self.global_batch, self.world, uses_deepspeed(self.accelerator))
         checkpoint.load(self.accelerator, path)
         self.progress = Progress(**state["progress"])
         self.last = state["last"]
         log.info("resumed from %s at step %d (%d tokens seen)", path, self.progress.step, self.progress.tokens_seen)
+        return state
 
 
-def model_signature(config, tokenizer_digest: str, seq_length: int, objective: str) -> dict:
-    """What a checkpoint is only valid for: the model's shape, its tokenizer, the window length
-    and the objective."""
+def resumable_state(path: Path, made_for: dict, global_batch: int, world: int, deepspeed: bool) -> dict:
+    """The trainer state of the checkpoint at `path`, once it is known to fit this launch: made for
+    the same model, tokenizer and run (`made_for`), the same global batch, and (for a DeepSpeed
+    checkpoint, sharded per process) the same number of processes."""
+    state = checkpoint.read_state(path)
+    checkpoint.check_compatible(path, state, made_for)
+    if state["global_batch"] != global_batch:
+        raise UsageError(
+            f"--resume_from_checkpoint {path}: it was trained with {state['global_batch']} windows "
+            f"per step; this launch has {global_batch} (per-device batch x accumulation x "
+            f"processes); choose --per_device_train_batch_size / --gradient_accumulation_steps "
+            f"to match"
+        )
+    if deepspeed and state["world_size"] != world:
+        raise UsageError(
+            f"--resume_from_checkpoint {path}: a DeepSpeed checkpoint is sharded for "
+            f"{state['world_size']} processes, this launch has {world}"
+        )
+    return state
+
+
+def run_signature(config, tokenizer_digest: str, cfg, objective: str, corpus_fingerprint: str) -> dict:
+    """What a checkpoint is only valid for: the model's shape, its tokenizer, the objective, and what
+    decides the data order (the corpus's content, the window length and the seed). A resume with
+    any of them changed would silently be another run."""
     keys = ("model_type", "vocab_size", *SHAPE_FIELDS, "num_experts", "num_experts_per_tok")
     return {
         **{key: getattr(config, key, None) for key in keys},
         "tokenizer_hash": tokenizer_digest,
-        "seq_length": seq_length,
+        "seq_length": cfg.seq_length,
         "objective": objective,
+        "seed": cfg.seed,
+        "corpus_fingerprint": corpus_fingerprint,
     }
 
 
 def save_run_files(accelerator, output_dir: Path, cfg, tokenizer, manifest: dict, made_for: dict) -> None:
-    """config.yaml (resolved config + provenance), tokenizer/ and data.json, from the main process."""
+    """config.yaml (this launch's resolved config + provenance), launches.jsonl (one line per launch
+    of the run, appended), tokenizer/ and data.json, from the main process."""
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        write_config_yaml(
+        document = write_config_yaml(
             output_dir / "config.yaml",
             cfg,
             world_size=accelerator.num_processes,
             tokenizer_hash=made_for["tokenizer_hash"],
             launch=describe(accelerator),
         )
+        with open(output_dir / "launches.jsonl", "a", encoding="utf-8") as launches:
+            launches.write(json.dumps(document) + "\n")
         with atomic_path(output_dir / "tokenizer") as staged:
             tokenizer.save_pretrained(staged)
         write_atomically(output_dir / "data.json", json.dumps(manifest, indent=2))
