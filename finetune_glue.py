@@ -30,7 +30,14 @@ from common.files import markdown_table
 from common.finetuning.classifier import encode, load_classification_tokenizer, load_classifier
 from common.finetuning.finetune import FinetuneOptions, FinetuneSettings, finetune
 from common.finetuning.glue import HUB_GLUE, GlueTask, glue_metrics, glue_tasks, read_glue_hub, read_glue_split_files
-from common.finetuning.glue_results import gather, glue_score, score_table, task_result, write_task_result
+from common.finetuning.glue_results import (
+    check_results_folder,
+    gather,
+    glue_score,
+    score_table,
+    task_result,
+    write_task_result,
+)
 from common.model_source import ModelSource
 
 SETTINGS = [f.name for f in dataclasses.fields(FinetuneSettings) if f.name != "seed"]
@@ -170,6 +177,7 @@ def main():
     }
     model = {"label": cfg.model_label or source.label, "name_or_path": source.name_or_path, "revision": source.revision}
     output_dir = Path(cfg.output_dir) / model["label"]
+    check_results_folder(output_dir, model)
     if accelerator.is_main_process:
         write_config_yaml(output_dir / "config.yaml", cfg, launch=accelerator.num_processes)
 

@@ -117,7 +117,9 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
     claim = claim_output_dir(accelerator, output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint)
     # The Hub repository is created (or found) before any work: no token, no training.
     pusher = (
-        HubPusher(cfg.hub_model_id, cfg.hub_private).open() if cfg.push_to_hub and accelerator.is_main_process else None
+        HubPusher(cfg.hub_model_id, cfg.hub_private, state_file=output_dir / "hub_pushes.json").open()
+        if cfg.push_to_hub and accelerator.is_main_process
+        else None
     )
     corpus = load_corpus(
         cfg.dataset,
@@ -158,6 +160,8 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
     # Every input is good: now, and only now, the run folder changes.
     make_room(accelerator, output_dir, claim, resume_state)
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
+    if pusher is not None:
+        pusher.push_pending()
 
     training = Pretraining(
         cfg,

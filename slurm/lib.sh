@@ -17,15 +17,16 @@ run_finished() { [[ -f "$1/final/milestone.json" ]]; }
 # Run "$@" (a training command) in the background and wait for it. Slurm's warning before the time
 # limit (--signal=B:USR1@...) reaches this shell only: pass it on, let the trainer write a
 # checkpoint and exit, then requeue the job, which resumes with --resume_from_checkpoint auto.
-# SIGTERM (scancel, pre-emption) is passed on too but never requeues: Slurm itself decides then.
+# SIGTERM (scancel, pre-emption) is passed on too, so the trainer checkpoints, but it never
+# requeues: Slurm itself decides what happens to a cancelled or pre-empted job.
 # A run that finished (final/ written) is never requeued.
 run_requeueable() {
   local output_dir=$1; shift
-  local warned=0 status child
+  local warned=0 terminated=0 status child
   "$@" &
   child=$!
   trap 'warned=1; echo "babytrain: time limit near (SIGUSR1): checkpointing"; kill -USR1 "$child" 2>/dev/null' USR1
-  trap 'kill -TERM "$child" 2>/dev/null' TERM
+  trap 'terminated=1; echo "babytrain: SIGTERM: checkpointing, not requeueing"; kill -TERM "$child" 2>/dev/null' TERM
   while true; do
     wait "$child"
     status=$?
@@ -35,6 +36,10 @@ run_requeueable() {
   if run_finished "$output_dir"; then
     echo "babytrain: $output_dir finished"
     return 0
+  fi
+  if (( terminated )); then
+    echo "babytrain: $output_dir stopped by SIGTERM (status $status); not requeued"
+    return "$status"
   fi
   if (( warned )) || (( status == 75 )); then  # 75: the trainer stopped with a checkpoint (EX_TEMPFAIL)
     echo "babytrain: $output_dir stopped with a checkpoint (status $status); requeueing job $SLURM_JOB_ID"

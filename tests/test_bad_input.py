@@ -6,9 +6,18 @@ test_train_pretrain.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 
 from common.data.tokenizer import train_tokenizer
+from common.errors import UsageError
+from common.evaluation.minimal_pairs import read_pair_folder
+from common.finetuning.documents import read_documents
+from common.finetuning.glue import GLUE_TASKS, read_glue_file
+from common.finetuning.glue_results import check_results_folder
+from tests.finetune_data import write_tsv
 from tests.helpers import TINY_DATA, TINY_MODEL, run_main_in_process
 
 
@@ -75,3 +84,69 @@ def test_model_flags_that_cannot_work_fail_with_one_line_before_any_work(
     status, error = run_main_in_process("train_pretrain.py", [*arguments(out, tmp_path), *flags], capsys)
     assert status == 2 and expected in error
     assert not (out / "config.yaml").exists()
+
+
+# --- the evaluation and fine-tuning files --------------------------------------------------------
+
+
+def pair_line(good: str, bad: str, uid: str = "agreement") -> str:
+    return json.dumps({"sentence_good": good, "sentence_bad": bad, "UID": uid, "field": "syntax"}) + "\n"
+
+
+def test_minimal_pair_files_that_would_skew_the_accuracy_are_refused(tmp_path):
+    folder = tmp_path / "blimp"
+    folder.mkdir()
+    (folder / "agreement.jsonl").write_text(pair_line("The cat runs.", "The cat run."))
+    (folder / "empty.jsonl").write_text("\n")
+    with pytest.raises(UsageError, match="empty.jsonl: holds no minimal pairs \\(an empty paradigm file\\)"):
+        read_pair_folder(folder)
+    (folder / "empty.jsonl").unlink()
+    (folder / "more.jsonl").write_text(
+        pair_line("The dogs run.", "The dogs runs.") + pair_line("The cat runs.", "The cat run.")
+    )
+    with pytest.raises(
+        UsageError, match="more.jsonl: the pair 'The cat runs.' / 'The cat run.' of agreement is there twice"
+    ):
+        read_pair_folder(folder)
+    (folder / "more.jsonl").write_bytes(
+        pair_line("The dogs run.", "The dogs runs.").encode() + b'{"sentence_good": "caf\xe9"}\n'
+    )
+    with pytest.raises(UsageError, match="more.jsonl:2: not UTF-8 text \\(byte 0xe9\\)"):
+        read_pair_folder(folder)
+
+
+def test_glue_files_that_would_be_misread_are_refused_before_training(tmp_path):
+    sst2 = GLUE_TASKS["sst2"]
+    path = write_tsv(tmp_path / "SST-2" / "dev.tsv", "sentence\tlabel", [])
+    with pytest.raises(UsageError, match="dev.tsv: no examples \\(only a header\\?\\)"):
+        read_glue_file(path, sst2)
+    write_tsv(path, "sentence\tlabel", ["a fine film .\t1", "a tab\there shifts .\t0"])
+    with pytest.raises(UsageError, match="dev.tsv:3: 3 fields, but the header names 2"):
+        read_glue_file(path, sst2)
+    path.write_bytes(b"sentence\tlabel\na fine film .\t1\nna\xefve .\t0\n")
+    with pytest.raises(UsageError, match="dev.tsv:3: not UTF-8 text"):
+        read_glue_file(path, sst2)
+
+
+def test_a_document_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "docs.csv"
+    path.write_bytes(b"text,label\nfine,a\nnot \xff fine,b\n")
+    with pytest.raises(UsageError, match="docs.csv:3: not UTF-8 text \\(byte 0xff\\)"):
+        read_documents(path)
+
+
+def test_two_models_never_share_a_results_folder(tmp_path):
+    (tmp_path / "first" / "run" / "final").mkdir(parents=True)
+    (tmp_path / "second" / "run" / "final").mkdir(parents=True)
+    results = tmp_path / "results" / "run-final"
+    first = {"name_or_path": str(tmp_path / "first" / "run" / "final"), "revision": None}
+    check_results_folder(results, first)  # nothing there yet
+    results.mkdir(parents=True)
+    (results / "config.yaml").write_text(yaml.safe_dump({"config": {"model_name_or_path": first["name_or_path"]}}))
+    check_results_folder(results, first)  # the same model again: its results are updated
+    check_results_folder(results, {"name_or_path": f"{first['name_or_path']}/", "revision": None})
+    second = {"name_or_path": str(tmp_path / "second" / "run" / "final"), "revision": None}
+    with pytest.raises(
+        UsageError, match="run-final holds the results of another model .*first/run/final.* --model_label"
+    ):
+        check_results_folder(results, second)

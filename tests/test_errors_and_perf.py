@@ -47,3 +47,16 @@ def test_training_flops_per_token_are_6n_plus_attention():
         num_hidden_layers, hidden_size = 2, 64
 
     assert training_flops_per_token(Config(), non_embedding_params=1000, seq_length=32) == 6 * 1000 + 12 * 2 * 64 * 32
+
+
+def test_ranks_holding_another_value_are_refused(monkeypatch):
+    from common import distributed
+
+    class TwoRanks:
+        num_processes = 2
+
+    monkeypatch.setattr(distributed, "gather_object", lambda values: ["aaa", "bbb"])
+    with pytest.raises(UsageError, match="the tokenizer's hash differs between processes \\(aaa, bbb\\)"):
+        distributed.same_on_every_rank(TwoRanks(), "aaa", "the tokenizer's hash")
+    monkeypatch.setattr(distributed, "gather_object", lambda values: ["aaa", "aaa"])
+    distributed.same_on_every_rank(TwoRanks(), "aaa", "the tokenizer's hash")

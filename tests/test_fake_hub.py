@@ -1,5 +1,6 @@
 """The real huggingface_hub client against tests/fake_hub.py: repos, branches, uploads, downloads, auth, failures."""
 
+import json
 import os
 import random
 import socket
@@ -289,3 +290,25 @@ def test_the_pusher_retries_sends_each_snapshot_to_its_branch_and_reports_what_f
     assert hub.files(REPO, "tokens-25M")["model.safetensors"] == milestone["model.safetensors"]
     assert hub.files(REPO, "main")["model.safetensors"] == b"final"
     assert not (tmp_path / "tokens-25M").exists() and (tmp_path / "final").is_dir()  # main is never deleted
+
+
+def test_a_push_the_hub_never_confirmed_is_pushed_again_by_the_next_launch(hub, tmp_path):
+    from common.training.hub import HubPusher
+
+    def pusher():
+        made = HubPusher(REPO, private=False, attempts=1, first_wait=0.01, state_file=tmp_path / "hub_pushes.json")
+        made.api, made.secret = HfApi(endpoint=hub.url, token=TOKEN), TOKEN
+        return made.open()
+
+    write_folder(tmp_path / "tokens-25M", {"config.json": b"{}", "model.safetensors": b"25M"})
+    first = pusher()
+    hub.fail_next(1, method="POST", path_contains="/branch/tokens-25M", status=503)
+    first.push(tmp_path / "tokens-25M", "tokens-25M")
+    assert [push.branch for push in first.finish()] == ["tokens-25M"]  # the launch ends (or is killed) here
+    pending = json.loads((tmp_path / "hub_pushes.json").read_text())
+    assert [entry["branch"] for entry in pending] == ["tokens-25M"]
+    second = pusher()  # the resumed launch
+    second.push_pending()
+    assert second.finish() == []
+    assert hub.files(REPO, "tokens-25M")["model.safetensors"] == b"25M"
+    assert json.loads((tmp_path / "hub_pushes.json").read_text()) == []

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -250,3 +252,45 @@ def test_the_grid_command_prints_a_rows_arguments_or_the_count(tmp_path, capsys)
         grid_main([str(grid), "x"])
     with pytest.raises(UsageError, match="usage: python -m common.training.grid"):
         grid_main([str(grid)])
+
+
+# A training command that checkpoints (exits 75) on either signal, as train_pretrain.py does.
+FAKE_TRAINER = "trap 'echo checkpoint written; exit 75' USR1 TERM; while true; do sleep 0.05; done"
+
+
+@pytest.mark.parametrize("signal_name, requeued", [("USR1", True), ("TERM", False)])
+def test_the_time_limit_warning_requeues_and_sigterm_never_does(tmp_path, signal_name, requeued):
+    """slurm/lib.sh's run_requeueable in a real shell, with a stand-in for scontrol that records
+    what it was asked: SIGUSR1 (the time-limit warning) checkpoints and requeues, SIGTERM
+    (scancel, pre-emption) checkpoints and leaves the decision to Slurm."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    script = f'source slurm/lib.sh; run_requeueable {tmp_path / "run"} bash -c "{FAKE_TRAINER}"; echo "status $?"'
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "42"}
+    shell = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # the trainer is running
+    shell.send_signal(getattr(signal, f"SIG{signal_name}"))
+    out, _ = shell.communicate(timeout=30)
+    assert "checkpoint written" in out
+    log = tmp_path / "scontrol.log"
+    if requeued:
+        assert log.read_text() == "requeue 42\n" and out.strip().endswith("status 0")
+    else:
+        assert not log.exists() and "not requeued" in out and out.strip().endswith("status 75")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name,seed\na,1\nb,2,3\n", "grid.csv:3: 3 cells, but the header names 2"),
+        ("name,seed,seed\na,1,2\n", "column\\(s\\) seed appear twice"),
+        ("name,seed\na,1\na,2\n", "run name\\(s\\) a appear twice; two runs would share a folder"),
+    ],
+)
+def test_a_grid_that_would_run_something_else_than_it_says_is_refused(tmp_path, text, message):
+    grid = tmp_path / "grid.csv"
+    grid.write_text(text)
+    with pytest.raises(UsageError, match=message):
+        read_grid(grid)

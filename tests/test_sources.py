@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from common.data import sources
 from common.data.sources import (
     LINES_PER_DOCUMENT,
+    bounded_lines,
     clean_childes_line,
     clean_switchboard_line,
     decode_counting,
@@ -261,7 +263,9 @@ def test_babylm_fingerprint_tracks_files_and_dev(tmp_path):
     assert load_corpus("babylm", data_dir=str(train_dir)).fingerprint == first
     assert len(first) == 64 and int(first, 16) >= 0
 
-    bump_mtime(tmp_path / "dev" / "childes.dev")
+    bump_mtime(tmp_path / "dev" / "childes.dev")  # touched, not changed: the same corpus
+    assert load_corpus("babylm", data_dir=str(train_dir)).fingerprint == first
+    write(tmp_path / "dev" / "childes.dev", (tmp_path / "dev" / "childes.dev").read_text() + "*MOT:\tmore .\n")
     after_dev = load_corpus("babylm", data_dir=str(train_dir)).fingerprint
     assert after_dev != first
 
@@ -327,11 +331,11 @@ def test_text_empty_files_are_an_empty_corpus(tmp_path):
         load_corpus("text", data_files=[str(blank)])
 
 
-def test_text_fingerprint_tracks_content_mtime_and_options(tmp_path):
+def test_text_fingerprint_tracks_content_and_options_not_where_or_when(tmp_path):
     path = write(tmp_path / "a.txt", "one\n\ntwo\n")
 
-    def fingerprint(**options):
-        return load_corpus("text", data_files=[str(path)], **options).fingerprint
+    def fingerprint(file=path, **options):
+        return load_corpus("text", data_files=[str(file)], **options).fingerprint
 
     first = fingerprint()
     assert fingerprint() == first
@@ -340,11 +344,15 @@ def test_text_fingerprint_tracks_content_mtime_and_options(tmp_path):
     assert load_corpus("jsonl", data_files=[str(jsonl)]).fingerprint != first
 
     bump_mtime(path)
-    touched = fingerprint()
-    assert touched != first
+    assert fingerprint() == first  # touched: the same text
+    copy = write(tmp_path / "on_another_node" / "a.txt", path.read_text())
+    assert fingerprint(copy) == first  # another node's copy of the same corpus
 
-    write(path, "one\n\ntwo\n\nthree\n")
-    assert fingerprint() not in {first, touched}
+    stamp = path.stat()
+    write(path, "one\n\ntwo\n".replace("two", "tow"))  # an edit in place: same size, same time stamp
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert path.stat().st_size == stamp.st_size and path.stat().st_mtime_ns == stamp.st_mtime_ns
+    assert fingerprint() != first
 
 
 def test_fingerprint_version_is_part_of_the_key(tmp_path, monkeypatch):
@@ -552,3 +560,32 @@ def test_real_tinystories_sample_as_text():
     assert 140_000 <= words <= 170_000
     assert words == len(path.read_text(encoding="utf-8").split())  # nothing lost or duplicated
     assert corpus.decode_errors() == {}
+
+
+def test_a_file_of_one_enormous_line_is_read_in_bounded_memory(tmp_path):
+    """Today's limit: lines of at most 1 MiB (cut at whitespace), documents of at most 1M characters."""
+    path = tmp_path / "one_line.txt"
+    words = " ".join(f"word{i}" for i in range(2_400_000))  # ~21 MB, no line break
+    path.write_text(words + "\n\nA short second story.\n", encoding="utf-8")
+    corpus = load_corpus("text", data_files=[str(path)], validation_split_percentage=0)
+    tracemalloc.start()
+    documents = [(len(document), document[:5], document[-6:]) for document in corpus.train_documents()]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 12 * 2**20, f"{peak / 2**20:.1f} MiB for a 21 MB line"
+    assert len(documents) > 15 and documents[-1][1:] == ("A sho", "story.")
+    assert documents[0][1] == "word0" and all(size <= 2**20 + 2**20 for size, _, _ in documents)
+    text = "\n".join(
+        d for d in load_corpus("text", data_files=[str(path)], validation_split_percentage=0).train_documents()
+    )
+    assert text.split() == (words + " A short second story.").split()  # no word lost or cut in two
+
+
+@pytest.mark.parametrize("text", ["aaaa" * 1000, "é" * 3000, "a" + "字" * 1500, "😀" * 1000])
+def test_a_line_without_whitespace_is_cut_between_characters(tmp_path, text):
+    path = tmp_path / "no_spaces.txt"
+    path.write_text(text, encoding="utf-8")
+    with open(path, "rb") as handle:
+        pieces = list(bounded_lines(handle, 1000))
+    assert all(len(piece) <= 1003 for piece in pieces)
+    assert "".join(piece.decode("utf-8") for piece in pieces) == text  # each piece decodes on its own

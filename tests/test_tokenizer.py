@@ -1,5 +1,9 @@
 """Tests for common/data/tokenizer.py: training, special tokens, save/load, hashing, the cache, word counts."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
@@ -17,6 +21,7 @@ from common.data.tokenizer import (
     word_start_tables,
 )
 from common.errors import UsageError
+from tests.helpers import REPO
 
 # Texts whose whitespace-separated words are easy to miscount from tokens.
 TRICKY_TEXTS = [
@@ -283,3 +288,21 @@ def test_special_tokens_have_no_text_in_the_word_tables(bpe_tokenizer):
 def test_count_words_agrees_with_the_manifest_definition_on_non_ascii_whitespace(bpe_tokenizer, text, words):
     windows = covering_windows(packed_stream(bpe_tokenizer, [text]), 4, bpe_tokenizer.eos_token_id)
     assert count_words(windows, word_start_tables(bpe_tokenizer)) == count_text_words(text) == words
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_the_same_corpus_gives_the_same_tokenizer_in_every_process(kind, tmp_path):
+    """The tokenizers library's WordPiece trainer gives ids in a hash-map order that changes from
+    process to process (upstream issue 1794); ours declares those tokens first, so nodes with
+    caches of their own, and later launches, all get the same token ids."""
+    code = (
+        "import sys; from common.data.synthetic import synthetic_documents; "
+        "from common.data.tokenizer import train_tokenizer; "
+        f"train_tokenizer({kind!r}, list(synthetic_documents(30000, seed=3)), 700).save_pretrained(sys.argv[1])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    for name in ("first", "second", "third"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], env=env, check=True, timeout=120)
+    contents = {(tmp_path / name / "tokenizer.json").read_bytes() for name in ("first", "second", "third")}
+    assert len(contents) == 1

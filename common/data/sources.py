@@ -18,9 +18,10 @@ callables that each give a fresh iterator of documents (strings). Sources:
 Where a source has no validation split of its own, a held-out percentage of documents
 (`--validation_split_percentage`) is spread evenly through the corpus (see `is_held_out`).
 
-The fingerprint is a cache key for the tokenizer and the packed-token cache: it changes when
-any input file changes (path, size, mtime_ns), when an option changes, or when the cleaning
-rules change (`FINGERPRINT_VERSION`).
+The fingerprint is a cache key for the tokenizer and the packed-token cache, and part of what a
+checkpoint is made for: it changes when any input file's content changes (its name, size and
+xxh3 digest; not its folder or time stamp), when an option changes, or when the cleaning rules
+change (`FINGERPRINT_VERSION`).
 
 Files are streamed line by line, so memory stays bounded however large the corpus is.
 Bytes that are not valid UTF-8 become U+FFFD; they are counted per file (`Corpus.decode_errors`)
@@ -42,11 +43,12 @@ from pathlib import Path
 
 from common.data import synthetic
 from common.errors import UsageError, first_line
+from common.files import file_digest
 from common.jsonl import json_object
 
 # Bump when the cleaning or grouping rules change, so cached tokenizers and token packs
 # built from the old text are not reused.
-FINGERPRINT_VERSION = "1"
+FINGERPRINT_VERSION = "2"
 
 # BabyLM files have no document boundaries. Lines are grouped into documents of at most this
 # many lines so that one document never holds a whole multi-GB file in memory, and so that the
@@ -57,6 +59,10 @@ LINES_PER_DOCUMENT = 64
 # A plain text file may lack blank lines altogether; this cap keeps a document (and memory)
 # bounded in that case. Real documents (stories, articles) are far shorter.
 MAX_TEXT_DOCUMENT_LINES = 10_000
+# Lines longer than this are read in pieces, and documents longer than this are split, so that a
+# file of one enormous line (a web dump without line breaks) packs in bounded memory.
+MAX_LINE_BYTES = 2**20
+MAX_DOCUMENT_CHARS = 2**20
 
 # A Hugging Face dataset's own validation split, tried in this order.
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "dev")
@@ -154,19 +160,21 @@ def group_lines(
     through cleaning (a dropped CHILDES tier) is skipped without ending it.
     """
     block: list[str] = []
+    size = 0
     for line in lines:
         if not line.strip():
             if block:
                 yield "\n".join(block)
-                block = []
+                block, size = [], 0
             continue
         cleaned = clean(line)
         if not cleaned:
             continue
         block.append(cleaned)
-        if len(block) == max_lines:
+        size += len(cleaned)
+        if len(block) == max_lines or size >= MAX_DOCUMENT_CHARS:
             yield "\n".join(block)
-            block = []
+            block, size = [], 0
     if block:
         yield "\n".join(block)
 
@@ -174,13 +182,15 @@ def group_lines(
 def split_paragraphs(lines: Iterable[str], max_lines: int = MAX_TEXT_DOCUMENT_LINES) -> Iterator[str]:
     """Documents separated by one or more blank lines; line breaks kept, trailing spaces stripped."""
     block: list[str] = []
+    size = 0
     for line in lines:
         line = line.rstrip()
         if line:
             block.append(line)
-        if block and (not line or len(block) == max_lines):
+            size += len(line)
+        if block and (not line or len(block) == max_lines or size >= MAX_DOCUMENT_CHARS):
             yield "\n".join(block)
-            block = []
+            block, size = [], 0
     if block:
         yield "\n".join(block)
 
@@ -216,12 +226,11 @@ def _fingerprint(payload: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _file_stamps(paths: Iterable[Path]) -> list[list]:
-    stamps = []
-    for path in paths:
-        stat = path.stat()
-        stamps.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
-    return stamps
+def _file_contents(paths: Iterable[Path]) -> list[list]:
+    """Each file's name, size and content digest, in order: what the corpus is, wherever it lies
+    (another node's copy, a moved folder) and however it was touched (an edit that keeps the size
+    and the time stamp still changes it)."""
+    return [[path.name, path.stat().st_size, file_digest(path)] for path in paths]
 
 
 def _safe_name(text: str) -> str:
@@ -232,15 +241,20 @@ def _safe_name(text: str) -> str:
 # Reading files.
 
 
-def read_lines(path: Path, decode_errors: DecodeErrors | None = None) -> Iterator[str]:
+def read_lines(
+    path: Path, decode_errors: DecodeErrors | None = None, max_line_bytes: int | None = MAX_LINE_BYTES
+) -> Iterator[str]:
     """Stream a file's decoded lines without their line ends.
 
     Each line is decoded on its own: b"\\n" never occurs inside a UTF-8 multi-byte sequence,
-    so this equals decoding the whole file, without holding it in memory.
+    so this equals decoding the whole file, without holding it in memory. A line longer than
+    `max_line_bytes` comes in pieces, cut at whitespace (None: whole lines, for JSON Lines, whose
+    records cannot be cut).
     """
     replaced = 0
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle):
+        raw_lines = handle if max_line_bytes is None else bounded_lines(handle, max_line_bytes)
+        for number, raw in enumerate(raw_lines):
             text, bad = decode_counting(raw)
             replaced += bad
             if number == 0:
@@ -250,8 +264,35 @@ def read_lines(path: Path, decode_errors: DecodeErrors | None = None) -> Iterato
         decode_errors.record(path, replaced)
 
 
+def bounded_lines(handle, limit: int) -> Iterator[bytes]:
+    """The lines of a binary file, each at most about `limit` bytes: a longer line comes in pieces,
+    each cut after its last space or tab (in a line without any, between two characters), so that
+    memory stays bounded whatever the file holds (a corpus of one 60 MB line, say)."""
+    carry = b""
+    while piece := handle.readline(limit):
+        piece, carry = carry + piece, b""
+        if len(piece) >= limit and not piece.endswith(b"\n"):  # a long line, cut by readline
+            cut = max(piece.rfind(b" "), piece.rfind(b"\t")) + 1 or whole_characters(piece)
+            piece, carry = piece[:cut], piece[cut:]
+        yield piece
+    if carry:
+        yield carry
+
+
+def whole_characters(data: bytes) -> int:
+    """How many leading bytes of UTF-8 `data` hold whole characters: where a cut splits none."""
+    start = len(data)
+    while start > 0 and data[start - 1] & 0xC0 == 0x80:  # back over the last character's continuation bytes
+        start -= 1
+    if start == 0 or data[start - 1] < 0x80:
+        return len(data)
+    lead = data[start - 1]
+    length = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    return len(data) if len(data) - (start - 1) >= length else start - 1
+
+
 def _jsonl_documents(path: Path, text_column: str, decode_errors: DecodeErrors) -> Iterator[str]:
-    for number, line in enumerate(read_lines(path, decode_errors), start=1):
+    for number, line in enumerate(read_lines(path, decode_errors, max_line_bytes=None), start=1):
         if not line.strip():
             continue
         row = json_object(line, f"{path}:{number}")
@@ -355,8 +396,10 @@ def _babylm_corpus(data_dir: str | None, percentage: float) -> Corpus:
     options = {
         "kind": "babylm",
         "lines_per_document": LINES_PER_DOCUMENT,
-        "files": _file_stamps(train_files),
-        "dev_files": _file_stamps(dev_files),
+        "max_line_bytes": MAX_LINE_BYTES,
+        "max_document_chars": MAX_DOCUMENT_CHARS,
+        "files": _file_contents(train_files),
+        "dev_files": _file_contents(dev_files),
     }
     name = f"babylm-{_safe_name(folder.resolve().name)}"
     if dev_files:
@@ -379,9 +422,13 @@ def _file_corpus(kind: str, data_files: list[str] | None, text_column: str, perc
                 yield from _jsonl_documents(path, text_column, decode_errors)
 
     _require_documents(documents, " ".join(data_files))
-    options = {"kind": kind, "files": _file_stamps(files), "validation_split_percentage": percentage}
+    options = {"kind": kind, "files": _file_contents(files), "validation_split_percentage": percentage}
     if kind == "text":
-        options["max_text_document_lines"] = MAX_TEXT_DOCUMENT_LINES
+        options |= {
+            "max_text_document_lines": MAX_TEXT_DOCUMENT_LINES,
+            "max_line_bytes": MAX_LINE_BYTES,
+            "max_document_chars": MAX_DOCUMENT_CHARS,
+        }
     else:
         options["text_column"] = text_column
     name = f"{kind}-{_safe_name(files[0].stem)}"

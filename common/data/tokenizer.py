@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,9 @@ def build_bpe_trainer(vocab_size: int) -> tuple[Tokenizer, trainers.Trainer, dic
     return tokenizer, trainer, BPE_SPECIAL_TOKENS
 
 
-def build_wordpiece_trainer(vocab_size: int) -> tuple[Tokenizer, trainers.Trainer, dict[str, str]]:
+def build_wordpiece_trainer(
+    vocab_size: int, continuing_alphabet: tuple[str, ...] = ()
+) -> tuple[Tokenizer, trainers.Trainer, dict[str, str]]:
     special = WORDPIECE_SPECIAL_TOKENS
     tokenizer = Tokenizer(models.WordPiece(unk_token=special["unk_token"]))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -69,9 +71,29 @@ def build_wordpiece_trainer(vocab_size: int) -> tuple[Tokenizer, trainers.Traine
         vocab_size=vocab_size,
         min_frequency=2,
         show_progress=False,
-        special_tokens=distinct_special_tokens(special),
+        special_tokens=[*distinct_special_tokens(special), *continuing_alphabet],
     )
     return tokenizer, trainer, special
+
+
+def continuing_alphabet(documents: Iterable[str]) -> tuple[str, ...]:
+    """Every `##<character>` a WordPiece vocabulary of these documents holds, sorted.
+
+    The `tokenizers` WordPiece trainer (0.23) gives these tokens their ids while it walks a hash
+    map, in an order that changes from process to process, and breaks ties between merges by id: the
+    same corpus then gives another vocabulary in each process (upstream issue 1794). Declared up
+    front, the tokens get fixed ids and the training is the same everywhere. An alphabet-only
+    training finds them (it counts the words, but makes no merges)."""
+    tokenizer, trainer, _ = build_wordpiece_trainer(minimum_vocab_size("wordpiece"))
+    tokenizer.train_from_iterator(documents, trainer)
+    return tuple(sorted(token for token in tokenizer.get_vocab() if token.startswith("##") and len(token) == 3))
+
+
+def without_added_tokens(tokenizer: Tokenizer, contents: tuple[str, ...]) -> Tokenizer:
+    """The tokenizer with `contents` no longer added (special) tokens; they stay in the vocabulary."""
+    data = json.loads(tokenizer.to_str())
+    data["added_tokens"] = [token for token in data["added_tokens"] if token["content"] not in set(contents)]
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def wordpiece_post_processor(tokenizer: Tokenizer) -> processors.TemplateProcessing:
@@ -84,15 +106,24 @@ def wordpiece_post_processor(tokenizer: Tokenizer) -> processors.TemplateProcess
     )
 
 
-def train_tokenizer(kind: str, documents: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a `kind` ("bpe" or "wordpiece") tokenizer on `documents` with `vocab_size` entries."""
+def train_tokenizer(
+    kind: str, documents: Sequence[str] | Callable[[], Iterable[str]], vocab_size: int
+) -> PreTrainedTokenizerFast:
+    """Train a `kind` ("bpe" or "wordpiece") tokenizer with `vocab_size` entries on `documents` (a
+    list, or a function giving a fresh iterator: WordPiece reads them twice). The same documents give
+    the same tokenizer, byte for byte, in every process and on every machine."""
     smallest = minimum_vocab_size(kind)
     if vocab_size < smallest:
         raise UsageError(f"--vocab_size {vocab_size} is too small for a {kind} tokenizer: it needs at least {smallest}")
-    builders = {"bpe": build_bpe_trainer, "wordpiece": build_wordpiece_trainer}
-    tokenizer, trainer, special_tokens = builders[kind](vocab_size)
-    tokenizer.train_from_iterator(documents, trainer)
-    if kind == "wordpiece":
+    read = documents if callable(documents) else lambda: documents
+    if kind == "bpe":  # every byte is in the initial alphabet: no ids depend on an iteration order
+        tokenizer, trainer, special_tokens = build_bpe_trainer(vocab_size)
+        tokenizer.train_from_iterator(read(), trainer)
+    else:
+        continuing = continuing_alphabet(read())
+        tokenizer, trainer, special_tokens = build_wordpiece_trainer(vocab_size, continuing)
+        tokenizer.train_from_iterator(read(), trainer)
+        tokenizer = without_added_tokens(tokenizer, continuing)
         tokenizer.post_processor = wordpiece_post_processor(tokenizer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special_tokens)
 
@@ -147,7 +178,7 @@ def trained_or_cached_tokenizer(
     folder = Path(cache_dir) / "tokenizers" / tokenizer_cache_key(corpus_fingerprint, kind, vocab_size)
     if (folder / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(folder)
-    tokenizer = train_tokenizer(kind, documents_factory(), vocab_size)
+    tokenizer = train_tokenizer(kind, documents_factory, vocab_size)
     with atomic_path(folder) as staged:  # a job sharing the cache never sees half a tokenizer
         tokenizer.save_pretrained(staged)
     return tokenizer

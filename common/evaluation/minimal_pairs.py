@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from common.errors import UsageError, first_line
-from common.jsonl import json_object
+from common.jsonl import check_utf8, json_object
 
 log = logging.getLogger("babytrain")
 
@@ -84,8 +84,9 @@ def read_jsonl_pairs(path: Path, skip_bad_lines: bool) -> tuple[list[MinimalPair
     A line that is not a JSON object with both sentences is an error naming the file and line,
     unless skip_bad_lines, when it is counted, logged and left out.
     """
+    check_utf8(path)
     pairs, skipped = [], 0
-    with open(path, encoding="utf-8") as lines:
+    with open(path, encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -113,15 +114,23 @@ def read_pair_folder(folder: Path, skip_bad_lines: bool = False) -> PairSet:
     files = sorted(folder.glob("*.jsonl"))
     if not files:
         raise UsageError(f"--blimp_dir {folder}: holds no *.jsonl paradigm files")
-    pairs, skipped = [], 0
+    pairs, skipped, first_seen = [], 0, {}
     for path in files:
         file_pairs, file_skipped = read_jsonl_pairs(path, skip_bad_lines)
+        if not file_pairs:  # a paradigm that silently vanished would change the macro average
+            raise UsageError(f"{path}: holds no minimal pairs (an empty paradigm file); remove it or fill it")
+        for pair in file_pairs:
+            key = (pair.uid, pair.good, pair.bad)
+            if key in first_seen:
+                raise UsageError(
+                    f"{path}: the pair {pair.good!r} / {pair.bad!r} of {pair.uid} is there twice (also in "
+                    f"{first_seen[key]}); a pair counted twice skews the accuracy"
+                )
+            first_seen[key] = path.name
         pairs += file_pairs
         skipped += file_skipped
     if skipped:
         log.warning("%d bad lines skipped under %s", skipped, folder)
-    if not pairs:
-        raise UsageError(f"--blimp_dir {folder}: no minimal pairs in its *.jsonl files")
     return PairSet(folder.resolve().name, str(folder.resolve()), tuple(pairs))
 
 

@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 
 from common.errors import UsageError, first_line
 from common.files import long_csv_fields
-from common.jsonl import json_object
+from common.jsonl import check_utf8, json_object
 
 WOS_COLUMNS = {"text": "Abstract", "label": "Domain"}
 
@@ -36,6 +36,7 @@ def read_documents(
     needs no column names. Text and label are stripped; a row without them names its line."""
     if not path.is_file():
         raise UsageError(f"{flag} {path}: no such file")
+    check_utf8(path)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         records = jsonl_records(path)

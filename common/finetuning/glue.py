@@ -18,6 +18,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from common.errors import UsageError, first_line
 from common.files import long_csv_fields
+from common.jsonl import check_utf8
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,16 @@ def glue_tasks(names: list[str]) -> list[GlueTask]:
 
 
 def read_glue_file(path: Path, task: GlueTask) -> list[Example]:
-    """The labelled examples of one GLUE TSV file; a missing column, a short row or a label
-    outside the task's label set is an error naming the file (and line)."""
+    """The labelled examples of one GLUE TSV file; a file that is not UTF-8 or holds no examples, a
+    missing column, a row with fewer fields than it needs or more than its header names (its
+    columns would be read shifted), or a label outside the task's label set is an error naming
+    the file (and line)."""
     if not path.is_file():
         raise UsageError(
             f"{path}: no such file (expected the GLUE layout <glue_dir>/{task.folder}/"
             f"{{train.tsv,{','.join(task.dev_files.values())}}})"
         )
+    check_utf8(path)
     # utf-8-sig drops MRPC's byte-order mark; QQP and MNLI hold a few very long fields
     with long_csv_fields(), open(path, encoding="utf-8-sig", newline="") as lines:
         rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -153,11 +157,18 @@ def read_glue_file(path: Path, task: GlueTask) -> list[Example]:
         wanted = [header.index(c) for c in task.text_columns]
         label_at = header.index(task.label_column)
         first_line = 1 if task.columns else 2
-        return [
-            example_from_row(row, wanted, label_at, task, f"{path}:{number}")
-            for number, row in enumerate(rows, start=first_line)
-            if row
-        ]
+        examples = []
+        for number, row in enumerate(rows, start=first_line):
+            if len(row) > len(header):
+                raise UsageError(
+                    f"{path}:{number}: {len(row)} fields, but the header names {len(header)}; a tab inside a "
+                    f"text would shift its columns"
+                )
+            if row:
+                examples.append(example_from_row(row, wanted, label_at, task, f"{path}:{number}"))
+    if not examples:
+        raise UsageError(f"{path}: no examples (only a header?)")
+    return examples
 
 
 def example_from_row(row: list[str], text_at: list[int], label_at: int, task: GlueTask, where: str) -> Example:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from common.errors import UsageError
 from common.files import csv_text, save_figure, write_atomically
@@ -50,6 +51,30 @@ def task_result(task: GlueTask, model: dict, seeds: dict[int, dict], settings: d
         "examples": examples,
         "seeds": [{"seed": seed, **record} for seed, record in seeds.items()],
     }
+
+
+def check_results_folder(folder: Path, model: dict) -> None:
+    """Refuse to write one model's results over another's: two models whose folder names give the
+    same label (two runs both called `run`, say) would otherwise share `results/<label>/`."""
+    config_file = Path(folder) / "config.yaml"
+    if not config_file.is_file():
+        return
+    saved = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}).get("config", {})
+    theirs = (saved.get("model_name_or_path"), saved.get("revision"))
+    if not same_model(theirs, (model["name_or_path"], model["revision"])):
+        raise UsageError(
+            f"{folder} holds the results of another model ({theirs[0]}{'@' + theirs[1] if theirs[1] else ''}); "
+            f"give this one another name with --model_label, or another --output_dir"
+        )
+
+
+def same_model(first: tuple[str | None, str | None], second: tuple[str | None, str | None]) -> bool:
+    """The same folder (however it is written) or the same Hub id at the same revision."""
+    if first[1] != second[1] or first[0] is None or second[0] is None:
+        return first == second
+    if Path(first[0]).exists() and Path(second[0]).exists():
+        return Path(first[0]).resolve() == Path(second[0]).resolve()
+    return first[0] == second[0]
 
 
 def write_task_result(folder: Path, result: dict) -> Path:

@@ -23,10 +23,8 @@ import shutil
 import time
 from pathlib import Path
 
-import xxhash
-
 from common.errors import UsageError
-from common.files import discard, publish, staging_path
+from common.files import discard, file_digest, publish, staging_path
 
 log = logging.getLogger("babytrain")
 
@@ -34,7 +32,6 @@ STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
 PREFIX = "step-"
 ABANDONED_PREFIX = "abandoned-"
-CHUNK = 8 * 2**20
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -55,15 +52,6 @@ def checkpoint_folders(output_dir: Path) -> list[Path]:
 
 
 # --- what makes a checkpoint complete ------------------------------------------------------------
-
-
-def file_digest(path: Path) -> str:
-    """xxh3-128 of a file's bytes, read in chunks (several GB/s: checkpoints verify in seconds)."""
-    digest = xxhash.xxh3_128()
-    with open(path, "rb") as data:
-        while chunk := data.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe_files(folder: Path) -> dict[str, dict]:

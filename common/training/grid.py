@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from common.errors import UsageError, run_main
+from common.jsonl import check_utf8
 
 ALIASES = {
     "model_config": "model_size",
@@ -47,9 +48,10 @@ def read_grid(path: Path) -> list[dict[str, str]]:
     """The rows of a grid CSV, each column checked against train_pretrain.py's options."""
     if not path.is_file():
         raise UsageError(f"{path}: no such grid file")
+    check_utf8(path)
     with open(path, encoding="utf-8-sig", newline="") as lines:
-        reader = csv.DictReader(lines)
-        columns = [c.strip() for c in reader.fieldnames or []]
+        reader = csv.reader(lines)
+        columns = [c.strip() for c in next(reader, [])]
         known = option_names() | set(ALIASES) | {"anchors", LABEL}
         unknown = [c for c in columns if c not in known]
         if unknown:
@@ -57,9 +59,20 @@ def read_grid(path: Path) -> list[dict[str, str]]:
                 f"{path}: column(s) {', '.join(unknown)} are not train_pretrain.py options "
                 f"(nor {', '.join(sorted([*ALIASES, 'anchors', LABEL]))})"
             )
-        rows = [{key.strip(): (value or "").strip() for key, value in row.items()} for row in reader]
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        if twice:
+            raise UsageError(f"{path}: column(s) {', '.join(twice)} appear twice; which one would count?")
+        rows = []
+        for cells in reader:
+            if len(cells) > len(columns):
+                raise UsageError(f"{path}:{reader.line_num}: {len(cells)} cells, but the header names {len(columns)}")
+            rows.append(dict(zip(columns, (cell.strip() for cell in [*cells, *[""] * len(columns)]))))
     if not rows:
         raise UsageError(f"{path}: no rows")
+    names = [row.get(LABEL) for row in rows if row.get(LABEL)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"{path}: run name(s) {', '.join(repeated)} appear twice; two runs would share a folder")
     return rows
 
 

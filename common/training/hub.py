@@ -9,15 +9,17 @@ are scrubbed of it before they are logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.errors import UsageError, first_line
+from common.files import write_atomically
 from common.models.families import AUTO_CLASS_NAMES, MODEL_FAMILY
 
 log = logging.getLogger("babytrain")
@@ -38,7 +40,13 @@ def branch_for(snapshot_name: str) -> str:
 
 
 class HubPusher:
-    def __init__(self, repo_id: str, private: bool, attempts: int = 5, first_wait: float = 2.0):
+    """Uploads snapshots in a background thread. With `state_file`, the pushes not yet confirmed
+    by the Hub are kept there (rewritten whole on every change), so that a launch killed before
+    they went through finds them again (`push_pending`)."""
+
+    def __init__(
+        self, repo_id: str, private: bool, attempts: int = 5, first_wait: float = 2.0, state_file: Path | None = None
+    ):
         from huggingface_hub import HfApi, get_token
 
         self.repo_id, self.private = repo_id, private
@@ -49,6 +57,9 @@ class HubPusher:
         self.pushed: list[Push] = []
         self.failed: list[Push] = []
         self.thread: threading.Thread | None = None
+        self.state_file = Path(state_file) if state_file else None
+        self.unconfirmed: list[Push] = []
+        self.lock = threading.Lock()  # the pusher's thread and the training thread both change the list
 
     def open(self) -> HubPusher:
         """Create the repository (or find it) before training starts: a missing token or an
@@ -69,7 +80,34 @@ class HubPusher:
 
     def push(self, folder: Path, snapshot_name: str, delete_after: bool = False) -> None:
         branch = branch_for(snapshot_name)
-        self.queue.put(Push(Path(folder), branch, f"babytrain: {snapshot_name}", delete_after and branch != MAIN))
+        self.enqueue(Push(Path(folder), branch, f"babytrain: {snapshot_name}", delete_after and branch != MAIN))
+
+    def push_pending(self) -> None:
+        """Push again what an earlier launch of the run queued but the Hub never confirmed (its
+        folder still there): a run resumed after a kill loses no upload."""
+        if self.state_file is None or not self.state_file.is_file():
+            return
+        for entry in json.loads(self.state_file.read_text(encoding="utf-8")):
+            push = Push(Path(entry["folder"]), entry["branch"], entry["message"], entry["delete_after"])
+            if push.folder.is_dir() and push not in self.unconfirmed:
+                log.info("hub: pushing %s again (an earlier launch did not see it through)", push.folder)
+                self.enqueue(push)
+
+    def enqueue(self, push: Push) -> None:
+        with self.lock:
+            self.unconfirmed.append(push)
+            self.save_unconfirmed()
+        self.queue.put(push)
+
+    def confirm(self, push: Push) -> None:
+        with self.lock:
+            self.unconfirmed.remove(push)
+            self.save_unconfirmed()
+
+    def save_unconfirmed(self) -> None:
+        if self.state_file is not None:
+            entries = [{**asdict(push), "folder": str(push.folder)} for push in self.unconfirmed]
+            write_atomically(self.state_file, json.dumps(entries, indent=1))
 
     def finish(self) -> list[Push]:
         """Wait for every queued push; the ones that failed after all their attempts."""
@@ -97,6 +135,7 @@ class HubPusher:
         while (push := self.queue.get()) is not None:
             if self.upload_with_retries(push):
                 self.pushed.append(push)
+                self.confirm(push)
                 if push.delete_after:
                     shutil.rmtree(push.folder, ignore_errors=True)
             else:
