@@ -1,5 +1,8 @@
 """The one exception type for bad user input, and the wrapper that turns it into one line."""
 
+import errno
+import os
+import re
 import sys
 
 
@@ -17,8 +20,13 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+# A full disk, a full quota, or a file-size limit (`ulimit -f`).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def run_main(main) -> None:
-    """Call `main()`; a UsageError becomes `error: <message>` on stderr and exit status 2."""
+    """Call `main()`; a UsageError becomes `error: <message>` on stderr and exit status 2, a
+    TrainingStopped or a full disk one `error:` line and status 1."""
     try:
         main()
     except UsageError as error:
@@ -27,3 +35,28 @@ def run_main(main) -> None:
     except TrainingStopped as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
+    except Exception as error:
+        reason = disk_full(error)
+        if reason is None:
+            raise
+        print(
+            f"error: {reason}: nothing complete was replaced by what was being written (a run resumes from "
+            f"its newest complete checkpoint); free some space and launch again",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)
+
+
+def disk_full(error: BaseException) -> str | None:
+    """What a write that found no room said ("No space left on device while writing X"), or None
+    when `error` (or what caused it) is something else. Libraries that write in Rust (safetensors)
+    say it in their message ("... (os error 28)") rather than as an OSError."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return f"{error.strerror}" + (f" while writing {error.filename}" if error.filename else "")
+        match = re.search(r"\(os error (\d+)\)", str(error))
+        if match and int(match.group(1)) in DISK_FULL:
+            return f"{os.strerror(int(match.group(1)))} ({first_line(error)})"
+        error = error.__cause__ or error.__context__
+    return None

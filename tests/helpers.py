@@ -187,9 +187,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def read_metrics(output_dir: Path) -> list[dict]:
-    lines = (Path(output_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+def read_metrics(output_dir: Path, strict: bool = True) -> list[dict]:
+    """The records of a run's metrics.jsonl; `strict=False` for a file a live run is appending to
+    (its last line may be half written)."""
+    records = []
+    for line in (Path(output_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if strict:
+                raise
+    return records
 
 
 def train_losses(output_dir: Path) -> dict[int, float]:
@@ -214,7 +222,7 @@ def run_and_preempt(command: list[str], out: Path, after_step: int, signal_targe
     )
     deadline, signalled = time.time() + 300, False
     while not signalled and time.time() < deadline and process.poll() is None:
-        if (out / "metrics.jsonl").exists() and any(r["step"] >= after_step for r in read_metrics(out)):
+        if (out / "metrics.jsonl").exists() and any(r["step"] >= after_step for r in read_metrics(out, strict=False)):
             signal_target(process).send_signal(signal.SIGUSR1)
             signalled = True
         time.sleep(0.02)
@@ -222,6 +230,24 @@ def run_and_preempt(command: list[str], out: Path, after_step: int, signal_targe
     assert signalled, f"the run ended before step {after_step} was logged\n{stderr[-3000:]}"
     newest = sorted((out / "checkpoints").iterdir())[-1]
     return process.returncode, stderr, int(newest.name.split("-")[1])
+
+
+def run_until(command: list[str], fire, signal_number=signal.SIGKILL, env: dict | None = None, timeout: float = 300):
+    """Run `command` and send it `signal_number` the moment `fire()` (polled every few ms) turns
+    true: a kill at a chosen point of a real run (during packing, inside a checkpoint write, ...).
+    Returns (exit status, stderr, whether the signal was sent)."""
+    check_launch_allowed(" ".join(command[:3]))
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env or quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline, fired = time.time() + timeout, False
+    while not fired and time.time() < deadline and process.poll() is None:
+        if fire():
+            process.send_signal(signal_number)
+            fired = True
+        time.sleep(0.005)
+    _, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stderr, fired
 
 
 # --- small builders of test data -----------------------------------------------------------------

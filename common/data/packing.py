@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from common.data.tokenizer import count_text_words
 from common.errors import UsageError
-from common.files import discard, publish, staging_path
+from common.files import clean_orphans, discard, publish, staging_path
 
 PACKING_VERSION = "1"
 DOCUMENTS_PER_BATCH = 2048
@@ -116,6 +116,7 @@ def packed_corpus(corpus, tokenizer, tokenizer_digest: str, cache_dir: Path) -> 
     process build first): the folder is written under a temporary name and renamed when whole.
     """
     folder = Path(cache_dir) / "tokens" / cache_key(corpus.fingerprint, tokenizer_digest)
+    clean_orphans(folder.parent)  # what a killed packing job of this host left behind
     manifest = read_manifest(folder)
     if manifest is None:
         manifest = build_cache(corpus, tokenizer, tokenizer_digest, folder)

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from common.errors import UsageError, first_line
-from common.files import atomic_path
+from common.files import atomic_path, clean_orphans
 
 TOKENIZER_CACHE_VERSION = "1"
 
@@ -176,6 +176,7 @@ def trained_or_cached_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """The tokenizer trained on this corpus with these options, from the cache when it is there."""
     folder = Path(cache_dir) / "tokenizers" / tokenizer_cache_key(corpus_fingerprint, kind, vocab_size)
+    clean_orphans(folder.parent)  # what a killed job of this host left behind
     if (folder / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(folder)
     tokenizer = train_tokenizer(kind, documents_factory, vocab_size)

@@ -152,19 +152,23 @@ def newer_than(output_dir: Path, step: int) -> list[Path]:
     return [folder for folder in checkpoint_folders(output_dir) if step_of(folder) > step]
 
 
-def abandon_newer(output_dir: Path, step: int, metrics_bytes: int | None) -> Path | None:
-    """Move the checkpoints and milestones made after `step`, and the records logged after its
-    checkpoint, to `checkpoints/abandoned-<time>/`: the run goes on from `step`, and pruning and
-    `auto` only ever see its own history. Returns that folder (None when nothing was newer)."""
+def abandon_newer(output_dir: Path, step: int, metrics_bytes: int | None, trajectory: bool = True) -> Path | None:
+    """Move the checkpoints made after `step` to `checkpoints/abandoned-<time>/`, so that the run
+    goes on from `step` and pruning and `auto` only ever see its own history; with `trajectory` (an
+    explicit resume of an older checkpoint), also the milestones taken after it and the records
+    logged after its checkpoint. Returns that folder (None when nothing was newer).
+
+    Without `trajectory` (`auto`), a newer checkpoint can only be one that failed to verify; the
+    milestones and records after the checkpoint are those of the steps the run redoes, the same."""
     output_dir = Path(output_dir)
     checkpoints = newer_than(output_dir, step)
     milestones = [
         folder
         for folder in sorted((output_dir / "milestones").glob("*/milestone.json"))
-        if json.loads(folder.read_text(encoding="utf-8")).get("step", 0) > step
+        if trajectory and json.loads(folder.read_text(encoding="utf-8")).get("step", 0) > step
     ]
     metrics = output_dir / "metrics.jsonl"
-    tail = metrics_bytes is not None and metrics.is_file() and metrics.stat().st_size > metrics_bytes
+    tail = trajectory and metrics_bytes is not None and metrics.is_file() and metrics.stat().st_size > metrics_bytes
     if not checkpoints and not milestones and not tail:
         return None
     folder = output_dir / "checkpoints" / f"{ABANDONED_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
@@ -208,14 +212,19 @@ def save(
         discard(staged)
         staged.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staged))
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(staged))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            for name, text in (extra_files or {}).items():
+                (staged / name).write_text(text, encoding="utf-8")
+            (staged / STATE_FILE).write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
+            write_manifest(staged)  # last: marks the checkpoint complete
+            publish(staged, final)
+    except BaseException:
+        discard(staged)  # a full disk, say: give the space back; the older checkpoints are untouched
+        raise
     if accelerator.is_main_process:
-        for name, text in (extra_files or {}).items():
-            (staged / name).write_text(text, encoding="utf-8")
-        (staged / STATE_FILE).write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
-        write_manifest(staged)  # last: marks the checkpoint complete
-        publish(staged, final)
         prune(output_dir, keep)
     accelerator.wait_for_everyone()
     return final

@@ -227,8 +227,10 @@ class Pretraining:
             self.record(initial_eval)
         self.train_steps()
         final_eval = self.evaluate()
-        self.record(final_eval)
+        # The checkpoint first, then the record: a launch killed while final/ is written resumes
+        # from this checkpoint and records the final evaluation once, not twice.
         self.save_checkpoint()
+        self.record(final_eval)
         self.snapshot(self.output_dir / "final", {"name": "final"})
         failed_pushes = self.finish_pushes()
         self.log.close()

@@ -142,11 +142,13 @@ def remove_if_empty(folder: Path, created: bool) -> None:
 
 @dataclass(frozen=True)
 class Claim:
-    """What this launch will do with its folder: resume `resume_path`, replace the old run
-    (`replace`, --overwrite_output_dir), or start in an empty folder (neither)."""
+    """What this launch will do with its folder: resume `resume_path` (`explicit`: a checkpoint the
+    user named, not `auto`'s newest), replace the old run (`replace`, --overwrite_output_dir), or
+    start in an empty folder (neither)."""
 
     resume_path: Path | None
     replace: bool
+    explicit: bool = False
 
 
 def leftover_names(output_dir: Path) -> list[str]:
@@ -185,7 +187,9 @@ def claim_output_dir(accelerator, output_dir: Path, overwrite: bool, resume_from
         )
     found = checkpoint.find_resume(output_dir, resume_from) if accelerator.is_main_process else None
     resume = main_process_value(accelerator, str(found) if found else None)
-    return Claim(resume_path=Path(resume) if resume else None, replace=False)
+    return Claim(
+        resume_path=Path(resume) if resume else None, replace=False, explicit=bool(resume) and resume_from != "auto"
+    )
 
 
 def make_room(accelerator, output_dir: Path, claim: Claim, resume_state: dict | None) -> None:
@@ -202,5 +206,6 @@ def make_room(accelerator, output_dir: Path, claim: Claim, resume_state: dict | 
                     os.replace(output_dir / name, trash / name)
             discard(trash)
         elif claim.resume_path is not None and resume_state is not None:
-            checkpoint.abandon_newer(output_dir, resume_state["progress"]["step"], resume_state.get("metrics_bytes"))
+            step, length = resume_state["progress"]["step"], resume_state.get("metrics_bytes")
+            checkpoint.abandon_newer(output_dir, step, length, trajectory=claim.explicit)
     accelerator.wait_for_everyone()
