@@ -150,13 +150,7 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
         check_pairs_fit(blimp_pairs, tokenizer, max_positions(model.config))
     made_for = run_signature(model.config, tokenizer_digest, cfg, objective.name, corpus.fingerprint)
     global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
-    resume_state = (
-        resumable_state(
-            claim.resume_path, made_for, global_batch, accelerator.num_processes, uses_deepspeed(accelerator)
-        )
-        if claim.resume_path
-        else None
-    )
+    resume_state = resumable_state(claim.resume_path, made_for, global_batch) if claim.resume_path else None
     # Every input is good: now, and only now, the run folder changes.
     make_room(accelerator, output_dir, claim, resume_state)
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
@@ -174,6 +168,10 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
         made_for,
         peak_flops=measure_matmul_peak(accelerator.device, training_dtype(accelerator)),
         pusher=pusher,
+        # ZeRO shards a checkpoint per process: with another number of processes it is resharded
+        universal_resume=bool(resume_state)
+        and uses_deepspeed(accelerator)
+        and resume_state["world_size"] != accelerator.num_processes,
     )
     summary = training.run(claim.resume_path, stop)
 

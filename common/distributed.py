@@ -10,10 +10,15 @@ DeepSpeed config silently falls back to plain DDP (measured with accelerate 1.15
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import copy
+import io
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list, gather_object
 
 from common.errors import UsageError
+from common.files import discard, staging_path
 
 log = logging.getLogger("babytrain")
 
@@ -113,6 +119,50 @@ def reset_deepspeed_config(accelerator: Accelerator) -> None:
         plugin.pristine_config = copy.deepcopy(config)
     config.clear()  # in place: the HF integration holds this very dict
     config.update(copy.deepcopy(plugin.pristine_config))
+
+
+def load_universal_checkpoints(accelerator: Accelerator) -> None:
+    """Make the DeepSpeed engine (before `prepare`) load checkpoints in DeepSpeed's universal form:
+    what a ZeRO checkpoint of another number of processes is turned into (`universal_copy`)."""
+    accelerator.state.deepspeed_plugin.deepspeed_config["checkpoint"] = {"load_universal": True}
+
+
+@contextlib.contextmanager
+def universal_copy(accelerator: Accelerator, checkpoint: Path):
+    """A copy of a ZeRO checkpoint (accelerate's layout: the engine's files in `pytorch_model/`)
+    that any number of processes can load: DeepSpeed's universal checkpoint, one file per
+    parameter and optimizer moment, made on the main process under a staging name and removed
+    once loaded. Yields the folder to `load_state` from."""
+    from deepspeed.checkpoint.ds_to_universal import main as convert
+
+    staged = staging_path(Path(checkpoint).with_name(f"universal-{Path(checkpoint).name}"), shared=True)
+    if accelerator.is_main_process:
+        discard(staged)
+        engine_files = Path(checkpoint) / "pytorch_model"
+        log.info("%s is sharded for another number of processes: converting it to a universal checkpoint",
+                 checkpoint)  # fmt: skip
+        quiet = io.StringIO()
+        with contextlib.redirect_stdout(quiet):  # the converter prints its progress
+            convert(
+                argparse.Namespace(
+                    input_folder=str(engine_files),
+                    output_folder=str(staged / "pytorch_model"),
+                    num_extract_workers=1,
+                    num_merge_workers=1,
+                    keep_temp_folder=False,
+                    strict=True,
+                    inject_missing_state=True,  # accelerate's engines do not record Megatron's extra state
+                )
+            )
+        for model_states in engine_files.glob("mp_rank_*_model_states.pt"):
+            shutil.copy(model_states, staged / "pytorch_model" / model_states.name)
+    accelerator.wait_for_everyone()
+    try:
+        yield staged
+    finally:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            discard(staged)
 
 
 def training_dtype(accelerator: Accelerator) -> torch.dtype:

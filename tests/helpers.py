@@ -150,7 +150,7 @@ def launch_command(config: str, script: str, args: list[str], num_processes: int
         "-m",
         "accelerate.commands.launch",
         "--config_file",
-        f"accelerate_configs/{config}.yaml",
+        config if config.endswith(".yaml") else f"accelerate_configs/{config}.yaml",  # a name, or a path
         "--num_processes",
         str(num_processes),
         "--main_process_port",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import psutil
 import pytest
@@ -13,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoModelForPreTraining, AutoToke
 
 import common.models.modeling_electra_moe  # noqa: F401  (registers electra_moe with the Auto classes)
 from tests.helpers import (
+    REPO,
     TINY_DATA,
     TINY_MODEL,
     accelerate_launch,
@@ -231,3 +233,46 @@ def test_electra_trains_under_zero2_with_two_processes(tmp_path, cache_dir, mode
         "ElectraMoeForPreTraining" if model_type == "electra_moe" else "ElectraForPreTraining"
     )
     assert (out / "final" / "generator" / "model.safetensors").is_file()
+
+
+def fp32_deepspeed_config(stage: int, folder) -> str:
+    """Our ZeRO config without its bf16 section: fp32, so that a resharded resume can be compared
+    with the uninterrupted run to 1e-5 (bf16 sums in another order differ by more)."""
+    ds_config = json.loads((REPO / "ds_configs" / f"zero{stage}.json").read_text())
+    ds_config.pop("bf16", None)
+    (folder / f"zero{stage}.json").write_text(json.dumps(ds_config))
+    launch = (REPO / "accelerate_configs" / f"deepspeed_zero{stage}.yaml").read_text()
+    (folder / f"zero{stage}.yaml").write_text(
+        launch.replace(f"ds_configs/zero{stage}.json", str(folder / f"zero{stage}.json"))
+    )
+    return str(folder / f"zero{stage}.yaml")
+
+
+@pytest.mark.parametrize("stage, before, after", [(2, 2, 1), (3, 1, 2)])
+def test_a_zero_checkpoint_resumes_on_another_number_of_processes(tmp_path, cache_dir, stage, before, after):
+    """A requeued job may land on fewer or more GPUs: the ZeRO checkpoint is converted to
+    DeepSpeed's universal form and the run goes on as if nothing had changed."""
+    config = fp32_deepspeed_config(stage, tmp_path)
+    run = [*TINY_MODEL, *TINY_DATA, "--max_steps", "12", "--logging_steps", "1", "--checkpointing_steps", "6",
+           "--checkpoints_total_limit", "0", "--cache_dir", str(cache_dir)]  # fmt: skip
+    global_batch = 8
+    reference = tmp_path / "reference"
+    accelerate_launch(
+        config, "train_pretrain.py", [*run, "--per_device_train_batch_size", str(global_batch // before),
+                                      "--output_dir", str(reference)], num_processes=before
+    )  # fmt: skip
+    resumed = tmp_path / "resumed"
+    shutil.copytree(reference, resumed, ignore=shutil.ignore_patterns("final", "step-00000012"))
+    launched = accelerate_launch(
+        config,
+        "train_pretrain.py",
+        [*run, "--per_device_train_batch_size", str(global_batch // after), "--output_dir", str(resumed),
+         "--resume_from_checkpoint", "auto"],
+        num_processes=after,
+    )  # fmt: skip
+    assert "converting it to a universal checkpoint" in launched.stderr
+    expected, got = train_losses(reference), train_losses(resumed)
+    assert sorted(got) == sorted(expected)
+    for step in range(7, 13):
+        assert abs(got[step] - expected[step]) <= 1e-5, (step, got[step], expected[step])
+    assert not list((resumed / "checkpoints").glob(".tmp-*"))  # the universal copy is gone once loaded

@@ -28,7 +28,9 @@ from common.distributed import (
     configure_deepspeed,
     describe,
     end_run,
+    load_universal_checkpoints,
     log,
+    universal_copy,
     uses_deepspeed,
 )
 from common.errors import TrainingStopped, UsageError
@@ -154,6 +156,7 @@ class Pretraining:
         made_for: dict,
         peak_flops: float,
         pusher=None,
+        universal_resume: bool = False,
     ):
         self.cfg, self.accelerator, self.tokenizer, self.objective = cfg, accelerator, tokenizer, objective
         self.output_dir = output_dir
@@ -183,6 +186,11 @@ class Pretraining:
             eps=cfg.adam_epsilon,
         )
         configure_deepspeed(accelerator, cfg.per_device_train_batch_size, cfg.max_grad_norm)
+        # A ZeRO checkpoint of another number of processes is loaded in DeepSpeed's universal form,
+        # which the engine must be told of before it is made.
+        self.universal_resume = universal_resume
+        if universal_resume:
+            load_universal_checkpoints(accelerator)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         # Only the training forward is compiled: evaluation's other batch shape would recompile.
         self.training_terms = torch.compile(self.forward_terms) if cfg.torch_compile else self.forward_terms
@@ -514,18 +522,22 @@ class Pretraining:
     def resume(self, path: Path) -> dict:
         """Load the checkpoint at `path` (checked again here: the script checks it before it writes
         anything); its trainer state."""
-        state = resumable_state(path, self.made_for, self.global_batch, self.world, uses_deepspeed(self.accelerator))
-        checkpoint.load(self.accelerator, path)
+        state = resumable_state(path, self.made_for, self.global_batch)
+        if self.universal_resume:
+            with universal_copy(self.accelerator, path) as loadable:
+                checkpoint.load(self.accelerator, loadable)
+        else:
+            checkpoint.load(self.accelerator, path)
         self.progress = Progress(**state["progress"])
         self.last = state["last"]
         log.info("resumed from %s at step %d (%d tokens seen)", path, self.progress.step, self.progress.tokens_seen)
         return state
 
 
-def resumable_state(path: Path, made_for: dict, global_batch: int, world: int, deepspeed: bool) -> dict:
+def resumable_state(path: Path, made_for: dict, global_batch: int) -> dict:
     """The trainer state of the checkpoint at `path`, once it is known to fit this launch: made for
-    the same model, tokenizer and run (`made_for`), the same global batch, and (for a DeepSpeed
-    checkpoint, sharded per process) the same number of processes."""
+    the same model, tokenizer and run (`made_for`) and the same global batch. The number of
+    processes may differ (a ZeRO checkpoint is converted to a universal one to load)."""
     state = checkpoint.read_state(path)
     checkpoint.check_compatible(path, state, made_for)
     if state["global_batch"] != global_batch:
@@ -534,11 +546,6 @@ def resumable_state(path: Path, made_for: dict, global_batch: int, world: int, d
             f"per step; this launch has {global_batch} (per-device batch x accumulation x "
             f"processes); choose --per_device_train_batch_size / --gradient_accumulation_steps "
             f"to match"
-        )
-    if deepspeed and state["world_size"] != world:
-        raise UsageError(
-            f"--resume_from_checkpoint {path}: a DeepSpeed checkpoint is sharded for "
-            f"{state['world_size']} processes, this launch has {world}"
         )
     return state
 
