@@ -36,6 +36,11 @@ def run_main(main) -> None:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
     except Exception as error:
+        if lost_a_peer(error):  # not this process's fault: another one failed first and said why
+            rank = os.environ.get("RANK", "?")
+            print(f"error: process {rank} stopped: another process of this launch failed first (its error is "
+                  f"above, or in its node's log)", file=sys.stderr, flush=True)  # fmt: skip
+            sys.exit(1)
         reason = disk_full(error)
         if reason is None:
             raise
@@ -46,6 +51,16 @@ def run_main(main) -> None:
             flush=True,
         )
         sys.exit(1)
+
+
+# What the collective backends say when the process at the other end is gone (gloo over TCP, NCCL).
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing",
+             "NCCL communicator was aborted", "remote process exited")  # fmt: skip
+
+
+def lost_a_peer(error: BaseException) -> bool:
+    """Whether `error` is a collective failing because another process of the launch died."""
+    return type(error).__name__ == "DistBackendError" or any(marker in str(error) for marker in PEER_LOST)
 
 
 def disk_full(error: BaseException) -> str | None:

@@ -212,9 +212,11 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def run_and_preempt(command: list[str], out: Path, after_step: int, signal_target=lambda process: process):
-    """Run `command`; once its run folder `out` has logged `after_step`, send SIGUSR1 to
-    `signal_target(process)` (by default the process itself), as Slurm does before a time limit.
+def run_and_preempt(
+    command: list[str], out: Path, after_step: int, signal_target=lambda process: process, signal_number=signal.SIGUSR1
+):
+    """Run `command`; once its run folder `out` has logged `after_step`, send SIGUSR1 (by default:
+    what Slurm sends before a time limit) to `signal_target(process)` (by default the process itself).
     Returns (exit status, stderr, the step of the newest checkpoint)."""
     check_launch_allowed(" ".join(command[:3]))
     process = subprocess.Popen(
@@ -223,7 +225,7 @@ def run_and_preempt(command: list[str], out: Path, after_step: int, signal_targe
     deadline, signalled = time.time() + 300, False
     while not signalled and time.time() < deadline and process.poll() is None:
         if (out / "metrics.jsonl").exists() and any(r["step"] >= after_step for r in read_metrics(out, strict=False)):
-            signal_target(process).send_signal(signal.SIGUSR1)
+            signal_target(process).send_signal(signal_number)
             signalled = True
         time.sleep(0.02)
     _, stderr = process.communicate(timeout=300)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import time
 
 import psutil
 import pytest
@@ -276,3 +278,38 @@ def test_a_zero_checkpoint_resumes_on_another_number_of_processes(tmp_path, cach
     for step in range(7, 13):
         assert abs(got[step] - expected[step]) <= 1e-5, (step, got[step], expected[step])
     assert not list((resumed / "checkpoints").glob(".tmp-*"))  # the universal copy is gone once loaded
+
+
+def test_when_one_process_fails_the_others_stop_too_and_the_error_shows_once(tmp_path, cache_dir):
+    """A rank that dies (here: SIGKILL, as the kernel's OOM killer does) or refuses its input leaves
+    the others blocked in a collective; they notice, stop with one line, and the launch ends."""
+    out = tmp_path / "run"
+    args = [*TINY_MODEL, *TINY_DATA, "--max_steps", "200", "--logging_steps", "1", "--checkpointing_steps", "5",
+            "--checkpoints_total_limit", "0", "--per_device_train_batch_size", "4", "--output_dir", str(out),
+            "--cache_dir", str(cache_dir)]  # fmt: skip
+
+    def second_worker(launcher):
+        workers = [
+            p
+            for p in psutil.Process(launcher.pid).children(recursive=True)
+            if "train_pretrain.py" in " ".join(p.cmdline())
+        ]
+        return next(p for p in workers if p.environ().get("RANK") == "1")
+
+    started = time.time()
+    status, stderr, _ = run_and_preempt(launch_command("cpu", "train_pretrain.py", args), out, 12,
+                                        signal_target=second_worker, signal_number=signal.SIGKILL)  # fmt: skip
+    assert status != 0 and time.time() - started < 120
+    assert "error: process 0 stopped: another process of this launch failed first" in stderr
+    assert "[rank0]: Traceback" not in stderr
+
+    with open(out / "checkpoints" / "step-00000010" / "model.safetensors", "r+b") as weights:
+        weights.truncate(100)
+    refused = accelerate_launch(
+        "cpu", "train_pretrain.py", [*args, "--resume_from_checkpoint", str(out / "checkpoints" / "step-00000010")],
+        check=False,
+    )  # fmt: skip
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert refused.returncode != 0 and "not a complete checkpoint" in errors[0]
+    assert len(errors) == 2 and errors[1].startswith("error: process 1 stopped: another process of this launch failed")
+    assert "[rank1]: Traceback" not in refused.stderr
