@@ -509,6 +509,7 @@ class Pretraining:
             "world_size": self.world,
             "global_batch": self.global_batch,
             "metrics_bytes": self.log.flushed_size() if self.accelerator.is_main_process else None,
+            "schedule": self.schedule(),
         }
         checkpoint.save(
             self.accelerator,
@@ -531,7 +532,21 @@ class Pretraining:
         self.progress = Progress(**state["progress"])
         self.last = state["last"]
         log.info("resumed from %s at step %d (%d tokens seen)", path, self.progress.step, self.progress.tokens_seen)
+        changed = {key: (value, self.schedule()[key]) for key, value in state.get("schedule", {}).items()
+                   if self.schedule().get(key) != value}  # fmt: skip
+        if changed:
+            log.warning(
+                "the learning-rate schedule differs from the one the checkpoint was trained with (%s): the run "
+                "goes on, but not as one uninterrupted run would have",
+                ", ".join(f"{key} {before} -> {now}" for key, (before, now) in changed.items()),
+            )
         return state
+
+    def schedule(self) -> dict:
+        """The learning rate of every step follows from these (a resume may change them, with a warning)."""
+        cfg = self.cfg
+        return {"total_steps": self.total_steps, "warmup_steps": self.warmup, "learning_rate": cfg.learning_rate,
+                "lr_scheduler_type": cfg.lr_scheduler_type, "min_lr_ratio": cfg.min_lr_ratio}  # fmt: skip
 
 
 def resumable_state(path: Path, made_for: dict, global_batch: int) -> dict:
