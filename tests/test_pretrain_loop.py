@@ -121,11 +121,12 @@ def test_the_handlers_come_back_after_a_finished_run(corpus_and_tokenizer, tmp_p
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
-def test_a_resume_with_another_schedule_goes_on_and_says_so(corpus_and_tokenizer, tmp_path, caplog):
+def test_a_resume_with_another_schedule_goes_on_and_says_so(corpus_and_tokenizer, tmp_path, capsys):
     whole = tmp_path / "whole"
     pretraining(corpus_and_tokenizer, whole, "--checkpointing_steps", "4", "--checkpoints_total_limit", "0").run(None)
     longer = pretraining(corpus_and_tokenizer, tmp_path / "longer", "--max_steps", str(STEPS + 4))
-    with caplog.at_level("WARNING", logger="babytrain"):
-        summary = longer.run(checkpoint.checkpoint_dir(whole, 4))
+    capsys.readouterr()
+    summary = longer.run(checkpoint.checkpoint_dir(whole, 4))
     assert summary["progress"]["step"] == STEPS + 4
-    assert f"total_steps {STEPS} -> {STEPS + 4}" in caplog.text and "learning-rate schedule differs" in caplog.text
+    warned = capsys.readouterr().err  # the scripts' logging goes to stderr
+    assert f"total_steps {STEPS} -> {STEPS + 4}" in warned and "learning-rate schedule differs" in warned
