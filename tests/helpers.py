@@ -84,28 +84,41 @@ def train_small_run(folder: Path, *arguments: str) -> Path:
     return folder
 
 
-def run_main_in_process(script: str, args: list[str], capsys) -> tuple[int, str]:
-    """`python <script> args...` run in this process: (its exit status, the `error:` line it printed).
-
-    For bad input, which a script refuses before any work: the same main() and the same one-line
-    error as from the command line, without a new interpreter's seconds of imports."""
+def run_in_process(script: str, args: list[str], capsys, check: bool = True) -> subprocess.CompletedProcess:
+    """`python <script> args...` run in this process: the same main(), the same output and exit
+    status as from the command line (as a CompletedProcess), without a new interpreter's seconds of
+    imports. For one-process runs; signals, several processes and fresh interpreters need
+    `run_script` or `accelerate_launch`."""
     import importlib
+    import logging
 
     from common.errors import run_main
 
     main = importlib.import_module(Path(script).stem).main
-    argv = sys.argv
+    argv, handlers = sys.argv, logging.getLogger().handlers[:]
+    capsys.readouterr()
     sys.argv = [script, *args]
     try:
         run_main(main)
         status = 0
     except SystemExit as exit:
-        status = exit.code
+        status = exit.code if isinstance(exit.code, int) else 1
     finally:
         sys.argv = argv
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        logging.getLogger().handlers[:] = handlers  # the script pointed logging at this test's capture
+    out, err = capsys.readouterr()
+    result = subprocess.CompletedProcess([script, *args], status, out, err)
+    if check and status != 0:
+        raise AssertionError(f"{script} exited {status}\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-6000:]}")
+    return result
+
+
+def run_main_in_process(script: str, args: list[str], capsys) -> tuple[int, str]:
+    """For bad input, refused before any work: (the exit status, the one `error:` line)."""
+    result = run_in_process(script, args, capsys, check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) <= 1, errors
-    return status, errors[0] if errors else ""
+    return result.returncode, errors[0] if errors else ""
 
 
 def quiet_env(**extra: str) -> dict:

@@ -13,7 +13,7 @@ from classify_docs import DocsConfig, read_splits
 from common.config import parse_config
 from common.errors import UsageError
 from tests.finetune_data import write_tsv, write_wos_file
-from tests.helpers import accelerate_launch, error_line, run_script
+from tests.helpers import accelerate_launch, error_line, run_in_process
 
 pytestmark = pytest.mark.e2e  # every test here launches a script
 
@@ -80,7 +80,7 @@ def test_model_against_baseline_on_web_of_science(tmp_path, causal_run, tiny_mod
     ]
 
 
-def test_split_files_and_bad_input(tmp_path, causal_run):
+def test_split_files_and_bad_input(tmp_path, causal_run, capsys):
     train = write_tsv(tmp_path / "train.csv", "body,topic", ["a cat sleeps .,animals", "the bridge is dry .,things"])
     test = write_tsv(tmp_path / "test.csv", "body,topic", ["a dog runs .,animals", "a box is wet .,boxes"])
     base = [
@@ -95,7 +95,9 @@ def test_split_files_and_bad_input(tmp_path, causal_run):
         "--output_dir",
         str(tmp_path / "out"),
     ]
-    unknown = run_script("classify_docs.py", base + ["--text_column", "body", "--label_column", "topic"], check=False)
+    unknown = run_in_process(
+        "classify_docs.py", base + ["--text_column", "body", "--label_column", "topic"], capsys, check=False
+    )
     assert unknown.returncode == 2
     assert error_line(unknown) == (f"error: {test}:3: label 'boxes' is not among the training labels (animals, things)")
     assert not (tmp_path / "out").exists()

@@ -20,7 +20,7 @@ from common.data.tokenizer import load_tokenizer
 from common.models.electra import ElectraPair
 from common.models.modeling_electra_moe import ElectraMoeForPreTraining
 from common.training.objectives import Electra
-from tests.helpers import TINY_DATA, TINY_MODEL, read_metrics, run_and_preempt, run_script, train_losses
+from tests.helpers import TINY_DATA, TINY_MODEL, read_metrics, run_and_preempt, run_in_process, run_script, train_losses
 
 pytestmark = pytest.mark.e2e  # every test here launches a script
 
@@ -67,9 +67,9 @@ def scalar_tags(run_dir) -> set[str]:
     return set(events.Tags()["scalars"])
 
 
-def test_electra_moe_run_logs_its_terms_and_its_folder_loads_alone_in_a_fresh_process(tmp_path, cache_dir):
+def test_electra_moe_run_logs_its_terms_and_its_folder_loads_alone_in_a_fresh_process(tmp_path, cache_dir, capsys):
     out = tmp_path / "run"
-    run_script(
+    run_in_process(
         "train_pretrain.py",
         electra_args(
             out,
@@ -85,6 +85,7 @@ def test_electra_moe_run_logs_its_terms_and_its_folder_loads_alone_in_a_fresh_pr
             "--router_z_loss_coef",
             "0.001",
         ),
+        capsys,
     )
     records = [r for r in read_metrics(out) if "train/loss" in r]
     fractions = [[r[f"train/expert_fraction_{e}"] for e in range(8)] for r in records]
@@ -147,14 +148,14 @@ def replaced_token_auc(folder, windows: int = 400, length: int = 64) -> float:
     return roc_auc_score((corrupted != batch["original_ids"]).flatten().numpy(), scores.flatten().numpy())
 
 
-def test_electra_discriminator_beats_the_all_original_baseline_after_a_short_run(tmp_path, cache_dir):
+def test_electra_discriminator_beats_the_all_original_baseline_after_a_short_run(tmp_path, cache_dir, capsys):
     """At this size the discriminator's accuracy stays at the all-original rate for hundreds of steps
     (the generator learns the unigram distribution within a few dozen, and its replacements can then
     only be told apart by context); its ranking of replaced over original tokens rises above the
     constant predictor's 0.5 much sooner (measured here: 0.517 after these 120 steps, 0.47 untrained,
     0.53 after 300)."""
     out = tmp_path / "run"
-    run_script(
+    run_in_process(
         "train_pretrain.py",
         [
             "--model_type",
@@ -191,14 +192,17 @@ def test_electra_discriminator_beats_the_all_original_baseline_after_a_short_run
             "--cache_dir",
             str(cache_dir),
         ],
+        capsys,
     )
     trained, untrained = replaced_token_auc(out / "final"), replaced_token_auc(out / "milestones" / "init")
     assert trained > 0.505 and trained > untrained + 0.01, (trained, untrained)
 
 
-def test_electra_run_saves_the_discriminator_with_its_generator(tmp_path, cache_dir):
+def test_electra_run_saves_the_discriminator_with_its_generator(tmp_path, cache_dir, capsys):
     out = tmp_path / "run"
-    run_script("train_pretrain.py", electra_args(out, cache_dir, "--max_steps", "4", "--embedding_size", "32"))
+    run_in_process(
+        "train_pretrain.py", electra_args(out, cache_dir, "--max_steps", "4", "--embedding_size", "32"), capsys
+    )
     assert ELECTRA_TERMS <= scalar_tags(out)
     discriminator = AutoModelForPreTraining.from_pretrained(out / "final")
     assert isinstance(discriminator, ElectraForPreTraining)

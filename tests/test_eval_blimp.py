@@ -34,7 +34,7 @@ from tests.helpers import (
     accelerate_launch,
     error_line,
     quiet_env,
-    run_script,
+    run_in_process,
     shared_data_dir,
 )
 
@@ -66,7 +66,7 @@ def blimp_record(uid: str, number: int, key: str = "pairID", **extra) -> dict:
 
 
 @pytest.mark.e2e
-def test_real_blimp_paradigms_parse_and_score(causal_run, tmp_path):
+def test_real_blimp_paradigms_parse_and_score(causal_run, tmp_path, capsys):
     real = shared_data_dir()
     if real is None:
         pytest.skip("../shared/data (real BLiMP sample) is not beside this checkout")
@@ -76,7 +76,7 @@ def test_real_blimp_paradigms_parse_and_score(causal_run, tmp_path):
     assert all(p.good and p.bad and p.good != p.bad for p in pair_set.pairs)
 
     out = tmp_path / "results"
-    result = run_script(
+    result = run_in_process(
         "eval_blimp.py",
         [
             "--model_name_or_path",
@@ -86,6 +86,7 @@ def test_real_blimp_paradigms_parse_and_score(causal_run, tmp_path):
             "--output_dir",
             str(out),
         ],
+        capsys,
     )
     results = read_json(out / "results.json")
     assert results["data"] == {
@@ -130,7 +131,7 @@ def test_babylm_filtered_files_use_pair_id_and_may_lack_a_field(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_bad_line_is_named_or_skipped_on_request(causal_run, tmp_path):
+def test_a_bad_line_is_named_or_skipped_on_request(causal_run, tmp_path, capsys):
     folder = tmp_path / "pairs"
     write_jsonl(
         folder / "agreement.jsonl",
@@ -140,7 +141,7 @@ def test_a_bad_line_is_named_or_skipped_on_request(causal_run, tmp_path):
     )
     out = tmp_path / "out"
     args = ["--model_name_or_path", str(causal_run / "final"), "--blimp_dir", str(folder), "--output_dir", str(out)]
-    refused = run_script("eval_blimp.py", args, check=False)
+    refused = run_in_process("eval_blimp.py", args, capsys, check=False)
     assert refused.returncode == 2
     line = error_line(refused)
     assert f"{folder / 'agreement.jsonl'}:3" in line and "sentence_bad" in line and "--skip_bad_lines" in line
@@ -248,11 +249,11 @@ def test_two_processes_give_the_same_scores_as_one(tiny_models, tmp_path):
 
 
 @pytest.mark.e2e
-def test_run_dir_scores_every_snapshot_draws_the_curve_and_skips_scored_ones(causal_run, tmp_path):
+def test_run_dir_scores_every_snapshot_draws_the_curve_and_skips_scored_ones(causal_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(causal_run, run)
     args = ["--run_dir", str(run), "--paradigms", *SOME_PARADIGMS]
-    first = run_script("eval_blimp.py", args)
+    first = run_in_process("eval_blimp.py", args, capsys)
     snapshots = ["init", "tokens-5K", "tokens-20K", "final"]
     folders = [run / "milestones" / name for name in snapshots[:-1]] + [run / "final"]
     results = [read_json(folder / "blimp" / "synthetic" / "results.json") for folder in folders]
@@ -346,10 +347,10 @@ def test_bad_input_names_the_flag_or_file(tmp_path):
 
 
 @pytest.mark.e2e
-def test_pretraining_refuses_pairs_longer_than_its_positions_before_training(tmp_path):
+def test_pretraining_refuses_pairs_longer_than_its_positions_before_training(tmp_path, capsys):
     out = tmp_path / "run"
     args = [*TINY_MODEL, *TINY_DATA, "--seq_length", "8", "--blimp_at_end", "true", "--output_dir", str(out)]
-    result = run_script("train_pretrain.py", args, check=False)
+    result = run_in_process("train_pretrain.py", args, capsys, check=False)
     assert result.returncode == 2
     assert "--blimp_at_end false" in error_line(result) and "8 positions" in error_line(result)
     assert not (out / "config.yaml").exists()

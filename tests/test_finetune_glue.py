@@ -15,7 +15,7 @@ from common.errors import UsageError
 from common.finetuning.glue import GLUE_TASKS, read_glue_split_files
 from finetune_glue import GlueConfig, read_task_overrides
 from tests.finetune_data import write_glue_dir, write_tsv
-from tests.helpers import accelerate_launch, error_line, run_script
+from tests.helpers import accelerate_launch, error_line, run_in_process, run_script
 
 pytestmark = pytest.mark.e2e  # every test here launches a script
 
@@ -114,9 +114,9 @@ def test_electra_learns_it_too_and_stops_early(glue_results):
     assert "| electra | " in electra.stdout and "sst2" in electra.stdout
 
 
-def test_gather_writes_the_table_and_the_chart(glue_results):
+def test_gather_writes_the_table_and_the_chart(glue_results, capsys):
     results, _ = glue_results
-    gathered = run_script("finetune_glue.py", ["gather", str(results)])
+    gathered = run_in_process("finetune_glue.py", ["gather", str(results)], capsys)
     with open(results / "glue_results.csv", encoding="utf-8") as lines:
         rows = {row["model"]: row for row in csv.DictReader(lines)}
     assert set(rows) == {"run-final", "electra"}
@@ -130,7 +130,7 @@ def test_gather_writes_the_table_and_the_chart(glue_results):
     assert "| run-final |" in gathered.stdout
 
 
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, causal_run, monkeypatch):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, causal_run, monkeypatch, capsys):
     glue_dir = write_glue_dir(tmp_path / "glue", train=20, dev=10)
     (glue_dir / "SST-2" / "dev.tsv").unlink()
     out = tmp_path / "results"
@@ -150,9 +150,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, causal_run, monkeypa
     with pytest.raises(UsageError, match=f"^{glue_dir / 'SST-2' / 'dev.tsv'}: no such file"):
         finetune_glue.main()
     assert not out.exists()  # MNLI's files were fine, but nothing trained before every task's data was read
-    offline = run_script(
+    offline = run_in_process(
         "finetune_glue.py",
         ["--model_name_or_path", str(causal_run / "final"), "--tasks", "rte", "--output_dir", str(out)],
+        capsys,
         check=False,
     )  # tests run offline
     assert error_line(offline).startswith("error: cannot load nyu-mll/glue (rte): ")

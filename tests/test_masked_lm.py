@@ -11,7 +11,7 @@ from transformers import pipeline
 from common.data.tokenizer import train_tokenizer
 from common.models.families import IGNORE
 from common.training.objectives import MaskedLM, mask_tokens
-from tests.helpers import TINY_DATA, error_line, run_script
+from tests.helpers import TINY_DATA, error_line, run_in_process
 
 VOCAB, MASK_ID, SPECIAL_IDS = 1000, 4, (0, 1, 2, 3, 4)
 
@@ -69,9 +69,9 @@ def test_a_tokenizer_without_mask_token_is_refused():
 
 
 @pytest.mark.e2e
-def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path):
+def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path, capsys):
     out = tmp_path / "run"
-    run_script(
+    run_in_process(
         "train_pretrain.py",
         [
             "--model_type",
@@ -92,6 +92,7 @@ def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path):
             "--logging_steps",
             "10",
         ],
+        capsys,
     )
     evals = [
         json.loads(line)["val/loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if "val/loss" in line
@@ -104,10 +105,11 @@ def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path):
 
 
 @pytest.mark.e2e
-def test_mlm_objective_with_a_causal_model_is_refused(tmp_path):
-    result = run_script(
+def test_mlm_objective_with_a_causal_model_is_refused(tmp_path, capsys):
+    result = run_in_process(
         "train_pretrain.py",
         ["--model_type", "llama", "--objective", "mlm", "--output_dir", str(tmp_path / "run")],
+        capsys,
         check=False,
     )
     assert result.returncode == 2

@@ -27,6 +27,7 @@ from tests.helpers import (
     error_line,
     read_metrics,
     run_and_preempt,
+    run_in_process,
     run_main_in_process,
     run_script,
     shared_data_dir,
@@ -113,10 +114,10 @@ def test_default_run_learns_and_writes_a_complete_run_folder(tmp_path, cache_dir
         assert yaml.safe_load((saved / "training_config.yaml").read_text())["config"]["max_steps"] == 60
 
 
-def test_milestones_are_saved_exactly_at_their_anchors(tmp_path, cache_dir):
+def test_milestones_are_saved_exactly_at_their_anchors(tmp_path, cache_dir, capsys):
     out = tmp_path / "run"
     tokens_per_step = 4 * 32
-    run_script(
+    run_in_process(
         "train_pretrain.py",
         tiny_args(
             out,
@@ -133,6 +134,7 @@ def test_milestones_are_saved_exactly_at_their_anchors(tmp_path, cache_dir):
             "--eval_steps",
             "4",
         ),
+        capsys,
     )
     milestones = sorted(p.name for p in (out / "milestones").iterdir())
     assert milestones == ["chck_300", "init", "tokens-1024", "tokens-385"]
@@ -188,16 +190,18 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
     assert final["tokens_seen"] == json.loads((reference / "final" / "milestone.json").read_text())["tokens_seen"]
 
 
-def test_gradient_checkpointing_gives_the_same_losses(tmp_path, cache_dir):
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path, cache_dir, capsys):
     steps = ["--max_steps", "3", "--per_device_train_batch_size", "4"]
-    run_script("train_pretrain.py", tiny_args(tmp_path / "plain", cache_dir, *steps))
-    run_script("train_pretrain.py", tiny_args(tmp_path / "recomputed", cache_dir, *steps, "--gradient_checkpointing"))
+    run_in_process("train_pretrain.py", tiny_args(tmp_path / "plain", cache_dir, *steps), capsys)
+    run_in_process(
+        "train_pretrain.py", tiny_args(tmp_path / "recomputed", cache_dir, *steps, "--gradient_checkpointing"), capsys
+    )
     plain, recomputed = train_losses(tmp_path / "plain"), train_losses(tmp_path / "recomputed")
     assert plain.keys() == recomputed.keys() == {1, 2, 3}
     assert all(abs(plain[s] - recomputed[s]) < 1e-5 for s in plain), (plain, recomputed)
 
 
-def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
+def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path, capsys):
     """A run fills the cache; the same pipeline (train_pretrain.py's own functions, in process) then
     reuses it untouched for the same source and builds a second entry for a changed one."""
     corpus = tmp_path / "corpus.txt"
@@ -214,7 +218,7 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
         "--per_device_train_batch_size",
         "2",
     )
-    run_script("train_pretrain.py", args)
+    run_in_process("train_pretrain.py", args, capsys)
     token_folders = list((tmp_path / "cache" / "tokens").iterdir())
     assert len(token_folders) == 1
     stamp = (token_folders[0] / "train.bin").stat().st_mtime_ns
@@ -241,12 +245,12 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
     assert len({m["source_fingerprint"] for m in manifests}) == 2
 
 
-def test_real_tinystories_sample_trains(tmp_path, cache_dir):
+def test_real_tinystories_sample_trains(tmp_path, cache_dir, capsys):
     data = shared_data_dir()
     if data is None or not (data / "pretrain" / "tinystories_valid.txt").is_file():
         pytest.skip("the real sample ../shared/data/pretrain/tinystories_valid.txt is not present")
     out = tmp_path / "run"
-    run_script(
+    run_in_process(
         "train_pretrain.py",
         tiny_args(
             out,
@@ -262,6 +266,7 @@ def test_real_tinystories_sample_trains(tmp_path, cache_dir):
             "--validation_split_percentage",
             "5",
         ),
+        capsys,
     )
     manifest = json.loads((out / "data.json").read_text())
     assert 140_000 < manifest["splits"]["train"]["words"] + manifest["splits"]["validation"]["words"] < 170_000
@@ -272,23 +277,25 @@ def test_real_tinystories_sample_trains(tmp_path, cache_dir):
 # --- bad input: one clear line, non-zero exit, nothing lost --------------------------------------
 
 
-def test_empty_corpus_names_the_file(tmp_path, cache_dir):
+def test_empty_corpus_names_the_file(tmp_path, cache_dir, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n   \n")
-    result = run_script(
+    result = run_in_process(
         "train_pretrain.py",
         tiny_args(tmp_path / "run", cache_dir, "--dataset", "text", "--data_files", str(empty)),
+        capsys,
         check=False,
     )
     assert result.returncode == 2 and str(empty) in error_line(result)
 
 
-def test_non_utf8_bytes_are_replaced_and_counted(tmp_path, cache_dir):
+def test_non_utf8_bytes_are_replaced_and_counted(tmp_path, cache_dir, capsys):
     corpus = tmp_path / "latin1.txt"
     corpus.write_bytes("\n\n".join(f"The caf\xe9 {i} is open and the dogs run." for i in range(300)).encode("latin-1"))
-    result = run_script(
+    result = run_in_process(
         "train_pretrain.py",
         tiny_args(tmp_path / "run", cache_dir, "--dataset", "text", "--data_files", str(corpus), "--max_steps", "1"),
+        capsys,
     )
     assert "300" in result.stderr and str(corpus) in result.stderr, result.stderr[-2000:]
 
@@ -299,7 +306,7 @@ def test_finished_run_is_not_touched_without_overwrite(tmp_path, cache_dir, caus
     status, error = run_main_in_process("train_pretrain.py", [*CAUSAL_RUN, "--output_dir", str(out)], capsys)
     assert status == 2 and "holds a finished run" in error
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
-    run_script("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "3", "--overwrite_output_dir"))
+    run_in_process("train_pretrain.py", tiny_args(out, cache_dir, "--max_steps", "3", "--overwrite_output_dir"), capsys)
     assert json.loads((out / "final" / "milestone.json").read_text())["step"] == 3
     assert not (out / "milestones").exists()  # the old run's files went with --overwrite_output_dir
 
@@ -314,7 +321,7 @@ def test_resuming_a_checkpoint_of_another_shape_is_refused(tmp_path, causal_run,
     assert status == 2 and "it was trained with 16 windows per step; this launch has 8" in error
 
 
-def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir, causal_run):
+def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir, causal_run, capsys):
     first = causal_run
     broken = tmp_path / "broken"
     model = AutoModelForCausalLM.from_pretrained(first / "final")
@@ -323,7 +330,7 @@ def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir, c
     model.save_pretrained(broken)
     AutoTokenizer.from_pretrained(first / "final").save_pretrained(broken)
     out = tmp_path / "run"
-    result = run_script(
+    result = run_in_process(
         "train_pretrain.py",
         tiny_args(
             out,
@@ -337,6 +344,7 @@ def test_non_finite_losses_stop_the_run_with_a_checkpoint(tmp_path, cache_dir, c
             "--max_nonfinite_steps",
             "2",
         ),
+        capsys,
         check=False,
     )
     assert result.returncode == 1 and "3 steps had a non-finite loss" in error_line(result)
