@@ -32,7 +32,7 @@ from common.distributed import (
     uses_deepspeed,
 )
 from common.errors import TrainingStopped, UsageError, run_main
-from common.evaluation.blimp import check_pairs_fit, evaluate_snapshot, report
+from common.evaluation.blimp import check_pairs_fit, evaluate_snapshot, report, tensorboard_board
 from common.evaluation.minimal_pairs import PairSet, load_pair_set
 from common.evaluation.sentence_scoring import ScoringOptions
 from common.models.build import build_model, load_model, max_positions, resolve_shape
@@ -184,13 +184,9 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
             f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}{resumed}"
         )
     if blimp_pairs:
-        results = evaluate_snapshot(
-            accelerator,
-            output_dir / "final",
-            blimp_pairs,
-            ScoringOptions(),
-            tensorboard_dir=output_dir / "tb" / f"blimp-{blimp_pairs.name}",
-        )
+        board = tensorboard_board(accelerator, output_dir, blimp_pairs)
+        results = evaluate_snapshot(accelerator, output_dir / "final", blimp_pairs, ScoringOptions(), board=board)
+        board.close()
         accelerator.print(report(results))
     return summary
 

@@ -79,8 +79,10 @@ def check_launch_allowed(what: str) -> None:
 
 
 def train_small_run(folder: Path, *arguments: str) -> Path:
-    """A train_pretrain.py run into `folder` (its snapshots are what the evaluation tests score)."""
-    run_script("train_pretrain.py", [*arguments, "--output_dir", str(folder)])
+    """A train_pretrain.py run into `folder` (its snapshots are what the evaluation tests score),
+    in this process (the scripts are launched for real by the tests of launching)."""
+    check_launch_allowed("train_pretrain.py")
+    run_in_process("train_pretrain.py", [*arguments, "--output_dir", str(folder)], capsys=None)
     return folder
 
 
@@ -96,7 +98,8 @@ def run_in_process(script: str, args: list[str], capsys, check: bool = True) -> 
 
     main = importlib.import_module(Path(script).stem).main
     argv, handlers = sys.argv, logging.getLogger().handlers[:]
-    capsys.readouterr()
+    if capsys is not None:  # None: for fixtures, which cannot take capsys; the output is not kept
+        capsys.readouterr()
     sys.argv = [script, *args]
     try:
         run_main(main)
@@ -106,7 +109,7 @@ def run_in_process(script: str, args: list[str], capsys, check: bool = True) -> 
     finally:
         sys.argv = argv
         logging.getLogger().handlers[:] = handlers  # the script pointed logging at this test's capture
-    out, err = capsys.readouterr()
+    out, err = capsys.readouterr() if capsys is not None else ("", "")
     result = subprocess.CompletedProcess([script, *args], status, out, err)
     if check and status != 0:
         raise AssertionError(f"{script} exited {status}\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-6000:]}")

@@ -20,7 +20,7 @@ from common.data.tokenizer import load_tokenizer
 from common.models.electra import ElectraPair
 from common.models.modeling_electra_moe import ElectraMoeForPreTraining
 from common.training.objectives import Electra
-from tests.helpers import TINY_DATA, TINY_MODEL, read_metrics, run_and_preempt, run_in_process, run_script, train_losses
+from tests.helpers import TINY_DATA, TINY_MODEL, read_metrics, run_and_preempt, run_in_process, train_losses
 
 pytestmark = pytest.mark.e2e  # every test here launches a script
 
@@ -217,12 +217,12 @@ def test_electra_run_saves_the_discriminator_with_its_generator(tmp_path, cache_
     assert info["objective"] == "electra" and info["embedding_size"] == 32
 
 
-def test_electra_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
+def test_electra_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir, capsys):
     """The masks and the generator's samples are functions of the sample index, so a resumed run
     draws the very replacements the uninterrupted one drew."""
     steps = ["--max_steps", "12", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2"]
     reference = tmp_path / "uninterrupted"
-    run_script("train_pretrain.py", electra_args(reference, cache_dir, *steps))
+    run_in_process("train_pretrain.py", electra_args(reference, cache_dir, *steps), capsys)
 
     resumed = tmp_path / "interrupted"
     returncode, stderr, stopped_at = run_and_preempt(
@@ -230,7 +230,9 @@ def test_electra_resume_continues_with_exactly_the_same_losses(tmp_path, cache_d
     )
     assert returncode == 75, stderr[-3000:]
     assert 3 <= stopped_at < 12
-    run_script("train_pretrain.py", electra_args(resumed, cache_dir, *steps, "--resume_from_checkpoint", "auto"))
+    run_in_process(
+        "train_pretrain.py", electra_args(resumed, cache_dir, *steps, "--resume_from_checkpoint", "auto"), capsys
+    )
 
     expected = {r["step"]: r for r in read_metrics(reference) if "train/loss" in r}
     got = {r["step"]: r for r in read_metrics(resumed) if "train/loss" in r}

@@ -23,6 +23,7 @@ from tests.helpers import (
     error_line,
     quiet_env,
     read_metrics,
+    run_in_process,
     run_main_in_process,
     run_script,
     run_until,
@@ -69,7 +70,7 @@ def records_without_timings(output_dir) -> list[dict]:
 def reference(tmp_path_factory):
     """The uninterrupted run, and the cache every launch here shares."""
     root = tmp_path_factory.mktemp("reference")
-    run_script("train_pretrain.py", run_args(root / "run", root / "cache"))
+    run_in_process("train_pretrain.py", run_args(root / "run", root / "cache"), capsys=None)
     return root / "run", root / "cache"
 
 
@@ -94,12 +95,9 @@ def test_killed_anywhere_the_run_continues_exactly(reference, tmp_path):
     command = [sys.executable, "train_pretrain.py", *run_args(out, private_cache)]
     moments = [
         ("while packing", command, present(private_cache / "tokens", ".tmp-")),
-        ("inside the init milestone's write", command, present(out / "milestones", ".tmp-")),
         ("between two steps", command, logged_step(out, 7)),
         ("inside a checkpoint write", command, present(out / "checkpoints", ".tmp-")),
         ("inside a milestone write", command, lambda: present(out / "milestones", ".tmp-tokens-6K")()),
-        ("inside the last checkpoint's write", command,
-         lambda: (out / "checkpoints" / ".tmp-step-00000040").exists()),
         ("inside final/'s write", command, present(out, ".tmp-final")),
     ]  # fmt: skip
     for moment, launch, fire in moments:
@@ -123,7 +121,7 @@ def test_killed_anywhere_the_run_continues_exactly(reference, tmp_path):
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000040"]
     assert leftovers(out) == [] and leftovers(private_cache) == []
     assert not (out / ".lock").exists()
-    assert len((out / "launches.jsonl").read_text().splitlines()) == 7  # the launches that got past validation
+    assert len((out / "launches.jsonl").read_text().splitlines()) == 5  # the launches that got past validation
 
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_older_one_and_the_next_launch_resumes(reference, tmp_path):

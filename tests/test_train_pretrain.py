@@ -161,7 +161,7 @@ def start_and_interrupt(args: list[str], out, after_step: int) -> int:
     return step
 
 
-def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
+def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir, capsys):
     steps = [
         "--max_steps",
         "16",
@@ -173,12 +173,14 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path, cache_dir):
         "2",
     ]
     reference = tmp_path / "uninterrupted"
-    run_script("train_pretrain.py", tiny_args(reference, cache_dir, *steps))
+    run_in_process("train_pretrain.py", tiny_args(reference, cache_dir, *steps), capsys)
 
-    resumed = tmp_path / "interrupted"
+    resumed = tmp_path / "interrupted"  # a real process, for a real signal
     stopped_at = start_and_interrupt(tiny_args(resumed, cache_dir, *steps), resumed, after_step=3)
     assert 3 <= stopped_at < 16
-    result = run_script("train_pretrain.py", tiny_args(resumed, cache_dir, *steps, "--resume_from_checkpoint", "auto"))
+    result = run_in_process(
+        "train_pretrain.py", tiny_args(resumed, cache_dir, *steps, "--resume_from_checkpoint", "auto"), capsys
+    )
     assert f"(this launch resumed at step {stopped_at})" in result.stdout
 
     expected, got = train_losses(reference), train_losses(resumed)

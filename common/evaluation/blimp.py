@@ -16,15 +16,16 @@ from pathlib import Path
 from common.errors import UsageError
 from common.evaluation.blimp_results import (
     accuracy_summary,
-    log_to_tensorboard,
     pair_outcomes,
     paradigm_table,
     read_snapshot_results,
+    tensorboard_scalars,
     write_learning_curve,
     write_results,
 )
 from common.evaluation.minimal_pairs import PairSet
 from common.evaluation.sentence_scoring import ScoringOptions, load_scorer, score_sentences
+from common.tracking import TensorBoard
 
 log = logging.getLogger("babytrain")
 
@@ -108,16 +109,23 @@ def evaluate_snapshot(
     pair_set: PairSet,
     options: ScoringOptions,
     save_pair_scores: bool = False,
-    tensorboard_dir: Path | None = None,
+    board: TensorBoard | None = None,
 ) -> dict:
-    """Score a saved snapshot, write its results inside it (and to TensorBoard), return them."""
+    """Score a saved snapshot, write its results inside it (and its accuracies to `board` at the
+    snapshot's token count, so a run's curve lines up with its training), return them."""
     results, pair_scores = evaluate_model(accelerator, str(folder), pair_set, options)
     if accelerator.is_main_process:
         write_results(snapshot_results_dir(folder, pair_set), results, pair_scores if save_pair_scores else None)
-        if tensorboard_dir is not None and results["snapshot"]["tokens_seen"] is not None:
-            log_to_tensorboard(tensorboard_dir, results)
+        if board is not None and results["snapshot"]["tokens_seen"] is not None:
+            board.scalars(tensorboard_scalars(results["accuracy"]), step=results["snapshot"]["tokens_seen"])
     accelerator.wait_for_everyone()
     return results
+
+
+def tensorboard_board(accelerator, run_dir: Path, pair_set: PairSet) -> TensorBoard:
+    """A run's BLiMP scalars: `tb/blimp-<data>/`, one writer for all the snapshots scored in one go
+    (so their events are read back in the order they were written)."""
+    return TensorBoard(Path(run_dir) / "tb" / f"blimp-{pair_set.name}", accelerator.is_main_process)
 
 
 def run_snapshots(run_dir: Path) -> list[Path]:
@@ -146,6 +154,7 @@ def evaluate_run(
     read back, unless rescore) and draw the learning curve; return all results."""
     settings = settings_of(pair_set, options)
     every = []
+    board = tensorboard_board(accelerator, run_dir, pair_set)
     for number, folder in enumerate(run_snapshots(run_dir), start=1):
         stored = read_snapshot_results(snapshot_results_dir(folder, pair_set))
         if stored is not None and stored.get("settings") == settings and not rescore:
@@ -163,7 +172,7 @@ def evaluate_run(
             pair_set,
             options,
             save_pair_scores,
-            tensorboard_dir=run_dir / "tb" / f"blimp-{pair_set.name}",
+            board=board,
         )
         log.info(
             "[%d] %s (%s tokens): overall %.2f%% (%.0f pairs/s)",
@@ -174,6 +183,7 @@ def evaluate_run(
             results["pairs_per_s"],
         )
         every.append(results)
+    board.close()
     if accelerator.is_main_process:
         write_learning_curve(
             run_dir / "blimp" / pair_set.name, every, title=f"BLiMP ({pair_set.name}) over training: {run_dir.name}"

@@ -16,7 +16,6 @@ import numpy as np
 
 from common.evaluation.minimal_pairs import MinimalPair
 from common.files import csv_text, save_figure, write_atomically
-from common.tracking import TensorBoard
 
 OVERALL = "overall"
 
@@ -197,10 +196,3 @@ def tensorboard_scalars(accuracy: dict) -> dict[str, float]:
         **{f"blimp/field/{name}": field["accuracy"] for name, field in accuracy["fields"].items()},
         **{f"blimp/paradigm/{uid}": paradigm["accuracy"] for uid, paradigm in accuracy["paradigms"].items()},
     }
-
-
-def log_to_tensorboard(log_dir: Path, results: dict) -> None:
-    """A snapshot's accuracies at its token count, so a run's curve lines up with its training."""
-    board = TensorBoard(log_dir)
-    board.scalars(tensorboard_scalars(results["accuracy"]), step=results["snapshot"]["tokens_seen"])
-    board.close()
