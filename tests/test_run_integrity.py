@@ -221,3 +221,15 @@ def test_a_signal_while_preparing_ends_the_launch_cleanly(reference, tmp_path):
     assert "before training; launch again to continue" in stderr
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == []  # nothing of the run written
     assert leftovers(fresh_cache) == []
+
+
+def test_overwrite_deletes_nothing_until_every_input_is_good(reference, tmp_path, capsys):
+    ref, cache = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)  # a finished run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    typo = [*RUN, "--output_dir", str(out), "--cache_dir", str(cache), "--overwrite_output_dir",
+            "--dataset", "text", "--data_files", str(tmp_path / "storiess.txt")]  # fmt: skip
+    status, error = run_main_in_process("train_pretrain.py", typo, capsys)
+    assert status == 2 and "storiess.txt" in error
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # the finished run is all there
