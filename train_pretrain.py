@@ -32,9 +32,9 @@ from common.distributed import (
     uses_deepspeed,
 )
 from common.errors import TrainingStopped, UsageError, run_main
-from common.evaluation.blimp import check_pairs_fit, evaluate_snapshot, report, tensorboard_board
-from common.evaluation.minimal_pairs import PairSet, load_pair_set
 from common.evaluation.sentence_scoring import ScoringOptions
+from common.evaluation.tasks import Task, load_tasks
+from common.evaluation.zero_shot import check_tasks_fit, close_boards, evaluate_snapshot, report, tensorboard_boards
 from common.models.build import build_model, load_model, max_positions, resolve_shape
 from common.models.families import TOKENIZER_KIND
 from common.training.hub import HubPusher
@@ -87,23 +87,24 @@ def obtain_model(cfg: PretrainConfig, tokenizer):
     )
 
 
-def end_of_training_pairs(cfg: PretrainConfig) -> PairSet | None:
-    """The minimal pairs final/ is scored on: --blimp_dir's, or the synthetic corpus's own pairs."""
+def end_of_training_tasks(cfg: PretrainConfig) -> list[Task]:
+    """The zero-shot tasks final/ is scored on: --blimp_dir's (its full_eval/ for the BabyLM
+    release), or the synthetic corpus's own tasks."""
     if not cfg.blimp_at_end or (cfg.dataset != "synthetic" and not cfg.blimp_dir):
-        return None
-    return load_pair_set(cfg.blimp_dir)
+        return []
+    return load_tasks(cfg.blimp_dir)[0]
 
 
 def main():
     cfg = parse_config(PretrainConfig)
-    blimp_pairs = end_of_training_pairs(cfg)
+    blimp_tasks = end_of_training_tasks(cfg)
     accelerator = build_accelerator(cfg.gradient_accumulation_steps)
     default_dir = default_run_dir(cfg.model_type, cfg.model_size, cfg.dataset)
     output_dir = Path(cfg.output_dir or main_process_value(accelerator, str(default_dir)))
     # Signals are caught from here on: a pre-emption during corpus loading or packing ends the
     # launch cleanly (status 75) instead of killing it halfway through a write.
     with StopRequest() as stop, hold_run_folder(accelerator, output_dir):
-        summary = pretrain(cfg, accelerator, output_dir, stop, blimp_pairs)
+        summary = pretrain(cfg, accelerator, output_dir, stop, blimp_tasks)
     if summary["failed_pushes"]:
         raise TrainingStopped(
             f"{len(summary['failed_pushes'])} snapshot(s) were not pushed to {cfg.hub_model_id}: "
@@ -112,7 +113,7 @@ def main():
     end_run(accelerator)
 
 
-def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopRequest, blimp_pairs) -> dict:
+def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopRequest, blimp_tasks: list[Task]) -> dict:
     """Everything is read and checked first; only then is the run folder written to."""
     claim = claim_output_dir(accelerator, output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint)
     # The Hub repository is created (or found) before any work: no token, no training.
@@ -146,8 +147,7 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
 
     set_seed(cfg.seed)
     model = obtain_model(cfg, tokenizer)
-    if blimp_pairs:
-        check_pairs_fit(blimp_pairs, tokenizer, max_positions(model.config))
+    check_tasks_fit(blimp_tasks, tokenizer, max_positions(model.config))
     made_for = run_signature(model.config, tokenizer_digest, cfg, objective.name, corpus.fingerprint)
     global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
     resume_state = resumable_state(claim.resume_path, made_for, global_batch) if claim.resume_path else None
@@ -183,11 +183,12 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
             f"validation loss {before['val/loss']:.4f} -> {after['val/loss']:.4f}, "
             f"perplexity {before['val/ppl']:.2f} -> {after['val/ppl']:.2f}{resumed}"
         )
-    if blimp_pairs:
-        board = tensorboard_board(accelerator, output_dir, blimp_pairs)
-        results = evaluate_snapshot(accelerator, output_dir / "final", blimp_pairs, ScoringOptions(), board=board)
-        board.close()
-        accelerator.print(report(results))
+    if blimp_tasks:
+        boards = tensorboard_boards(accelerator, output_dir, blimp_tasks)
+        every = evaluate_snapshot(accelerator, output_dir / "final", blimp_tasks, ScoringOptions(), boards=boards)
+        close_boards(boards)
+        for results in every:
+            accelerator.print(report(results))
     return summary
 
 

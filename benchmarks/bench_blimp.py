@@ -47,13 +47,13 @@ from minicons import scorer as minicons_scorer  # noqa: E402
 
 from common.data.synthetic import synthetic_documents  # noqa: E402
 from common.data.tokenizer import train_tokenizer  # noqa: E402
-from common.evaluation.minimal_pairs import read_pair_folder, synthetic_pair_set  # noqa: E402
 from common.evaluation.sentence_scoring import CausalScorer, MaskedScorer, ScoringOptions, score_sentences  # noqa: E402
+from common.evaluation.tasks import read_task_folder, synthetic_tasks  # noqa: E402
 from common.models.build import build_model, resolve_shape  # noqa: E402
 
 
 def benchmark_pairs(blimp_dir: Path | None, count: int) -> list:
-    pairs = read_pair_folder(blimp_dir).pairs if blimp_dir else synthetic_pair_set(count).pairs
+    pairs = read_task_folder(blimp_dir).items if blimp_dir else synthetic_tasks(count)[0].items
     step = max(1, len(pairs) // count)
     return list(pairs[::step][:count])
 
@@ -95,7 +95,7 @@ def compare(
     accelerator,
     repeats: int,
 ) -> dict:
-    sentences = [s for pair in pairs for s in (pair.good, pair.bad)]  # minicons: in data order, as given
+    sentences = [text for pair in pairs for text, _ in pair.candidates]  # minicons: in data order, as given
     tokens_per_sentence = float(
         np.mean([len(ids) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]])
     )

@@ -293,7 +293,9 @@ def write_pair_folder(folder: Path, records: list[dict]) -> list[Path]:
     return paths
 
 
-def save_tiny_model(folder: Path, model_type: str, documents: list[str], seed: int = 0) -> Path:
+def save_tiny_model(
+    folder: Path, model_type: str, documents: list[str], seed: int = 0, max_positions: int = 128
+) -> Path:
     """A freshly initialised model of TINY_MODEL's shape with a tokenizer trained on `documents`,
     saved like a run's snapshot (ELECTRA: the discriminator, with its generator in generator/)."""
     import torch
@@ -306,7 +308,36 @@ def save_tiny_model(folder: Path, model_type: str, documents: list[str], seed: i
     tokenizer = train_tokenizer(TOKENIZER_KIND[family], documents, 600)
     torch.manual_seed(seed)
     shape = Shape(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
-    model = build_model(model_type, family, shape, tokenizer, max_positions=128)
+    model = build_model(model_type, family, shape, tokenizer, max_positions=max_positions)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def babylm_evaluation_data(root: Path, shared: Path) -> Path:
+    """The BabyLM 2025 evaluation_data/ layout (full_eval/ and fast_eval/) built from the real
+    samples in `shared` (../shared/data) and this repository's EWoK and COMPS fixtures."""
+    import shutil
+
+    samples = shared / "babylm_eval"
+    full, fast = root / "full_eval", root / "fast_eval"
+    for suite, folder, source in (
+        (full, "supplement_filtered", samples / "supplement_fast"),
+        (full, "ewok_filtered", FIXTURES / "ewok_filtered"),
+        (full, "entity_tracking", samples / "entity_tracking"),
+        (full, "wug_adj_nominalization", samples / "wug_adj_nominalization"),
+        (full, "comps", FIXTURES / "comps"),
+        (full, "glue_filtered", samples / "glue_filtered"),
+        (full, "reading", samples / "reading"),
+        (fast, "supplement_fast", samples / "supplement_fast"),
+        (fast, "ewok_fast", FIXTURES / "ewok_filtered"),
+        (fast, "wug_adj_nominalization", samples / "wug_adj_nominalization"),
+        (fast, "reading", samples / "reading"),
+    ):
+        shutil.copytree(source, suite / folder)
+    (fast / "entity_tracking_fast").mkdir()
+    shutil.copy(samples / "entity_tracking" / "regular.jsonl", fast / "entity_tracking_fast")
+    return root

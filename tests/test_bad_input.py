@@ -13,7 +13,7 @@ import yaml
 
 from common.data.tokenizer import train_tokenizer
 from common.errors import UsageError
-from common.evaluation.minimal_pairs import read_pair_folder
+from common.evaluation.tasks import read_task_folder
 from common.finetuning.documents import read_documents
 from common.finetuning.glue import GLUE_TASKS, read_glue_file
 from common.finetuning.glue_results import check_results_folder
@@ -98,8 +98,8 @@ def test_minimal_pair_files_that_would_skew_the_accuracy_are_refused(tmp_path):
     folder.mkdir()
     (folder / "agreement.jsonl").write_text(pair_line("The cat runs.", "The cat run."))
     (folder / "empty.jsonl").write_text("\n")
-    with pytest.raises(UsageError, match="empty.jsonl: holds no minimal pairs \\(an empty paradigm file\\)"):
-        read_pair_folder(folder)
+    with pytest.raises(UsageError, match="empty.jsonl: holds no items \\(an empty minimal_pairs file\\)"):
+        read_task_folder(folder)
     (folder / "empty.jsonl").unlink()
     (folder / "more.jsonl").write_text(
         pair_line("The dogs run.", "The dogs runs.") + pair_line("The cat runs.", "The cat run.")
@@ -107,12 +107,12 @@ def test_minimal_pair_files_that_would_skew_the_accuracy_are_refused(tmp_path):
     with pytest.raises(
         UsageError, match="more.jsonl: the pair 'The cat runs.' / 'The cat run.' of agreement is there twice"
     ):
-        read_pair_folder(folder)
+        read_task_folder(folder)
     (folder / "more.jsonl").write_bytes(
         pair_line("The dogs run.", "The dogs runs.").encode() + b'{"sentence_good": "caf\xe9"}\n'
     )
     with pytest.raises(UsageError, match="more.jsonl:2: not UTF-8 text \\(byte 0xe9\\)"):
-        read_pair_folder(folder)
+        read_task_folder(folder)
 
 
 def test_glue_files_that_would_be_misread_are_refused_before_training(tmp_path):

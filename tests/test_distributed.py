@@ -105,8 +105,8 @@ def test_two_processes_train_like_one(
     )
     if blimp:
         results = json.loads((out / "final" / "blimp" / "synthetic" / "results.json").read_text())
-        assert results["num_processes"] == 2 and results["data"]["pairs"] == 2000
-        assert launched.stdout.count("[overall]") == 1  # one report, from the main process
+        assert results["num_processes"] == 2 and results["data"]["items"] == 2000
+        assert launched.stdout.count("[overall]") == 2  # one report per task, from the main process
     launch = yaml.safe_load((out / "config.yaml").read_text())["provenance"]["launch"]
     assert launch["num_processes"] == 2
     assert launch["distributed_type"] == distributed_type

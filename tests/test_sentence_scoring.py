@@ -1,4 +1,5 @@
-"""Sentence scores: batching plans, PLL masks, head detection, and agreement with minicons."""
+"""Sentence and completion scores: batching plans, PLL masks, head detection, agreement with
+minicons, and conditional scores against a direct one-text-at-a-time computation."""
 
 from __future__ import annotations
 
@@ -7,20 +8,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from tokenizers.processors import TemplateProcessing
 from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, LlamaConfig
 
 from common.errors import UsageError
-from common.evaluation.blimp_results import pair_outcomes
-from common.evaluation.minimal_pairs import PairSet, read_pair_folder, synthetic_pair_set
 from common.evaluation.sentence_scoring import (
     ScoringOptions,
     load_scorer,
     plan_batches,
     pll_rows,
+    score_completions,
     score_sentences,
     scorer_kind,
     sentence_rows,
 )
+from common.evaluation.tasks import read_task_folder, synthetic_tasks
+from common.evaluation.zero_shot_results import outcomes
 from tests.helpers import shared_data_dir
 
 minicons_scorer = pytest.importorskip("minicons.scorer", reason="minicons (a test dependency) is not installed")
@@ -28,15 +31,15 @@ minicons_scorer = pytest.importorskip("minicons.scorer", reason="minicons (a tes
 
 def evaluation_pairs(count_per_source: int = 30) -> list:
     """Synthetic pairs plus, when the real data is beside the checkout, real BLiMP ones."""
-    pairs = list(synthetic_pair_set(20).pairs)[::3][:count_per_source]
+    pairs = list(synthetic_tasks(20)[0].items)[::3][:count_per_source]
     real = shared_data_dir()
     if real is not None:
-        pairs += list(read_pair_folder(real / "blimp").pairs)[::97][:count_per_source]
+        pairs += list(read_task_folder(real / "blimp").items)[::97][:count_per_source]
     return pairs
 
 
 def distinct_sentences(pairs: list) -> list[str]:
-    return PairSet("test", "test", tuple(pairs)).sentences()
+    return sorted({text for pair in pairs for text, _ in pair.candidates})
 
 
 def evaluation_sentences(count_per_source: int = 30) -> list[str]:
@@ -57,7 +60,8 @@ def test_plan_batches_sorts_by_length_and_respects_both_limits():
 
 def test_pll_rows_mask_one_token_or_the_rest_of_its_word():
     # [CLS] a b c d [SEP] and a shorter sentence; "b c" are two pieces of one word.
-    sentences = sentence_rows([[101, 5, 6, 7, 8, 102], [101, 9, 102]], [[1, 0, 0, 0, 0, 1], [1, 0, 1]], pad_id=0)
+    scored = [[False, True, True, True, True, False], [False, True, False]]  # not [CLS], [SEP]
+    sentences = sentence_rows([[101, 5, 6, 7, 8, 102], [101, 9, 102]], scored, pad_id=0)
     original = pll_rows(sentences, None)
     assert original.sentence.tolist() == [0, 0, 0, 0, 1]
     assert original.target.tolist() == [1, 2, 3, 4, 1] and original.mask_end.tolist() == [1, 2, 3, 4, 1]
@@ -80,19 +84,24 @@ def test_scorer_kind_from_architectures():
 
 
 def test_a_tie_is_wrong():
-    correct, ties = pair_outcomes(np.array([-3.0, -2.0, -5.0]), np.array([-3.0, -4.0, -1.0]))
+    correct, ties = outcomes(np.array([[-3.0, -3.0], [-2.0, -4.0], [-5.0, -1.0]]))
     assert correct.tolist() == [False, True, False]
     assert ties.tolist() == [True, False, False]
+    # Several candidates: the first must beat the best of the others; -inf pads a shorter item.
+    correct, ties = outcomes(np.array([[-1.0, -2.0, -1.0], [-1.0, -3.0, -np.inf], [-2.0, -1.5, -3.0]]))
+    assert correct.tolist() == [False, True, False] and ties.tolist() == [True, False, False]
 
 
-@pytest.mark.parametrize("bos", [True, False])
+@pytest.mark.parametrize("bos", ["prepend", "none"])
 def test_causal_scores_match_minicons(tiny_models, accelerator, bos):
     pairs = evaluation_pairs()
     sentences = distinct_sentences(pairs)
     scorer = load_scorer(str(tiny_models["causal"]), None, ScoringOptions(bos=bos, batch_size=16), accelerator.device)
     ours = score_sentences(scorer, sentences, accelerator, progress=False)
     reference = minicons_scorer.IncrementalLMScorer(scorer.model, device="cpu", tokenizer=scorer.tokenizer)
-    theirs = np.array(reference.sequence_score(sentences, reduction=lambda x: x.sum(0).item(), bos_token=bos))
+    theirs = np.array(
+        reference.sequence_score(sentences, reduction=lambda x: x.sum(0).item(), bos_token=bos == "prepend")
+    )
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
     assert_same_decisions(ours, theirs, sentences, pairs)
 
@@ -129,10 +138,11 @@ def assert_same_decisions(
     scores are closer than the scores' tolerance has no decided winner: float32 sums in another
     order may flip it, so it is left out (a pair of a fixture model came within 3e-5)."""
     index = {sentence: i for i, sentence in enumerate(sentences)}
-    good, bad = np.array([index[p.good] for p in pairs]), np.array([index[p.bad] for p in pairs])
+    good = np.array([index[p.candidates[0][0]] for p in pairs])
+    bad = np.array([index[p.candidates[1][0]] for p in pairs])
     decided = np.abs(theirs[good] - theirs[bad]) > 2 * tolerance
-    ours_correct, _ = pair_outcomes(ours[good], ours[bad])
-    theirs_correct, _ = pair_outcomes(theirs[good], theirs[bad])
+    ours_correct, _ = outcomes(np.stack([ours[good], ours[bad]], axis=1))
+    theirs_correct, _ = outcomes(np.stack([theirs[good], theirs[bad]], axis=1))
     assert decided.mean() > 0.95
     assert ours_correct[decided].tolist() == theirs_correct[decided].tolist()
     assert 0 < ours_correct.sum() < len(pairs)  # a mix of right and wrong: the comparison can fail
@@ -145,7 +155,7 @@ def test_word_l2r_differs_from_original_when_words_split(tiny_models, accelerato
     for variant in ("original", "word_l2r"):
         scorer = load_scorer(str(tiny_models["masked"]), None, ScoringOptions(pll_variant=variant), accelerator.device)
         scores[variant] = score_sentences(scorer, sentences, accelerator, progress=False)
-        rows = scorer.rows(sentences)
+        rows = scorer.rows(sentences, [0, 0])
         spans[variant] = (rows.mask_end - rows.target)[rows.sentence == 0]
     # The split word's first pieces are masked together with the pieces after them; that is a
     # different input, so a different score (how different depends on the trained model, which a
@@ -187,3 +197,128 @@ def test_a_model_without_a_scoring_head_is_refused(tmp_path, tiny_models):
     with pytest.raises(UsageError, match="BertModel model cannot score sentences"):
         load_scorer(str(tmp_path), None, ScoringOptions(), torch.device("cpu"))
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["BertModel"]
+
+
+# --- conditional scores: log P(completion | context) ----------------------------------------------
+
+# (context, completion) pairs: a completion that starts a new word, one that continues a word (the
+# token straddling the boundary is scored: the BabyLM pipeline's rule), and an empty context.
+COMPLETIONS = [
+    ("The dogs near the cat", " run."),
+    ("No dog ever", " sees the birds."),
+    ("The girls see", " themselves."),
+    ("The cat", "s sleep."),
+    ("", "The cats sleep."),
+]
+
+
+def completion_texts() -> list[tuple[str, int]]:
+    return [(context + completion, len(context)) for context, completion in COMPLETIONS]
+
+
+def scored_positions(offsets: list[tuple[int, int]], start: int) -> list[int]:
+    """The token positions a completion's score sums: those ending after the context."""
+    return [i for i, (_, end) in enumerate(offsets) if end > start]
+
+
+def direct_causal_score(model, tokenizer, text: str, start: int, bos_id: int | None) -> float:
+    """One text, one forward, no batching: the sum over the completion's tokens of
+    log P(token | every token before it)."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = ([bos_id] if bos_id is not None else []) + encoded["input_ids"]
+    shift = 1 if bos_id is not None else 0
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+    return sum(
+        float(log_probs[i + shift - 1, ids[i + shift]])
+        for i in scored_positions(encoded["offset_mapping"], start)
+        if i + shift > 0  # without BOS the first token has nothing to be predicted from
+    )
+
+
+def direct_pll(model, tokenizer, text: str, start: int) -> float:
+    """Mask each completion token alone (the context and the other completion tokens stay
+    visible) and sum log P(original token)."""
+    encoded = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+    ids, total = encoded["input_ids"], 0.0
+    for i in scored_positions(encoded["offset_mapping"], start):
+        if encoded["special_tokens_mask"][i]:
+            continue
+        masked = list(ids)
+        masked[i] = tokenizer.mask_token_id
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([masked])).logits[0, i].double()
+        total += float(torch.log_softmax(logits, dim=-1)[ids[i]])
+    return total
+
+
+def test_causal_completion_scores_equal_a_direct_computation(tiny_models, accelerator):
+    texts = completion_texts()
+    for bos in ("prepend", "none"):
+        scorer = load_scorer(
+            str(tiny_models["causal"]), None, ScoringOptions(bos=bos, batch_size=2), accelerator.device
+        )
+        ours = score_completions(scorer, texts, accelerator, progress=False)
+        bos_id = scorer.bos_id if bos == "prepend" else None
+        direct = [direct_causal_score(scorer.model, scorer.tokenizer, text, start, bos_id) for text, start in texts]
+        np.testing.assert_allclose(ours, direct, atol=1e-4, rtol=0)
+    # The straddling token (" cats" holds the context's "cat") is scored: a completion of one
+    # letter still gets a whole token's log-probability.
+    offsets = scorer.tokenizer("The cats sleep.", add_special_tokens=False, return_offsets_mapping=True)
+    assert any(begin < len("The cat") < end for begin, end in offsets["offset_mapping"])
+
+
+def test_causal_chain_rule_whole_sentence_is_context_plus_completion(tiny_models, accelerator):
+    """log P(context + completion) = log P(context) + log P(completion | context), when the
+    completion starts a new token (these start with a space, which BPE attaches to the next word)."""
+    scorer = load_scorer(str(tiny_models["causal"]), None, ScoringOptions(), accelerator.device)
+    whole = [(context + completion, 0) for context, completion in COMPLETIONS[:3]]
+    contexts = [(context, 0) for context, _ in COMPLETIONS[:3]]
+    conditional = completion_texts()[:3]
+    scores = score_completions(scorer, whole + contexts + conditional, accelerator, progress=False)
+    np.testing.assert_allclose(scores[:3], scores[3:6] + scores[6:], atol=1e-4, rtol=0)
+
+
+def test_masked_completion_pll_equals_a_direct_computation(tiny_models, accelerator):
+    texts = completion_texts()
+    scorer = load_scorer(str(tiny_models["masked"]), None, ScoringOptions(batch_size=5), accelerator.device)
+    ours = score_completions(scorer, texts, accelerator, progress=False)
+    direct = [direct_pll(scorer.model, scorer.tokenizer, text, start) for text, start in texts]
+    np.testing.assert_allclose(ours, direct, atol=1e-4, rtol=0)
+    whole = score_completions(scorer, [(text, 0) for text, _ in texts], accelerator, progress=False)
+    assert np.all(ours[:4] > whole[:4])  # fewer (negative) terms: the context is not scored
+
+
+def test_discriminator_completion_score_sums_the_completion_tokens(tiny_models, accelerator):
+    texts = completion_texts()
+    scorer = load_scorer(str(tiny_models["electra"]), None, ScoringOptions(), accelerator.device)
+    ours = score_completions(scorer, texts, accelerator, progress=False)
+    for (text, start), score in zip(texts, ours):
+        encoded = scorer.tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+        with torch.no_grad():
+            logits = scorer.model(input_ids=torch.tensor([encoded["input_ids"]])).logits[0].double()
+        keep = [i for i in scored_positions(encoded["offset_mapping"], start) if not encoded["special_tokens_mask"][i]]
+        assert score == pytest.approx(float(torch.nn.functional.logsigmoid(-logits[keep]).sum()), abs=1e-4)
+
+
+def test_bos_tokenizer_follows_the_special_tokens_the_tokenizer_adds(tiny_models, accelerator, tmp_path):
+    """--bos tokenizer (the BabyLM pipeline): our BPE tokenizer adds nothing, so the first token is
+    unscored (as --bos none); a tokenizer that adds a BOS itself (LLaMA's) makes it --bos prepend."""
+    texts = completion_texts()
+
+    def scores(folder, bos):
+        scorer = load_scorer(str(folder), None, ScoringOptions(bos=bos), accelerator.device)
+        return score_completions(scorer, texts, accelerator, progress=False)
+
+    np.testing.assert_allclose(scores(tiny_models["causal"], "tokenizer"), scores(tiny_models["causal"], "none"))
+    adds_bos = tmp_path / "adds_bos"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["causal"])
+    bos = tokenizer.bos_token
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, tokenizer.bos_token_id)]
+    )
+    tokenizer.save_pretrained(adds_bos)
+    for name in ("config.json", "model.safetensors"):
+        (adds_bos / name).write_bytes((tiny_models["causal"] / name).read_bytes())
+    assert AutoTokenizer.from_pretrained(adds_bos)("The cats")["input_ids"][0] == tokenizer.bos_token_id
+    np.testing.assert_allclose(scores(adds_bos, "tokenizer"), scores(tiny_models["causal"], "prepend"), atol=1e-5)

@@ -13,7 +13,7 @@ from common.data.synthetic import (
     synthetic_documents,
     synthetic_minimal_pairs,
 )
-from common.evaluation.minimal_pairs import read_pair_folder, synthetic_pair_set
+from common.evaluation.tasks import read_task_folder, synthetic_tasks
 from tests.helpers import write_pair_folder
 
 BLIMP_KEYS = {"sentence_good", "sentence_bad", "field", "linguistics_term", "UID", "pairID"}
@@ -271,7 +271,7 @@ def test_a_paradigm_without_enough_distinct_pairs_is_an_error(monkeypatch):
         synthetic_minimal_pairs(2)
 
 
-def test_the_pairs_as_a_blimp_folder_read_back_as_the_same_pair_set(tmp_path):
+def test_the_pairs_as_a_blimp_folder_read_back_as_the_same_task(tmp_path):
     """The synthetic pairs written as BLiMP's release (one <UID>.jsonl per paradigm) are read back
     by the BLiMP reader as exactly the pairs eval_blimp.py scores by default."""
     records = synthetic_minimal_pairs(20, seed=0)
@@ -279,4 +279,4 @@ def test_the_pairs_as_a_blimp_folder_read_back_as_the_same_pair_set(tmp_path):
     uids = list(dict.fromkeys(pair["UID"] for pair in records))
     assert [path.name for path in paths] == [f"{uid}.jsonl" for uid in uids]
     assert all({json.loads(line)["UID"] for line in path.read_text().splitlines()} == {path.stem} for path in paths)
-    assert set(read_pair_folder(tmp_path / "synthetic").pairs) == set(synthetic_pair_set(20).pairs)
+    assert set(read_task_folder(tmp_path / "synthetic").items) == set(synthetic_tasks(20)[0].items)

@@ -84,11 +84,17 @@ def test_default_run_learns_and_writes_a_complete_run_folder(tmp_path, cache_dir
     final_info = json.loads((out / "final" / "milestone.json").read_text())
     assert final_info["step"] == 60 and final_info["tokens_seen"] == 60 * 16 * 128
 
-    # The default run ends by scoring final/ on the synthetic minimal pairs and printing the table.
-    assert "[overall]" in result.stdout and "BLiMP (synthetic, 2000 pairs" in result.stdout
+    # The default run ends by scoring final/ on the synthetic tasks and printing their tables.
+    assert "[overall]" in result.stdout and "synthetic (2000 items" in result.stdout
+    assert "synthetic_completions (1600 items" in result.stdout
     blimp = json.loads((out / "final" / "blimp" / "synthetic" / "results.json").read_text())
-    assert blimp["snapshot"] == {"name": "final", "tokens_seen": 60 * 16 * 128, "step": 60}
-    assert len(blimp["accuracy"]["paradigms"]) == 10
+    assert blimp["snapshot"] == {
+        "name": "final",
+        "tokens_seen": 60 * 16 * 128,
+        "words_seen": final_info["words_seen"],
+        "step": 60,
+    }
+    assert len(blimp["scores"]["uids"]) == 10
     assert any(path.name.startswith("events") for path in (out / "tb" / "blimp-synthetic").iterdir())
 
     config = yaml.safe_load((out / "config.yaml").read_text())

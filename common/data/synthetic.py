@@ -430,3 +430,27 @@ def _paradigm_pairs(paradigm: _Paradigm, count: int, seed: int) -> list[dict]:
 def synthetic_minimal_pairs(pairs_per_paradigm: int = 200, seed: int = 0) -> list[dict]:
     """All paradigms' pairs, paradigm after paradigm, each dict with the six BLiMP keys."""
     return [pair for paradigm in _PARADIGMS for pair in _paradigm_pairs(paradigm, pairs_per_paradigm, seed)]
+
+
+def synthetic_completions(items_per_paradigm: int = 200, seed: int = 0) -> list[dict]:
+    """The minimal pairs as completion items: the words both sentences share before they differ
+    are the `input_prefix`, the two endings the `options` (the grammatical one first), so the
+    context decides which ending is right. Pairs that differ in their first word have no context
+    and are left out (the NPI paradigms)."""
+    items = []
+    for pair in synthetic_minimal_pairs(items_per_paradigm, seed):
+        good, bad = pair["sentence_good"].split(" "), pair["sentence_bad"].split(" ")
+        shared = next(i for i, (g, b) in enumerate(zip(good, bad)) if g != b)
+        if shared == 0:
+            continue
+        items.append(
+            {
+                "input_prefix": " ".join(good[:shared]) + " ",
+                "options": [" ".join(good[shared:]), " ".join(bad[shared:])],
+                "UID": pair["UID"],
+                "field": pair["field"],
+                "linguistics_term": pair["linguistics_term"],
+                "sample_id": pair["pairID"],
+            }
+        )
+    return items

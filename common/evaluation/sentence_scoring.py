@@ -2,6 +2,8 @@
 
 - Causal: the sum of the sentence's token log-probabilities, after a BOS token by default (the
   first token is then predicted too; without it the first token has no context and no score).
+  `bos="tokenizer"` is the BabyLM pipeline's rule instead: the special tokens the tokenizer adds
+  itself (a LLaMA tokenizer's BOS, a GPT-2 one's nothing), and the first token never scored.
 - Masked: the pseudo-log-likelihood (Salazar et al. 2020): each token masked in turn, summing
   log P(original token). `word_l2r` (Kauf & Ivanova 2023) also masks the later pieces of the same
   word, so a word split into pieces is not scored from its own other pieces.
@@ -36,13 +38,14 @@ from common.model_source import ModelSource
 from common.models.families import ELECTRA_MODEL_TYPES, IGNORE
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CAUSAL_BOS_NAMES = {"prepend": " after BOS", "tokenizer": " (the tokenizer's special tokens)", "none": ""}
 # A causal forward holds (tokens x vocabulary) logits: at most this many, 1 GiB in fp32.
 MAX_LOGITS = 2**28
 
 
 @dataclass(frozen=True)
 class ScoringOptions:
-    bos: bool = True  # causal: prepend BOS so the first token is scored too
+    bos: str = "prepend"  # causal: prepend | tokenizer (the BabyLM pipeline's rule) | none
     pll_variant: str = "original"  # masked: original | word_l2r
     electra_scorer: str = "discriminator"  # ELECTRA: discriminator | generator (its PLL)
     batch_size: int | None = None  # rows per forward (None: 512 on a GPU, 64 on the CPU)
@@ -140,16 +143,25 @@ class Rows:
         return ids, attention
 
 
-def sentence_rows(encoded: list[list[int]], special: list[list[int]] | None, pad_id: int) -> Rows:
-    """One row per sentence (causal and discriminator scoring)."""
+def sentence_rows(encoded: list[list[int]], scored_tokens: list[list[bool]], pad_id: int) -> Rows:
+    """One row per text (causal and discriminator scoring); `scored_tokens` marks, per text, the
+    tokens whose log-probability counts."""
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
     tokens = np.full((len(encoded), max(lengths, default=1)), pad_id, dtype=np.int64)
     scored = np.zeros(tokens.shape, dtype=bool)
-    for i, ids in enumerate(encoded):
+    for i, (ids, counts) in enumerate(zip(encoded, scored_tokens)):
         tokens[i, : len(ids)] = ids
-        scored[i, : len(ids)] = True if special is None else ~np.array(special[i], dtype=bool)
+        scored[i, : len(ids)] = counts
     none = np.full(len(encoded), -1, dtype=np.int64)
     return Rows(tokens, scored, np.arange(len(encoded)), lengths, none, none)
+
+
+def completion_tokens(offsets: list[tuple[int, int]], start: int, special: list[int] | None = None) -> list[bool]:
+    """Which tokens of a text are scored when its first `start` characters are context: those that
+    end after `start` (a token straddling the boundary counts, as in the BabyLM pipeline), never a
+    special token."""
+    special = special or [0] * len(offsets)
+    return [end > start and not is_special for (_, end), is_special in zip(offsets, special)]
 
 
 def pll_rows(sentences: Rows, word_ids: list[list[int | None]] | None) -> Rows:
@@ -193,7 +205,8 @@ class SentenceScorer:
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def rows(self, sentences: list[str]) -> Rows:
+    def rows(self, texts: list[str], starts: list[int]) -> Rows:
+        """The rows that score each text from its character `start` on (0: the whole text)."""
         raise NotImplementedError
 
     def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
@@ -210,12 +223,12 @@ class SentenceScorer:
     def on_device(self, *arrays: np.ndarray) -> list[torch.Tensor]:
         return [torch.from_numpy(array).to(self.device) for array in arrays]
 
-    def check_lengths(self, rows: Rows, sentences: list[str]) -> None:
+    def check_lengths(self, rows: Rows, texts: list[str]) -> None:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         longest = int(np.argmax(rows.length)) if len(rows) else None
         if limit and longest is not None and rows.length[longest] > limit:
             raise UsageError(
-                f"the sentence {sentences[rows.sentence[longest]]!r} takes {rows.length[longest]} "
+                f"the text {texts[rows.sentence[longest]]!r} takes {rows.length[longest]} "
                 f"tokens, more than the model's {limit} positions"
             )
 
@@ -224,23 +237,30 @@ class CausalScorer(SentenceScorer):
     def __init__(self, model, tokenizer, options: ScoringOptions):
         super().__init__(model, tokenizer, options)
         self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if options.bos and self.bos_id is None:
-            raise UsageError("the tokenizer has neither a BOS nor an EOS token to prepend; pass --no_bos")
-        self.name = "causal, sum of token log-probabilities" + (" after BOS" if options.bos else "")
+        if options.bos == "prepend" and self.bos_id is None:
+            raise UsageError("the tokenizer has neither a BOS nor an EOS token to prepend; pass --bos tokenizer")
+        self.name = "causal, sum of token log-probabilities" + CAUSAL_BOS_NAMES[options.bos]
 
     def tokens_per_batch(self) -> int:
         # Logits come for every position, so a large vocabulary (GPT-2's 50k) makes batches smaller.
         return max(1, min(self.options.max_batch_tokens, MAX_LOGITS // self.model.config.vocab_size))
 
-    def rows(self, sentences: list[str]) -> Rows:
-        encoded = self.tokenizer(sentences, add_special_tokens=False)["input_ids"]
-        prefix = [self.bos_id] if self.options.bos else []
-        return sentence_rows([prefix + ids for ids in encoded], None, self.pad_id)
+    def rows(self, texts: list[str], starts: list[int]) -> Rows:
+        if self.options.bos == "tokenizer":  # whatever the tokenizer adds; score_rows never scores the first
+            encoded = self.tokenizer(texts, return_special_tokens_mask=True, return_offsets_mapping=True)
+            return sentence_rows(encoded["input_ids"], scored_by_offsets(encoded, starts), self.pad_id)
+        encoded = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        prefix = [self.bos_id] if self.options.bos == "prepend" else []
+        scored = [[False] * len(prefix) + completion_tokens(offsets, start)
+                  for offsets, start in zip(encoded["offset_mapping"], starts)]  # fmt: skip
+        return sentence_rows([prefix + ids for ids in encoded["input_ids"]], scored, self.pad_id)
 
     def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
-        ids, attention = self.on_device(*rows.batch(indices))
+        ids, attention = rows.batch(indices)
+        scored = rows.scored[rows.sentence[indices], : ids.shape[1]]
+        ids, attention, scored = self.on_device(ids, attention, scored)
         logits = self.model(input_ids=ids, attention_mask=attention).logits[:, :-1]
-        targets = ids[:, 1:].masked_fill(attention[:, 1:] == 0, IGNORE)
+        targets = ids[:, 1:].masked_fill(~scored[:, 1:], IGNORE)  # the first token has no context
         token_logp = -F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
         return token_logp.double().sum(dim=1)
 
@@ -255,10 +275,10 @@ class MaskedScorer(SentenceScorer):
         self.head = prediction_head(model)
         self.name = f"masked, pseudo-log-likelihood ({options.pll_variant})"
 
-    def rows(self, sentences: list[str]) -> Rows:
-        encoded = self.tokenizer(sentences, return_special_tokens_mask=True)
-        words = [encoded.word_ids(i) for i in range(len(sentences))] if self.options.pll_variant == "word_l2r" else None
-        return pll_rows(sentence_rows(encoded["input_ids"], encoded["special_tokens_mask"], self.pad_id), words)
+    def rows(self, texts: list[str], starts: list[int]) -> Rows:
+        encoded = self.tokenizer(texts, return_special_tokens_mask=True, return_offsets_mapping=True)
+        words = [encoded.word_ids(i) for i in range(len(texts))] if self.options.pll_variant == "word_l2r" else None
+        return pll_rows(sentence_rows(encoded["input_ids"], scored_by_offsets(encoded, starts), self.pad_id), words)
 
     def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
         ids, attention = rows.batch(indices, mask_id=self.tokenizer.mask_token_id)
@@ -271,9 +291,9 @@ class MaskedScorer(SentenceScorer):
 class DiscriminatorScorer(SentenceScorer):
     name = "ELECTRA discriminator, sum of log P(original)"
 
-    def rows(self, sentences: list[str]) -> Rows:
-        encoded = self.tokenizer(sentences, return_special_tokens_mask=True)
-        return sentence_rows(encoded["input_ids"], encoded["special_tokens_mask"], self.pad_id)
+    def rows(self, texts: list[str], starts: list[int]) -> Rows:
+        encoded = self.tokenizer(texts, return_special_tokens_mask=True, return_offsets_mapping=True)
+        return sentence_rows(encoded["input_ids"], scored_by_offsets(encoded, starts), self.pad_id)
 
     def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
         ids, attention = rows.batch(indices)
@@ -282,6 +302,12 @@ class DiscriminatorScorer(SentenceScorer):
         replaced_logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
         log_original = F.logsigmoid(-replaced_logits).masked_fill(~scored, 0.0)
         return log_original.double().sum(dim=1)
+
+
+def scored_by_offsets(encoded, starts: list[int]) -> list[list[bool]]:
+    """Per text of a batch encoded with special tokens, the tokens scored from character `start` on."""
+    columns = zip(encoded["offset_mapping"], starts, encoded["special_tokens_mask"])
+    return [completion_tokens(offsets, start, special) for offsets, start, special in columns]
 
 
 def prediction_head(model):
@@ -323,8 +349,19 @@ def plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int) -> 
 
 
 def score_sentences(scorer: SentenceScorer, sentences: list[str], accelerator, progress: bool = True) -> np.ndarray:
-    """The log-likelihood score of every sentence (float64), the same on any number of processes."""
-    rows = scorer.rows(sentences)
+    """The log-likelihood score of every whole sentence (float64), the same on any number of processes."""
+    return score_completions(scorer, [(sentence, 0) for sentence in sentences], accelerator, progress)
+
+
+def score_completions(
+    scorer: SentenceScorer, texts: list[tuple[str, int]], accelerator, progress: bool = True
+) -> np.ndarray:
+    """log P(completion | context) of every (text, start) (float64): the text's tokens from
+    character `start` on, scored with what comes before visible and unscored (the causal model's
+    left context; the masked model's PLL of the completion with the context unmasked; the
+    discriminator's log P(original) of the completion tokens). The same on any number of processes."""
+    sentences, starts = [text for text, _ in texts], [start for _, start in texts]
+    rows = scorer.rows(sentences, starts)
     scorer.check_lengths(rows, sentences)
     batches = plan_batches(rows.length.tolist(), scorer.rows_per_batch(), scorer.tokens_per_batch())
     mine = batches[accelerator.process_index :: accelerator.num_processes]

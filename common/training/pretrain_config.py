@@ -121,13 +121,14 @@ class PretrainConfig:
     # --- evaluation of the final model ---
     blimp_at_end: bool = option(
         True,
-        "score final/ on minimal pairs when training ends (eval_blimp.py's "
-        "defaults): the synthetic corpus's own pairs, or --blimp_dir's",
+        "score final/ on zero-shot tasks when training ends (eval_blimp.py's "
+        "defaults): the synthetic corpus's own tasks, or --blimp_dir's",
     )
     blimp_dir: Optional[str] = option(
         None,
-        "BLiMP JSONL folder (or nyu-mll/blimp) for the end-of-training "
-        "evaluation; without it only synthetic-corpus runs are scored",
+        "zero-shot data for the end-of-training evaluation: a BLiMP JSONL folder, a task folder, the "
+        "BabyLM evaluation_data/ (its full_eval/ tasks) or nyu-mll/blimp; without it only "
+        "synthetic-corpus runs are scored",
     )
 
     def __post_init__(self):
