@@ -98,7 +98,7 @@ def test_minimal_pair_files_that_would_skew_the_accuracy_are_refused(tmp_path):
     folder.mkdir()
     (folder / "agreement.jsonl").write_text(pair_line("The cat runs.", "The cat run."))
     (folder / "empty.jsonl").write_text("\n")
-    with pytest.raises(UsageError, match="empty.jsonl: holds no items \\(an empty minimal_pairs file\\)"):
+    with pytest.raises(UsageError, match="empty.jsonl: holds no items \\(an empty minimal-pair file\\)"):
         read_task_folder(folder)
     (folder / "empty.jsonl").unlink()
     (folder / "more.jsonl").write_text(
@@ -113,6 +113,62 @@ def test_minimal_pair_files_that_would_skew_the_accuracy_are_refused(tmp_path):
     )
     with pytest.raises(UsageError, match="more.jsonl:2: not UTF-8 text \\(byte 0xe9\\)"):
         read_task_folder(folder)
+
+
+def zero_shot_folder(root, name: str, lines: list) -> str:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / f"{name}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(folder)
+
+
+EWOK_LINE = {
+    "Domain": "agent-properties",
+    "Context1": "Mia is tall.",
+    "Context2": "Mia is short.",
+    "Target1": "Mia can reach it.",
+    "Target2": "Mia cannot reach it.",
+}
+
+
+def test_zero_shot_data_that_cannot_be_read_fails_with_one_line(tmp_path, capsys):
+    """eval_blimp.py: each refusal names the folder, file:line, flag or value, before any model loads."""
+    model = ["--model_name_or_path", str(tmp_path / "no_model_needed")]
+    cases = []
+    empty = tmp_path / "notes"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no tasks here")
+    cases.append((["--data_dir", str(empty)], f"--blimp_dir {empty}: holds no *.jsonl task files, nor folders of them"))
+    no_target = {key: value for key, value in EWOK_LINE.items() if key != "Target2"}
+    ewok = zero_shot_folder(tmp_path / "a", "ewok_filtered", [EWOK_LINE, no_target])
+    cases.append((["--data_dir", ewok], "ewok_filtered.jsonl:2: bad EWoK line (no 'Target2')"))
+    wug = zero_shot_folder(tmp_path / "b", "wug_past_tense", [{"sentences": "He wugged.\tHe wug."}])
+    cases.append((["--data_dir", wug], "wug_past_tense.jsonl:1: bad WUG line (no 'ratio')"))
+    bad_ratio = zero_shot_folder(tmp_path / "c", "wug_adj_nominalization", [{"sentences": "a\tb", "ratio": "high"}])
+    cases.append(
+        (["--data_dir", bad_ratio], "wug_adj_nominalization.jsonl:1: bad WUG line ('ratio' 'high' is not a number)")
+    )
+    unknown = zero_shot_folder(tmp_path / "d", "mystery", [{"question": "Why?", "answer": "Because."}])
+    cases.append(
+        (["--data_dir", unknown], "mystery.jsonl:1: not a line of any zero-shot task (fields answer, question)")
+    )
+    cases.append((["--data_dir", ewok, "--tasks", "blimp_fast"], "--tasks blimp_fast: not in"))
+    cases.append(
+        (["--tasks", "ewok"], "--tasks ewok: not in the synthetic tasks (it has: synthetic, synthetic_completions)")
+    )
+    one_option = zero_shot_folder(
+        tmp_path / "e", "entity_tracking", [{"input_prefix": "Box 0 has ", "options": ["a"], "numops": 0}]
+    )
+    cases.append(
+        (
+            ["--data_dir", one_option],
+            "entity_tracking.jsonl:1: bad entity-tracking line ('options' is not a list of two or more strings)",
+        )
+    )
+    for flags, expected in cases:
+        status, line = run_main_in_process("eval_blimp.py", [*model, *flags], capsys)
+        assert status == 2 and expected in line, (flags, line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c", "d", "e", "notes"]  # nothing written
 
 
 def test_glue_files_that_would_be_misread_are_refused_before_training(tmp_path):

@@ -60,6 +60,7 @@ class Item:
 @dataclass(frozen=True)
 class Family:
     name: str
+    label: str  # for messages: "EWoK", "minimal-pair", ...
     needs: tuple[str, ...]  # the fields every line must have
     make_item: Callable[[dict, Path, int], Item]  # (record, file, line number) -> Item
     metric: str = "accuracy"  # accuracy | spearman
@@ -183,13 +184,19 @@ def comps_item(record: dict, path: Path, number: int) -> Item:
 FAMILIES = {
     family.name: family
     for family in (
-        Family("minimal_pairs", ("sentence_good", "sentence_bad"), minimal_pair_item),
-        Family("ewok", ("Context1", "Target1", "Target2", "Domain"), ewok_item),
-        Family("entity_tracking", ("input_prefix", "options", "numops"), entity_tracking_item, headline="fields"),
+        Family("minimal_pairs", "minimal-pair", ("sentence_good", "sentence_bad"), minimal_pair_item),
+        Family("ewok", "EWoK", ("Context1", "Target1", "Target2", "Domain"), ewok_item),
+        Family(
+            "entity_tracking",
+            "entity-tracking",
+            ("input_prefix", "options", "numops"),
+            entity_tracking_item,
+            headline="fields",
+        ),
         # Any multiple-choice completion task: `input_prefix`, `options` (the first right), `UID`.
-        Family("completions", ("input_prefix", "options"), completion_item),
-        Family("wug", ("sentences", "ratio"), wug_item, metric="spearman"),
-        Family("comps", ("prefix_acceptable", "prefix_unacceptable", "property_phrase"), comps_item),
+        Family("completions", "completion", ("input_prefix", "options"), completion_item),
+        Family("wug", "WUG", ("sentences", "ratio"), wug_item, metric="spearman"),
+        Family("comps", "COMPS", ("prefix_acceptable", "prefix_unacceptable", "property_phrase"), comps_item),
     )
 }
 # The BabyLM release's folder names; any other folder's family is told by its first line.
@@ -234,7 +241,7 @@ def read_task_file(path: Path, family: Family, skip_bad_lines: bool) -> tuple[li
                 items.append(family.make_item(record, path, number))
             except (UsageError, ValueError) as error:
                 problem = first_line(error).removeprefix(f"{where}: ")
-                message = f"{where}: not a {family.name} line ({problem}); each line needs {', '.join(family.needs)}"
+                message = f"{where}: bad {family.label} line ({problem}); each line needs {', '.join(family.needs)}"
                 if not skip_bad_lines:
                     raise UsageError(f"{message} (--skip_bad_lines leaves such lines out)") from None
                 log.warning("skipping %s", message)
@@ -281,7 +288,7 @@ def read_task_folder(folder: Path, skip_bad_lines: bool = False, name: str | Non
     for path in files:
         file_items, file_skipped = read_task_file(path, family, skip_bad_lines)
         if not file_items:  # a paradigm that silently vanished would change the macro average
-            raise UsageError(f"{path}: holds no items (an empty {family.name} file); remove it or fill it")
+            raise UsageError(f"{path}: holds no items (an empty {family.label} file); remove it or fill it")
         if family.name == "minimal_pairs":  # the other releases repeat items on purpose (EWoK's swaps)
             check_new_pairs(file_items, path, first_seen)
         items += file_items
