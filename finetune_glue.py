@@ -1,7 +1,9 @@
-"""Fine-tune and evaluate a pretrained model on GLUE; gather results of many models into one table.
+"""Fine-tune and evaluate a pretrained model on (Super)GLUE; gather results of many models into one table.
 
     python finetune_glue.py --model_name_or_path runs/my-run/final --glue_dir data/glue --tasks all
     python finetune_glue.py --model_name_or_path runs/my-run/final --tasks rte mrpc --seeds 1 2 3   # Hub data
+    python finetune_glue.py --config configs/finetune_babylm2025.yaml --model_name_or_path runs/my-run/final \\
+        --glue_dir evaluation_data/full_eval/glue_filtered          # the BabyLM 2025 recipe, its 7 tasks
     python finetune_glue.py --model_name_or_path babylm/babyllama-10m-2024 --revision chck_10M --tasks cola
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml finetune_glue.py ...
     python finetune_glue.py gather results          # results/glue_results.{csv,png}: model x task
@@ -29,11 +31,12 @@ from common.errors import UsageError, run_main
 from common.files import markdown_table
 from common.finetuning.classifier import encode, load_classification_tokenizer, load_classifier
 from common.finetuning.finetune import FinetuneOptions, FinetuneSettings, finetune
-from common.finetuning.glue import HUB_GLUE, GlueTask, glue_metrics, glue_tasks, read_glue_hub, read_glue_split_files
+from common.finetuning.glue import HUB_GLUE, GlueTask, glue_tasks, metrics_named
+from common.finetuning.glue_layouts import describe, read_task_data
 from common.finetuning.glue_results import (
     check_results_folder,
     gather,
-    glue_score,
+    score_of,
     score_table,
     task_result,
     write_task_result,
@@ -41,6 +44,7 @@ from common.finetuning.glue_results import (
 from common.model_source import ModelSource
 
 SETTINGS = [f.name for f in dataclasses.fields(FinetuneSettings) if f.name != "seed"]
+DATA_SETTINGS = ["max_train_samples"]  # per-task overrides that choose data, not optimisation
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,14 @@ class GlueConfig(FinetuneOptions):
         None, "a saved model folder (e.g. runs/NAME/final or a milestone) or a Hub model id"
     )
     revision: Optional[str] = option(None, "Hub branch, tag or commit of --model_name_or_path (e.g. chck_10M)")
-    tasks: list[str] = option(["all"], "GLUE tasks: cola sst2 mrpc stsb qqp mnli qnli rte wnli, or all")
+    tasks: list[str] = option(
+        ["all"], "tasks: cola sst2 mrpc stsb qqp mnli qnli rte wnli (all: these nine), boolq multirc wsc"
+    )
     glue_dir: Optional[str] = option(
         None,
-        f"the GLUE download (<glue_dir>/CoLA/train.tsv, dev.tsv, ...); "
-        f"default: the Hub data set {HUB_GLUE} (needs the network)",
+        f"the data: the GLUE download (<glue_dir>/CoLA/train.tsv, dev.tsv, ...), the SuperGLUE release "
+        f"(BoolQ/train.jsonl, val.jsonl, ...) or the BabyLM glue_filtered/ folder (<task>.train.jsonl, "
+        f"<task>.valid.jsonl); default: the Hub data set {HUB_GLUE} (needs the network; GLUE only)",
     )
     max_train_samples: Optional[int] = option(
         None, "train on at most this many examples per task (a fixed random subset; BabyLM uses 10000 for MNLI and QQP)"
@@ -70,8 +77,8 @@ class GlueConfig(FinetuneOptions):
     )
     task_overrides: Optional[str] = option(
         None,
-        "YAML file of per-task settings, e.g. `rte: {learning_rate: "
-        "2e-5, num_train_epochs: 20}`, over the flags' defaults",
+        "per-task settings over the flags' defaults: a YAML file, or the mapping itself, e.g. `{rte: "
+        "{learning_rate: 2e-5, num_train_epochs: 20}, mnli: {max_train_samples: 10000}}`",
     )
     output_dir: str = option("results", "results go to <output_dir>/<model>/<task>.json")
     model_label: Optional[str] = option(None, "the <model> folder name (default: from the model's path or id)")
@@ -103,28 +110,35 @@ class GlueConfig(FinetuneOptions):
 
     def settings(self, task: GlueTask, seed: int, overrides: dict[str, dict]) -> FinetuneSettings:
         values = {name: getattr(self, name) for name in SETTINGS}
-        return FinetuneSettings(**{**values, **overrides.get(task.name, {})}, seed=seed)
+        own = {name: value for name, value in overrides.get(task.name, {}).items() if name in SETTINGS}
+        return FinetuneSettings(**{**values, **own}, seed=seed)
+
+    def train_limit(self, task: GlueTask, overrides: dict[str, dict]) -> int | None:
+        return overrides.get(task.name, {}).get("max_train_samples", self.max_train_samples)
 
 
-def read_task_overrides(path: str | None) -> dict[str, dict]:
-    """{task: {setting: value}} from --task_overrides, every name and value checked."""
-    if path is None:
+def read_task_overrides(value: str | None) -> dict[str, dict]:
+    """{task: {setting: value}} from --task_overrides (a YAML file, or the mapping written inline),
+    every name and value checked."""
+    if value is None:
         return {}
-    if not Path(path).is_file():
-        raise UsageError(f"--task_overrides {path}: no such file")
+    inline = value.lstrip().startswith("{")
+    where = "--task_overrides" + ("" if inline else f" {value}")
+    if not inline and not Path(value).is_file():
+        raise UsageError(f"--task_overrides {value}: no such file")
     try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        document = yaml.safe_load(value if inline else Path(value).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise UsageError(f"--task_overrides {path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        raise UsageError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(document, dict):
-        raise UsageError(f"--task_overrides {path}: expected a mapping of task: {{setting: value}}")
-    types = {f.name: f.type for f in dataclasses.fields(FinetuneSettings)}
+        raise UsageError(f"{where}: expected a mapping of task: {{setting: value}}")
+    types = {f.name: f.type for f in dataclasses.fields(FinetuneSettings)} | dict.fromkeys(DATA_SETTINGS, "int")
     overrides = {}
     for task_name, values in document.items():
         (task,) = glue_tasks([str(task_name)])
-        if not isinstance(values, dict) or set(values) - set(SETTINGS):
+        if not isinstance(values, dict) or set(values) - set(SETTINGS) - set(DATA_SETTINGS):
             raise UsageError(
-                f"--task_overrides {path}: {task_name} must map settings ({', '.join(SETTINGS)}) to values"
+                f"{where}: {task_name} must map settings ({', '.join(SETTINGS + DATA_SETTINGS)}) to values"
             )
         checked = {}
         for name, value in values.items():
@@ -135,7 +149,7 @@ def read_task_overrides(path: str | None) -> dict[str, dict]:
                 or (wanted is int and not float(value).is_integer())
             ):
                 kind = "a whole number" if wanted is int else "a number"
-                raise UsageError(f"--task_overrides {path}: {task_name}.{name} must be {kind}, got {value!r}")
+                raise UsageError(f"{where}: {task_name}.{name} must be {kind}, got {value!r}")
             checked[name] = wanted(value)
         overrides[task.name] = checked
     return overrides
@@ -171,10 +185,9 @@ def main():
             "--max_length %d is more than the model's %d positions: using %d", cfg.max_length, positions, max_length
         )
     # Every task's data is read (and checked) before the first one trains.
-    data = {
-        task.name: read_glue_split_files(Path(cfg.glue_dir), task) if cfg.glue_dir else read_glue_hub(task)
-        for task in tasks
-    }
+    data = {task.name: read_task_data(task, Path(cfg.glue_dir) if cfg.glue_dir else None) for task in tasks}
+    for task in tasks:
+        accelerator.print(f"{task.name}: {describe(data[task.name])}")
     model = {"label": cfg.model_label or source.label, "name_or_path": source.name_or_path, "revision": source.revision}
     output_dir = Path(cfg.output_dir) / model["label"]
     check_results_folder(output_dir, model)
@@ -183,8 +196,9 @@ def main():
 
     results = []
     for task in tasks:
-        splits = data[task.name]
-        train = subsample(splits["train"], cfg.max_train_samples)
+        task_data = data[task.name]
+        splits = task_data.splits
+        train = subsample(splits["train"], cfg.train_limit(task, overrides))
         evaluation = {
             name: subsample(examples, cfg.max_eval_samples) for name, examples in splits.items() if name != "train"
         }
@@ -203,8 +217,8 @@ def main():
                 evaluation_encoded,
                 settings,
                 tokenizer.pad_token_id,
-                measure=functools.partial(glue_metrics, task),
-                monitor=glue_score,
+                measure=functools.partial(metrics_named, task_data.metrics),
+                monitor=functools.partial(score_of, task_data.score_metrics),
                 name=f"{task.name}-seed{seed}",
                 tensorboard_dir=output_dir / "tb",
             )
@@ -212,6 +226,7 @@ def main():
         hyperparameters = {
             **dataclasses.asdict(cfg.settings(task, 0, overrides)),
             "max_length": max_length,
+            "max_train_samples": cfg.train_limit(task, overrides),
             "processes": accelerator.num_processes,
         }
         del hyperparameters["seed"]
@@ -221,6 +236,7 @@ def main():
             seeds,
             hyperparameters,
             {"train": len(train), **{name: len(e) for name, e in evaluation.items()}},
+            scoring={"layout": task_data.layout, "score": list(task_data.score_metrics)},
         )
         results.append(result)
         if accelerator.is_main_process:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import platform
 import subprocess
 import sys
@@ -74,6 +75,8 @@ def checked_preset_value(path: str, name: str, value, annotation):
     a value outside a choice field's choices must be refused here."""
     if accepts_text(annotation) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
+    if accepts_text(annotation) and isinstance(value, dict):  # a mapping written inline (task_overrides)
+        value = json.dumps(value)
     if typing.get_origin(annotation) is list and isinstance(value, str):
         value = [value]  # `data_files: a.txt` means the list [a.txt], not its characters
     if accepts(annotation, int) and not accepts(annotation, float) and isinstance(value, float):

@@ -82,3 +82,37 @@ def write_wos_file(path: Path, per_domain: int = 40, seed: int = 0) -> Path:
             lines.append(f"{y1}\t{rng.randint(0, 9)}\t{y1 * 10}\t{domain}  \t area \t keyword; other \t{abstract}")
     rng.shuffle(lines)
     return write_tsv(path, WOS_HEADER, lines)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+def write_babylm_glue_dir(root: Path, shared: Path, train: int = 64, dev: int = 32) -> Path:
+    """The BabyLM 2025 glue_filtered/ layout with its seven tasks: BoolQ, MultiRC, RTE and WSC from
+    the real samples in `shared` (../shared/data; the BoolQ and MultiRC samples are validation files
+    only, so they serve as both splits), MRPC, QQP and MNLI made of negation pairs in the release's
+    fields (1 when both sentences agree in negation; MNLI: how many are negated)."""
+    import shutil
+
+    samples = shared / "babylm_eval" / "glue_filtered"
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("rte.train", "rte.valid", "wsc.train", "wsc.valid", "boolq.valid", "multirc.valid"):
+        shutil.copy(samples / f"{name}.jsonl", root)
+    for task in ("boolq", "multirc"):
+        shutil.copy(samples / f"{task}.valid.jsonl", root / f"{task}.train.jsonl")
+    rows = negation_rows(train + dev + 1)
+    pairs = [(rows[i][0], rows[i + 1][0], rows[i][1], rows[i + 1][1]) for i in range(train + dev)]
+    fields = {"mrpc": ("sentence1", "sentence2"), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis")}
+    for task, (first, second) in fields.items():
+        records = [
+            {first: a, second: b, "label": (x + y) if task == "mnli" else int(x == y), "idx": i}
+            for i, (a, b, x, y) in enumerate(pairs)
+        ]
+        write_jsonl(root / f"{task}.train.jsonl", records[:train])
+        write_jsonl(root / f"{task}.valid.jsonl", records[train:])
+    return root

@@ -14,8 +14,8 @@ import finetune_glue
 from common.errors import UsageError
 from common.finetuning.glue import GLUE_TASKS, read_glue_split_files
 from finetune_glue import GlueConfig, read_task_overrides
-from tests.finetune_data import write_glue_dir, write_tsv
-from tests.helpers import accelerate_launch, error_line, run_in_process, run_script
+from tests.finetune_data import write_babylm_glue_dir, write_glue_dir, write_tsv
+from tests.helpers import REPO, accelerate_launch, error_line, run_in_process, run_script, shared_data_dir
 
 pytestmark = pytest.mark.e2e  # every test here launches a script
 
@@ -168,7 +168,49 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, causal_run, monkeypa
         read_glue_split_files(tmp_path / "bad", GLUE_TASKS["sst2"])
 
 
+def test_the_babylm_preset_runs_its_seven_tasks_on_the_babylm_layout(tmp_path, causal_run, capsys):
+    """configs/finetune_babylm2025.yaml over glue_filtered/: each task scored as the BabyLM
+    pipeline reports it (accuracy, F1, MCC; MNLI accuracy), its per-task settings applied (WSC's 30
+    epochs, QQP's and MNLI's 10k cap), made quick by flags (one epoch, a few examples)."""
+    shared = shared_data_dir()
+    if shared is None:
+        pytest.skip("../shared/data (the BabyLM glue_filtered samples) is not beside this checkout")
+    glue_dir = write_babylm_glue_dir(tmp_path / "glue_filtered", shared)
+    results = tmp_path / "results"
+    quick = ["--num_train_epochs", "1", "--max_train_samples", "32", "--max_eval_samples", "16", "--max_length", "64"]
+    done = run_in_process(
+        "finetune_glue.py",
+        [
+            "--config",
+            str(REPO / "configs" / "finetune_babylm2025.yaml"),
+            "--model_name_or_path",
+            str(causal_run / "final"),
+            "--glue_dir",
+            str(glue_dir),
+            "--output_dir",
+            str(results),
+            *quick,
+        ],
+        capsys,
+    )
+    tasks = ["boolq", "multirc", "rte", "wsc", "mrpc", "qqp", "mnli"]
+    records = {task: read_json(results / "run-final" / f"{task}.json") for task in tasks}
+    for task, record in records.items():
+        assert record["scoring"]["layout"] == "BabyLM", task
+        assert set(record["metrics"]) == ({"accuracy"} if task == "mnli" else {"accuracy", "f1", "mcc"}), task
+        score = "f1" if task in ("mrpc", "qqp") else "accuracy"
+        assert record["scoring"]["score"] == [score] and record["score"] == pytest.approx(record["metrics"][score])
+        assert record["hyperparameters"]["learning_rate"] == 3e-5 and record["examples"]["dev"] == 16
+    assert len(records["wsc"]["seeds"][0]["history"]) == 30  # the preset's WSC epochs, every one trained
+    assert records["boolq"]["hyperparameters"]["per_device_train_batch_size"] == 16
+    assert records["qqp"]["hyperparameters"]["max_train_samples"] == 10000 and records["qqp"]["examples"]["train"] == 64
+    assert records["rte"]["examples"]["train"] == 32
+    assert "BabyLM layout" in done.stdout and all(f"| {task} " in done.stdout or task in done.stdout for task in tasks)
+
+
 def test_task_overrides_are_checked(tmp_path):
+    inline = read_task_overrides("{rte: {num_train_epochs: 3}, mnli: {max_train_samples: 10000}}")
+    assert inline == {"rte": {"num_train_epochs": 3}, "mnli": {"max_train_samples": 10000}}
     good = tmp_path / "good.yaml"
     good.write_text("rte: {learning_rate: 2.0e-5, num_train_epochs: 20}\nSST-2: {patience: 0}\n")
     assert read_task_overrides(str(good)) == {

@@ -1,15 +1,20 @@
-"""GLUE task files in their real layouts, and the official metrics against hand-computed values."""
+"""(Super)GLUE task files in their real layouts (GLUE's TSVs, SuperGLUE's and BabyLM's JSON Lines),
+and the official metrics against hand-computed values."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 
 from common.errors import UsageError
-from common.finetuning.glue import GLUE_TASKS, glue_metrics, glue_tasks, read_glue_file
+from common.finetuning.glue import GLUE_TASKS, Example, glue_metrics, glue_tasks, read_glue_file
+from common.finetuning.glue_layouts import read_task_data
 from common.finetuning.glue_results import glue_score
+from tests.finetune_data import write_babylm_glue_dir, write_jsonl
 from tests.helpers import shared_data_dir
 
 # One dev file per task, in the layout of the GLUE download (tabs, no quoting).
@@ -182,3 +187,95 @@ def test_metrics_against_hand_computed_values():
     # A constant prediction has no correlation (0, not NaN) and MCC 0.
     assert glue_metrics(stsb, np.array([3.0, 3.0, 3.0]), np.array([2.0, 4.0, 7.0]))["pearson"] == 0.0
     assert glue_metrics(cola, np.array([1, 1, 1, 1]), np.array([1, 1, 0, 0]))["matthews_correlation"] == 0.0
+
+
+# --- the JSON Lines layouts: SuperGLUE's release and the BabyLM challenge's --------------------------
+
+
+def needs_shared():
+    real = shared_data_dir()
+    if real is None:
+        pytest.skip("../shared/data (the SuperGLUE and BabyLM samples) is not beside this checkout")
+    return real
+
+
+def test_the_babylm_layout_reads_every_task_as_the_pipeline_pairs_it(tmp_path):
+    glue_dir = write_babylm_glue_dir(tmp_path / "glue_filtered", needs_shared())
+    samples = needs_shared() / "babylm_eval" / "glue_filtered"
+    first = {
+        name: json.loads((samples / f"{name}.valid.jsonl").read_text().splitlines()[0])
+        for name in ("multirc", "wsc", "boolq")
+    }
+    data = {
+        task.name: read_task_data(task, glue_dir)
+        for task in glue_tasks(["boolq", "multirc", "rte", "wsc", "mrpc", "qqp", "mnli"])
+    }
+    assert {name: d.layout for name, d in data.items()} == dict.fromkeys(data, "BabyLM")
+    m, w, b = first["multirc"], first["wsc"], first["boolq"]
+    assert data["multirc"].splits["dev"][0] == Example(
+        (f"Question: {m['question']} Answer: {m['answer']}", m["paragraph"]), m["label"]
+    )
+    assert data["wsc"].splits["dev"][0].texts == (
+        f'Does "{w["span2_text"]}" refer to "{w["span1_text"]}" in this passage?',
+        w["text"],
+    )
+    assert data["boolq"].splits["dev"][0] == Example((b["question"], b["passage"]), b["label"])
+    assert len(data["rte"].splits["train"]) == 400 and {e.label for e in data["rte"].splits["dev"]} == {0, 1}
+    assert {e.label for e in data["mnli"].splits["train"]} == {0, 1, 2}
+    assert (data["rte"].metrics, data["rte"].score_metrics) == (("accuracy", "f1", "mcc"), ("accuracy",))
+    assert data["mrpc"].score_metrics == data["qqp"].score_metrics == ("f1",)
+    assert (data["mnli"].metrics, data["mnli"].score_metrics) == (("accuracy",), ("accuracy",))
+
+
+def test_the_superglue_release_layout_reads_boolq_multirc_and_wsc(tmp_path):
+    real = needs_shared() / "superglue"
+    glue_dir = tmp_path / "superglue"
+    shutil.copytree(real, glue_dir)
+    shutil.copy(glue_dir / "BoolQ" / "val.jsonl", glue_dir / "BoolQ" / "train.jsonl")  # the sample has no train
+    passages = [json.loads(line) for line in (real / "MultiRC" / "val.jsonl").read_text().splitlines()]
+    answers = [(q, a) for p in passages for q in p["passage"]["questions"] for a in q["answers"]]
+    multirc = read_task_data(GLUE_TASKS["multirc"], glue_dir)
+    assert multirc.layout == "SuperGLUE" and len(multirc.splits["dev"]) == len(answers)  # one example per answer
+    (question, answer), example = answers[0], multirc.splits["dev"][0]
+    assert example == Example(
+        (f"Question: {question['question']} Answer: {answer['text']}", passages[0]["passage"]["text"]),
+        int(answer["label"]),
+    )
+    wsc = read_task_data(GLUE_TASKS["wsc"], glue_dir)
+    line = json.loads((real / "WSC" / "val.jsonl").read_text().splitlines()[0])
+    target = line["target"]
+    assert wsc.splits["dev"][0] == Example(
+        (f'Does "{target["span2_text"]}" refer to "{target["span1_text"]}" in this passage?', line["text"]),
+        int(line["label"]),
+    )
+    boolq = read_task_data(GLUE_TASKS["boolq"], glue_dir)
+    assert len(boolq.splits["dev"]) == 100 and {e.label for e in boolq.splits["dev"]} == {0, 1}  # booleans as 0/1
+    assert boolq.score_metrics == ("accuracy",)
+
+
+def test_an_unknown_superglue_or_babylm_layout_is_one_line(tmp_path):
+    babylm = tmp_path / "babylm"
+    write_jsonl(babylm / "boolq.train.jsonl", [{"question": "is it?", "text": "It is.", "label": 1}])
+    write_jsonl(babylm / "boolq.valid.jsonl", [{"question": "is it?", "passage": "It is.", "label": 1}])
+    with pytest.raises(
+        UsageError,
+        match=r"boolq.train.jsonl:1: no 'passage'; a line of the BabyLM boolq layout needs question, passage, "
+        r"label \(fields here: label, question, text\)",
+    ):
+        read_task_data(GLUE_TASKS["boolq"], babylm)
+    write_jsonl(babylm / "boolq.train.jsonl", [{"question": "is it?", "passage": "It is.", "label": 2}])
+    with pytest.raises(UsageError, match="boolq.train.jsonl:1: label 2 is not a class of boolq"):
+        read_task_data(GLUE_TASKS["boolq"], babylm)
+    superglue = tmp_path / "superglue"
+    write_jsonl(superglue / "MultiRC" / "train.jsonl", [{"passage": "just text", "idx": 0}])
+    with pytest.raises(UsageError, match="train.jsonl:1: 'passage' needs text and questions"):
+        read_task_data(GLUE_TASKS["multirc"], superglue)
+    write_jsonl(superglue / "WSC" / "train.jsonl", [{"text": "He ran.", "target": {"span1_text": "He"}, "label": True}])
+    with pytest.raises(UsageError, match="'target' needs span1_text and span2_text"):
+        read_task_data(GLUE_TASKS["wsc"], superglue)
+    with pytest.raises(
+        UsageError, match=r"no wsc data \(expected wsc.train.jsonl \+ wsc.valid.jsonl \(BabyLM\) or WSC/train.jsonl"
+    ):
+        read_task_data(GLUE_TASKS["wsc"], tmp_path / "babylm")
+    with pytest.raises(UsageError, match="--tasks boolq: SuperGLUE tasks are read from files"):
+        read_task_data(GLUE_TASKS["boolq"], None)

@@ -14,13 +14,15 @@ from accelerate.commands.config.config_args import ClusterConfig
 
 from common.config import parse_config
 from common.data.tokenizer import train_tokenizer
+from common.finetuning.glue import glue_tasks
 from common.models.build import build_model, resolve_shape
 from common.models.families import AUTO_CLASS_NAMES, CAUSAL_MODEL_TYPES, MODEL_FAMILY, TOKENIZER_KIND
 from common.training.perf import count_parameters
 from common.training.pretrain_config import PretrainConfig
 from tests.helpers import REPO
 
-PRESETS = sorted((REPO / "configs").glob("*.yaml"))
+# Pretraining presets; configs/finetune_*.yaml are finetune_glue.py's (tested below).
+PRESETS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("finetune_"))
 EXPECTED_MILLIONS = {"tiny": (0.5, 5), "20m": (12, 30), "60m": (40, 80), "180m": (130, 230)}
 # Presets whose shape is set by the project they reproduce, not by a size preset, by the first
 # prefix of their name that matches (babylm_electra before babylm). wikitext2 is measured with the
@@ -234,3 +236,29 @@ def test_every_model_type_saves_and_loads_with_its_familys_auto_class(model_type
     loaded = getattr(transformers, AUTO_CLASS_NAMES[family]).from_pretrained(tmp_path)
     assert loaded.config.model_type == ("llama4_text" if model_type == "llama4" else model_type)
     assert (model_type in CAUSAL_MODEL_TYPES) == (family == "causal")
+
+
+def test_the_babylm_finetuning_preset_is_the_2025_recipe():
+    """configs/finetune_babylm2025.yaml: the BabyLM 2025 eval_finetuning.sh settings, per task."""
+    from finetune_glue import GlueConfig, read_task_overrides
+
+    cfg = parse_config(
+        GlueConfig, ["--config", str(REPO / "configs" / "finetune_babylm2025.yaml"), "--model_name_or_path", "m"]
+    )
+    assert cfg.tasks == ["boolq", "multirc", "rte", "wsc", "mrpc", "qqp", "mnli"]
+    assert (cfg.learning_rate, cfg.max_length, cfg.seeds, cfg.patience) == (3e-5, 512, [42], 0)
+    overrides = read_task_overrides(cfg.task_overrides)
+    batch = {task.name: cfg.settings(task, 42, overrides).per_device_train_batch_size for task in glue_tasks(cfg.tasks)}
+    epochs = {task.name: cfg.settings(task, 42, overrides).num_train_epochs for task in glue_tasks(cfg.tasks)}
+    limits = {task.name: cfg.train_limit(task, overrides) for task in glue_tasks(cfg.tasks)}
+    assert batch == {"boolq": 16, "multirc": 16, "rte": 32, "wsc": 32, "mrpc": 32, "qqp": 32, "mnli": 32}
+    assert epochs == {"boolq": 10, "multirc": 10, "rte": 10, "wsc": 30, "mrpc": 10, "qqp": 10, "mnli": 10}
+    assert limits == {
+        "boolq": None,
+        "multirc": None,
+        "rte": None,
+        "wsc": None,
+        "mrpc": None,
+        "qqp": 10000,
+        "mnli": 10000,
+    }

@@ -1,8 +1,9 @@
-"""GLUE tasks: their files in the original download layout, their labels and official metrics.
+"""(Super)GLUE tasks: their labels and metrics, and GLUE's files in the original download layout.
 
-The layout is `<glue_dir>/<TASK>/train.tsv` and `dev.tsv` (MNLI: `dev_matched.tsv` and
+The GLUE layout is `<glue_dir>/<TASK>/train.tsv` and `dev.tsv` (MNLI: `dev_matched.tsv` and
 `dev_mismatched.tsv`), tab-separated with no quoting, each task with its own columns: CoLA has no
-header, MRPC may start with a byte-order mark, MNLI/QNLI/RTE carry string labels. Metrics are
+header, MRPC may start with a byte-order mark, MNLI/QNLI/RTE carry string labels. The JSON Lines
+layouts (SuperGLUE's release, the BabyLM challenge's) are read by `glue_layouts`. Metrics are
 computed with scikit-learn and SciPy, never fetched at run time.
 """
 
@@ -33,6 +34,7 @@ class GlueTask:
     dev_files: dict[str, str] = field(default_factory=lambda: {"dev": "dev.tsv"})
     hub_dev_splits: dict[str, str] = field(default_factory=lambda: {"dev": "validation"})
     columns: tuple[str, ...] | None = None  # for a file without a header row
+    benchmark: str = "GLUE"  # GLUE | SuperGLUE (BoolQ, MultiRC, WSC: JSON Lines files only)
 
 
 HUB_GLUE = "nyu-mll/glue"
@@ -110,8 +112,31 @@ GLUE_TASKS: dict[str, GlueTask] = {
         GlueTask(
             "wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("accuracy",), ("sentence1", "sentence2")
         ),
+        # SuperGLUE, in its release's layout or the BabyLM challenge's (common/finetuning/glue_layouts.py)
+        GlueTask("boolq", "BoolQ", ("question", "passage"), "label", BINARY, ("accuracy",), (), benchmark="SuperGLUE"),
+        GlueTask(
+            "multirc",
+            "MultiRC",
+            ("question", "answer", "paragraph"),
+            "label",
+            BINARY,
+            ("accuracy",),
+            (),
+            benchmark="SuperGLUE",
+        ),
+        GlueTask(
+            "wsc",
+            "WSC",
+            ("span1_text", "span2_text", "text"),
+            "label",
+            BINARY,
+            ("accuracy",),
+            (),
+            benchmark="SuperGLUE",
+        ),
     )
 }
+GLUE_NINE = [name for name, task in GLUE_TASKS.items() if task.benchmark == "GLUE"]
 
 
 @dataclass(frozen=True)
@@ -121,10 +146,10 @@ class Example:
 
 
 def glue_tasks(names: list[str]) -> list[GlueTask]:
-    """`all` or task names (case-insensitive, `sst-2` and `sst2` alike) -> tasks."""
+    """`all` (GLUE's nine) or task names (case-insensitive, `sst-2` and `sst2` alike) -> tasks."""
     wanted = [name.lower().replace("-", "") for name in names]
     if "all" in wanted:
-        return list(GLUE_TASKS.values())
+        return [GLUE_TASKS[name] for name in GLUE_NINE]
     unknown = [name for name, key in zip(names, wanted) if key not in GLUE_TASKS]
     if unknown:
         raise UsageError(f"--tasks {', '.join(unknown)}: unknown GLUE task (known: {', '.join(GLUE_TASKS)}, all)")
@@ -199,6 +224,12 @@ def read_glue_hub(task: GlueTask) -> dict[str, list[Example]]:
     or the data set in the local `datasets` cache)."""
     from datasets import load_dataset
 
+    if task.benchmark != "GLUE":
+        raise UsageError(
+            f"--tasks {task.name}: {task.benchmark} tasks are read from files; pass --glue_dir with the "
+            f"{task.benchmark} release ({task.folder}/train.jsonl, val.jsonl) or the BabyLM glue_filtered/ folder"
+        )
+
     splits = {"train": "train", **task.hub_dev_splits}
     try:
         data = load_dataset(HUB_GLUE, task.name)
@@ -230,14 +261,20 @@ def examples_from_hub_rows(task: GlueTask, rows, where: str) -> list[Example]:
 
 def glue_metrics(task: GlueTask, predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
     """The task's official metrics (as fractions; correlations in [-1, 1])."""
+    return metrics_named(task.metrics, predictions, references)
+
+
+def metrics_named(names: tuple[str, ...], predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    """These metrics of the predictions (`mcc` is the BabyLM pipeline's name for Matthews')."""
     compute = {
         "accuracy": lambda: accuracy_score(references, predictions),
         "f1": lambda: f1_score(references, predictions),
         "matthews_correlation": lambda: matthews_corrcoef(references, predictions),
+        "mcc": lambda: matthews_corrcoef(references, predictions),
         "pearson": lambda: correlation(pearsonr, predictions, references),
         "spearman": lambda: correlation(spearmanr, predictions, references),
     }
-    return {name: float(compute[name]()) for name in task.metrics}
+    return {name: float(compute[name]()) for name in names}
 
 
 def correlation(kind, predictions: np.ndarray, references: np.ndarray) -> float:

@@ -35,8 +35,17 @@ def glue_score(metrics: dict[str, dict[str, float]]) -> float:
     return float(np.mean(list(flat_metrics(metrics).values())))
 
 
-def task_result(task: GlueTask, model: dict, seeds: dict[int, dict], settings: dict, examples: dict) -> dict:
-    """The JSON record of one model on one task over its seeds (each seed: FinetuneOutcome.record())."""
+def score_of(names: tuple[str, ...], metrics: dict[str, dict[str, float]]) -> float:
+    """The mean of the named metrics over the dev splits (the BabyLM pipeline's score is one
+    metric: accuracy, or F1 for MRPC and QQP)."""
+    return float(np.mean([values[name] for values in metrics.values() for name in names]))
+
+
+def task_result(
+    task: GlueTask, model: dict, seeds: dict[int, dict], settings: dict, examples: dict, scoring: dict | None = None
+) -> dict:
+    """The JSON record of one model on one task over its seeds (each seed: FinetuneOutcome.record());
+    `scoring`: the data's layout and the metrics its score averages."""
     per_seed = {seed: flat_metrics(record["metrics"]) for seed, record in seeds.items()}
     names = list(next(iter(per_seed.values())))
     scores = [record["score"] for record in seeds.values()]
@@ -47,6 +56,7 @@ def task_result(task: GlueTask, model: dict, seeds: dict[int, dict], settings: d
         "metrics_std": {name: float(np.std([m[name] for m in per_seed.values()])) for name in names},
         "score": float(np.mean(scores)),
         "score_std": float(np.std(scores)),
+        "scoring": scoring or {"layout": "GLUE", "score": list(task.metrics)},
         "hyperparameters": settings,
         "examples": examples,
         "seeds": [{"seed": seed, **record} for seed, record in seeds.items()],
