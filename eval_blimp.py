@@ -88,6 +88,11 @@ class BlimpConfig:
         "padded tokens per forward pass (long sentences make smaller batches; causal "
         "models also keep their logits under 1 GiB)",
     )
+    shared_prefix_tokens: int = option(
+        256,
+        "causal models: score the candidates of one context (entity tracking's endings) after a single pass over "
+        "it when that saves at least this many tokens an item (0: pad every candidate to full length instead)",
+    )
     dtype: Literal[tuple(DTYPES)] = option(
         "float32", "weights' dtype (bfloat16 is faster on GPUs; float32 is what published numbers use)"
     )
@@ -124,6 +129,8 @@ class BlimpConfig:
             )
         if self.no_bos and self.bos != "prepend":
             raise UsageError(f"--no_bos and --bos {self.bos}: give one (--no_bos is --bos none)")
+        if self.shared_prefix_tokens < 0:
+            raise UsageError(f"--shared_prefix_tokens must be 0 (never) or more, got {self.shared_prefix_tokens}")
         for name in ("batch_size", "max_batch_tokens", "synthetic_pairs_per_paradigm"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -141,6 +148,7 @@ class BlimpConfig:
             max_batch_tokens=self.max_batch_tokens,
             dtype=self.dtype,
             trust_remote_code=self.trust_remote_code,
+            shared_prefix_tokens=self.shared_prefix_tokens,
         )
 
 

@@ -260,6 +260,29 @@ def test_two_processes_give_the_same_scores_as_one(tiny_models, tmp_path):
 
 
 @pytest.mark.e2e
+def test_two_processes_share_contexts_like_one(tiny_models, tmp_path):
+    """Causal completions scored after one pass over each shared context, dealt out to 2 processes:
+    the same scores as in one, bit for bit."""
+    args = ["--model_name_or_path", str(tiny_models["causal"]), "--tasks", "synthetic_completions"]
+    args += ["--paradigms", *SOME_PARADIGMS[:2], "--shared_prefix_tokens", "1", "--save_pair_scores"]
+    accelerate_launch("cpu", "eval_blimp.py", [*args, "--output_dir", str(tmp_path / "two")])
+    task = select_uids(synthetic_tasks(), SOME_PARADIGMS[:2])[1]
+    # With the launched processes' one thread each: a context's single-row pass is a small matrix
+    # product whose float rounding depends on how many threads split it (the plan does not).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one, one_scores = evaluate_one(
+            accelerate.Accelerator(cpu=True), tiny_models["causal"], task, ScoringOptions(shared_prefix_tokens=1)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    folder = tmp_path / "two" / "synthetic_completions"
+    assert [json.loads(line) for line in (folder / "item_scores.jsonl").read_text().splitlines()] == one_scores
+    assert read_json(folder / "results.json")["scores"] == one["scores"]
+
+
+@pytest.mark.e2e
 def test_run_dir_scores_every_snapshot_draws_the_curve_and_skips_scored_ones(causal_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(causal_run, run)

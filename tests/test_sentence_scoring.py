@@ -322,3 +322,25 @@ def test_bos_tokenizer_follows_the_special_tokens_the_tokenizer_adds(tiny_models
         (adds_bos / name).write_bytes((tiny_models["causal"] / name).read_bytes())
     assert AutoTokenizer.from_pretrained(adds_bos)("The cats")["input_ids"][0] == tokenizer.bos_token_id
     np.testing.assert_allclose(scores(adds_bos, "tokenizer"), scores(tiny_models["causal"], "prepend"), atol=1e-5)
+
+
+def test_a_shared_context_scored_once_gives_the_padded_batch_scores(tiny_models, accelerator):
+    """Candidates of one long context share a pass over it (a KV cache): the same scores as each
+    candidate padded to full length, a word split at the boundary included (its tokens are not
+    shared: the first scored token ends the shared part)."""
+    context = "The dogs near the cats see the birds. No dog ever runs. The girls see themselves. The cat"
+    endings = ["s sleep.", " sleeps.", " sleep near the dogs.", " runs."]
+    texts = [(context + ending, len(context)) for ending in endings] + completion_texts()
+
+    def scores(shared_prefix_tokens):
+        options = ScoringOptions(shared_prefix_tokens=shared_prefix_tokens, batch_size=4)
+        scorer = load_scorer(str(tiny_models["causal"]), None, options, accelerator.device)
+        rows = scorer.rows([text for text, _ in texts], [start for _, start in texts])
+        groups = scorer.prefix_groups(rows, [text[:start] for text, start in texts])
+        return score_completions(scorer, texts, accelerator, progress=False), groups
+
+    padded, none = scores(0)
+    shared, groups = scores(1)
+    assert none == [] and [group.tolist() for group in groups] == [[0, 1, 2, 3]]  # the others have one candidate each
+    np.testing.assert_allclose(shared, padded, atol=1e-5, rtol=0)
+    assert scores(10_000)[1] == []  # too little saved: padded

@@ -7,6 +7,7 @@ compared (model size, vocabulary, data set, ...), read from each run's `config.y
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,9 @@ BOOKKEEPING = {
     "blimp_dir",
 }
 LEGEND_SETTINGS = 4  # at most this many differing settings in a run's legend entry
+# What milestone.json records of the model actually trained.
+MODEL_FACTS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "intermediate_size", "num_experts", "seq_length")  # fmt: skip
 
 
 def is_run(folder: Path) -> bool:
@@ -60,12 +64,17 @@ def runs_to_compare(paths: list[str]) -> list[Path]:
 
 
 def run_settings(run: Path) -> dict:
-    """A run's training options (its config.yaml), {} when it has none."""
+    """A run's training options (its config.yaml), with the model's resolved shape from its last
+    snapshot's milestone.json over the options a preset or default left empty (`hidden_size:
+    null` means the size preset's value: the legend should say which)."""
     path = run / "config.yaml"
-    if not path.is_file():
-        return {}
-    recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return recorded.get("config", recorded) if isinstance(recorded, dict) else {}
+    recorded = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    settings = dict(recorded.get("config", recorded) if isinstance(recorded, dict) else {})
+    snapshots = [run / "final"] + sorted((run / "milestones").glob("*"), reverse=True)
+    info_path = next((folder / "milestone.json" for folder in snapshots if (folder / "milestone.json").is_file()), None)
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path else {}
+    settings.update({key: info[key] for key in MODEL_FACTS if info.get(key) is not None})
+    return settings
 
 
 def differing_settings(settings: list[dict]) -> list[str]:
@@ -130,7 +139,9 @@ def write_comparison(
     tasks = list(dict.fromkeys(task for tasks in every.values() for task in tasks))
     across = min(3, len(tasks))
     down = -(-len(tasks) // across)
-    figure, panels = plt.subplots(down, across, figsize=(5.5 * across, 4 * down + 1), squeeze=False)
+    legend_rows = len(every)  # one legend line per run, below the panels
+    height = 4 * down + 0.3 * legend_rows + 0.4
+    figure, panels = plt.subplots(down, across, figsize=(5.5 * across, height), squeeze=False)
     for axes, task in zip(panels.flat, tasks):
         tokens = []
         for run, by_task in every.items():
@@ -149,7 +160,7 @@ def write_comparison(
     for axes in list(panels.flat)[len(tasks) :]:
         axes.axis("off")
     handles, names = panels.flat[0].get_legend_handles_labels()
-    figure.legend(handles, names, loc="lower center", ncol=min(3, max(1, len(names))), fontsize=8)
-    figure.tight_layout(rect=(0, 0.06 + 0.02 * (len(names) // 3), 1, 1))
+    figure.legend(handles, names, loc="lower center", ncol=1, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, (0.3 * legend_rows + 0.3) / height, 1, 1))
     save_figure(figure, png_path)
     return csv_path, png_path

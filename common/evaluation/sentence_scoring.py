@@ -11,11 +11,16 @@
 
 Work is cut into rows (a sentence, or one masked copy of it), sorted by length, and packed into
 batches before anything is sharded: every process runs whole batches of that one plan, so a
-sentence's score is the same on any number of processes.
+sentence's score is the same on any number of processes. A causal model scores the candidates of
+one long context (entity tracking's five endings of a 150-token story) as a group instead: one pass
+over the context fills a KV cache, then the endings run after it together (measured 3x faster on
+entity tracking than padding every candidate to full length; slower for EWoK's short contexts, so
+only groups that save enough tokens are formed).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +57,8 @@ class ScoringOptions:
     max_batch_tokens: int = 16384  # padded tokens per forward
     dtype: str = "float32"
     trust_remote_code: bool = False  # for Hub models whose architecture ships as code (LTG-BERT)
+    # causal: share one pass over a context among its candidates when that saves this many tokens (0: never)
+    shared_prefix_tokens: int = 256
 
 
 # --- which head scores a model ---------------------------------------------------------------
@@ -212,6 +219,13 @@ class SentenceScorer:
     def score_rows(self, rows: Rows, indices: np.ndarray) -> torch.Tensor:
         raise NotImplementedError
 
+    def prefix_groups(self, rows: Rows, contexts: list[str]) -> list[np.ndarray]:
+        """Texts scored together after one pass over the context they share (causal models only)."""
+        return []
+
+    def score_group(self, rows: Rows, group: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
     def rows_per_batch(self) -> int:
         # Measured: on a GPU small models are bound by kernel launches, so bigger batches win; on
         # the CPU matmuls that fit the caches do.
@@ -263,6 +277,76 @@ class CausalScorer(SentenceScorer):
         targets = ids[:, 1:].masked_fill(~scored[:, 1:], IGNORE)  # the first token has no context
         token_logp = -F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
         return token_logp.double().sum(dim=1)
+
+    def prefix_groups(self, rows: Rows, contexts: list[str]) -> list[np.ndarray]:
+        """Texts with the same non-empty context, grouped when one pass over the tokens they share
+        before their first scored one saves at least `shared_prefix_tokens` tokens (and the
+        model's cache can be repeated for the group)."""
+        if not self.options.shared_prefix_tokens or not self.can_share_prefixes():
+            return []
+        by_context: dict[str, list[int]] = {}
+        for index, context in enumerate(contexts):
+            if context:
+                by_context.setdefault(context, []).append(index)
+        groups = []
+        for members in by_context.values():
+            group = np.array(members, dtype=np.int64)
+            shared = shared_prefix_length(rows, group)
+            if len(group) > 1 and shared > 0 and (len(group) - 1) * shared >= self.options.shared_prefix_tokens:
+                groups.append(group)
+        return groups
+
+    def can_share_prefixes(self) -> bool:
+        """Whether this model returns a KV cache that can be repeated for several continuations."""
+        if not hasattr(self, "_can_share"):
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.tensor([[self.pad_id]], device=self.device), use_cache=True)
+            self._can_share = hasattr(returned_cache(out), "batch_repeat_interleave")
+        return self._can_share
+
+    def score_group(self, rows: Rows, group: np.ndarray) -> torch.Tensor:
+        """The group's shared tokens run once, filling the cache; each text's remaining tokens then
+        run after it in one padded batch. The same sums as score_rows (to float32 rounding)."""
+        shared = shared_prefix_length(rows, group)
+        lengths = rows.length[group]
+        width = int(lengths.max()) - shared
+        context, rest = self.on_device(
+            rows.tokens[group[0], None, :shared], rows.tokens[group, shared : shared + width]
+        )
+        scored, lengths = self.on_device(rows.scored[group, shared : shared + width], lengths - shared)
+        attention = torch.cat(
+            [
+                torch.ones(len(group), shared, dtype=torch.long, device=self.device),
+                (torch.arange(width, device=self.device) < lengths[:, None]).long(),
+            ],
+            dim=1,
+        )
+        first = self.model(input_ids=context, use_cache=True)
+        cache = returned_cache(first)
+        cache.batch_repeat_interleave(len(group))
+        after = self.model(input_ids=rest, attention_mask=attention, **{self.cache_argument(): cache}).logits
+        # the context's last position predicts each text's first remaining token
+        logits = torch.cat([first.logits[:, -1:].expand(len(group), 1, -1), after[:, :-1]], dim=1)
+        targets = rest.masked_fill(~scored, IGNORE)
+        token_logp = -F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+        return token_logp.double().sum(dim=1)
+
+    def cache_argument(self) -> str:
+        # transformers renamed `past_key_values` to `cache` during 5.x
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+
+def returned_cache(output):
+    """A forward's KV cache (`cache` in newer transformers 5 releases, `past_key_values` before)."""
+    return output["cache"] if "cache" in output else output.get("past_key_values")
+
+
+def shared_prefix_length(rows: Rows, group: np.ndarray) -> int:
+    """How many leading tokens every text of the group has in common before any is scored."""
+    first_scored = int(min(np.flatnonzero(rows.scored[i])[0] for i in group))
+    tokens = rows.tokens[group, :first_scored]
+    differs = np.flatnonzero((tokens != tokens[0]).any(axis=0))
+    return int(differs[0]) if differs.size else first_scored
 
 
 class MaskedScorer(SentenceScorer):
@@ -363,15 +447,21 @@ def score_completions(
     sentences, starts = [text for text, _ in texts], [start for _, start in texts]
     rows = scorer.rows(sentences, starts)
     scorer.check_lengths(rows, sentences)
-    batches = plan_batches(rows.length.tolist(), scorer.rows_per_batch(), scorer.tokens_per_batch())
-    mine = batches[accelerator.process_index :: accelerator.num_processes]
+    groups = scorer.prefix_groups(rows, [text[:start] for text, start in texts])
+    grouped = np.isin(rows.sentence, np.concatenate(groups)) if groups else np.zeros(len(rows), dtype=bool)
+    loose = np.flatnonzero(~grouped)
+    batches = plan_batches(rows.length[loose].tolist(), scorer.rows_per_batch(), scorer.tokens_per_batch())
+    # One plan of units (padded batches of rows, then groups of a shared context's texts, whose
+    # causal rows are the texts themselves), dealt out to the processes in turn.
+    units = [("rows", loose[batch]) for batch in batches] + [("group", group) for group in groups]
+    mine = units[accelerator.process_index :: accelerator.num_processes]
     done_rows, done_values = [], []
     bar = tqdm(mine, desc="scoring", unit="batch", disable=not accelerator.is_main_process or not progress or None)
     with torch.inference_mode():
-        for batch in bar:
-            indices = np.array(batch, dtype=np.int64)
+        for kind, indices in bar:
+            score = scorer.score_rows if kind == "rows" else scorer.score_group
             done_rows.append(indices)
-            done_values.append(scorer.score_rows(rows, indices).cpu().numpy())
+            done_values.append(score(rows, indices).cpu().numpy())
     finished = [(np.concatenate(done_rows or [np.zeros(0, np.int64)]), np.concatenate(done_values or [np.zeros(0)]))]
     if accelerator.num_processes > 1:
         finished = gather_object(finished)

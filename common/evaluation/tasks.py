@@ -174,8 +174,8 @@ def comps_item(record: dict, path: Path, number: int) -> Item:
     prefixes = [text_field(record, key) for key in ("prefix_acceptable", "prefix_unacceptable")]
     return Item(
         uid=path.stem,
-        field=str(record.get("negative_sample_type", "")),
-        linguistics_term="",
+        field="",
+        linguistics_term=str(record.get("negative_sample_type", "")),
         item_id=str(record.get("id", number)),
         candidates=tuple((f"{prefix} {phrase}", len(prefix)) for prefix in prefixes),
     )

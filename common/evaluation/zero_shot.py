@@ -34,7 +34,7 @@ from common.tracking import TensorBoard
 log = logging.getLogger("babytrain")
 
 # Options that do not change any score (only how the work is batched).
-THROUGHPUT_OPTIONS = ("batch_size", "max_batch_tokens", "trust_remote_code")
+THROUGHPUT_OPTIONS = ("batch_size", "max_batch_tokens", "trust_remote_code", "shared_prefix_tokens")
 RESULTS_FOLDER = "blimp"  # <snapshot>/blimp/<task>/: the name eval_blimp.py has always used
 
 
