@@ -201,8 +201,9 @@ def main():
     cfg = parse_config(BlimpConfig)
     accelerator = build_accelerator()
     default_suite = "full_eval" if cfg.model_name_or_path else "fast_eval"
+    flag = "--blimp_dir" if cfg.blimp_dir else "--data_dir"
     tasks, skipped = load_tasks(
-        cfg.data_folder, cfg.tasks, cfg.skip_bad_lines, cfg.synthetic_pairs_per_paradigm, default_suite
+        cfg.data_folder, cfg.tasks, cfg.skip_bad_lines, cfg.synthetic_pairs_per_paradigm, default_suite, flag
     )
     tasks = select_uids(tasks, cfg.paradigms)
     accelerator.print(f"{len(tasks)} task(s) from {cfg.data_folder or 'the synthetic corpus'}:")

@@ -92,7 +92,7 @@ def end_of_training_tasks(cfg: PretrainConfig) -> list[Task]:
     release), or the synthetic corpus's own tasks."""
     if not cfg.blimp_at_end or (cfg.dataset != "synthetic" and not cfg.blimp_dir):
         return []
-    return load_tasks(cfg.blimp_dir)[0]
+    return load_tasks(cfg.blimp_dir, flag="--blimp_dir")[0]
 
 
 def main():

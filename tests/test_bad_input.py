@@ -138,7 +138,8 @@ def test_zero_shot_data_that_cannot_be_read_fails_with_one_line(tmp_path, capsys
     empty = tmp_path / "notes"
     empty.mkdir()
     (empty / "readme.txt").write_text("no tasks here")
-    cases.append((["--data_dir", str(empty)], f"--blimp_dir {empty}: holds no *.jsonl task files, nor folders of them"))
+    cases.append((["--data_dir", str(empty)], f"--data_dir {empty}: holds no *.jsonl task files, nor folders of them"))
+    cases.append((["--blimp_dir", str(empty)], f"--blimp_dir {empty}: holds no *.jsonl task files"))
     no_target = {key: value for key, value in EWOK_LINE.items() if key != "Target2"}
     ewok = zero_shot_folder(tmp_path / "a", "ewok_filtered", [EWOK_LINE, no_target])
     cases.append((["--data_dir", ewok], "ewok_filtered.jsonl:2: bad EWoK line (no 'Target2')"))

@@ -365,7 +365,7 @@ def test_hub_model_revision_from_the_cache(causal_run, tmp_path):
 
 
 def test_bad_input_names_the_flag_or_file(tmp_path):
-    with pytest.raises(UsageError, match=f"--blimp_dir {tmp_path / 'nope'}: no such folder"):
+    with pytest.raises(UsageError, match=f"--data_dir {tmp_path / 'nope'}: no such folder"):
         load_tasks(str(tmp_path / "nope"))
     with pytest.raises(UsageError, match=r"--paradigms island_effects: not in .* \(it has: simple_subject_verb"):
         select_uids(synthetic_tasks(5), ["simple_subject_verb_agreement", "island_effects"])

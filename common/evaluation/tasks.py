@@ -276,13 +276,15 @@ def folder_family(folder: Path, files: list[Path]) -> str:
     raise UsageError(f"{folder}: its *.jsonl files are all empty")
 
 
-def read_task_folder(folder: Path, skip_bad_lines: bool = False, name: str | None = None) -> Task:
+def read_task_folder(
+    folder: Path, skip_bad_lines: bool = False, name: str | None = None, flag: str = "--data_dir"
+) -> Task:
     """Every `*.jsonl` file of one task folder (one file per paradigm, domain or split)."""
     if not folder.is_dir():
-        raise UsageError(f"--blimp_dir {folder}: no such folder")
+        raise UsageError(f"{flag} {folder}: no such folder")
     files = sorted(folder.glob("*.jsonl"))
     if not files:
-        raise UsageError(f"--blimp_dir {folder}: holds no *.jsonl task files")
+        raise UsageError(f"{flag} {folder}: holds no *.jsonl task files")
     family = FAMILIES[folder_family(folder, files)]
     items, skipped, first_seen = [], 0, {}
     for path in files:
@@ -321,11 +323,11 @@ class TaskFolder:
     suite: str  # full_eval | fast_eval | "" (a folder outside the release's layout)
 
 
-def find_task_folders(root: Path) -> tuple[list[TaskFolder], dict[str, str]]:
+def find_task_folders(root: Path, flag: str = "--data_dir") -> tuple[list[TaskFolder], dict[str, str]]:
     """The task folders of a data folder (itself when it holds `*.jsonl` files; else its
     subfolders, and those of `full_eval/` and `fast_eval/`), and the folders skipped with why."""
     if not root.is_dir():
-        raise UsageError(f"--blimp_dir {root}: no such folder")
+        raise UsageError(f"{flag} {root}: no such folder")
     if any(root.glob("*.jsonl")):
         return [TaskFolder(root.resolve().name, root, "")], {}
     if root.name in SUITES:
@@ -343,7 +345,7 @@ def find_task_folders(root: Path) -> tuple[list[TaskFolder], dict[str, str]]:
                 found.append(TaskFolder(folder.name, folder, suite))
     if not found:
         raise UsageError(
-            f"--blimp_dir {root}: holds no *.jsonl task files, nor folders of them "
+            f"{flag} {root}: holds no *.jsonl task files, nor folders of them "
             f"(a BLiMP folder, or the BabyLM evaluation_data/ layout)"
         )
     return found, skipped
@@ -357,7 +359,7 @@ def select_task_folders(
     release's layout, else all. A name in both suites (wug_*) is read from full_eval/."""
     suites = {folder.suite for folder in found}
     if not requested:
-        requested = [default_suite.removesuffix("_eval")] if f"{default_suite}" in suites else [f.name for f in found]
+        requested = [default_suite.removesuffix("_eval")] if default_suite in suites else [f.name for f in found]
     chosen: dict[str, TaskFolder] = {}
     for name in requested:
         if name in ("full", "fast") and f"{name}_eval" in suites:
@@ -392,7 +394,7 @@ def synthetic_tasks(items_per_paradigm: int = 200) -> list[Task]:
     ]
 
 
-def read_hub_blimp(dataset_id: str = HUB_BLIMP) -> Task:
+def read_hub_blimp(dataset_id: str = HUB_BLIMP, flag: str = "--data_dir") -> Task:
     """All paradigms of the Hub data set (needs the network or a warm datasets cache)."""
     import datasets
 
@@ -404,7 +406,7 @@ def read_hub_blimp(dataset_id: str = HUB_BLIMP) -> Task:
             for number, row in enumerate(datasets.load_dataset(dataset_id, config, split="train"))
         ]
     except Exception as error:  # the Hub client raises many types; any of them means "could not load"
-        raise UsageError(f"--blimp_dir {dataset_id}: cannot load the Hub data set ({first_line(error)})") from None
+        raise UsageError(f"{flag} {dataset_id}: cannot load the Hub data set ({first_line(error)})") from None
     return Task(dataset_id.replace("/", "_"), "minimal_pairs", f"hf://datasets/{dataset_id}", tuple(items))
 
 
@@ -414,6 +416,7 @@ def load_tasks(
     skip_bad_lines: bool = False,
     synthetic_items: int = 200,
     default_suite: str = "full_eval",
+    flag: str = "--data_dir",
 ) -> tuple[list[Task], dict[str, str]]:
     """The tasks `--blimp_dir` / `--data_dir` and `--tasks` name, and the data folders skipped
     with why: a folder (see find_task_folders), the Hub id `nyu-mll/blimp`, or nothing for the
@@ -426,12 +429,12 @@ def load_tasks(
         chosen = {folder.name for folder in select_task_folders(found, requested, default_suite, where)}
         return [task for task in tasks if task.name in chosen], {}
     if data_dir == HUB_BLIMP and not Path(data_dir).exists():
-        task = read_hub_blimp(data_dir)
+        task = read_hub_blimp(data_dir, flag)
         select_task_folders([TaskFolder(task.name, Path(), "")], requested, default_suite, data_dir)
         return [task], {}
-    found, skipped = find_task_folders(Path(data_dir))
+    found, skipped = find_task_folders(Path(data_dir), flag)
     folders = select_task_folders(found, requested, default_suite, data_dir)
-    return [read_task_folder(folder.path, skip_bad_lines, folder.name) for folder in folders], skipped
+    return [read_task_folder(folder.path, skip_bad_lines, folder.name, flag) for folder in folders], skipped
 
 
 def select_uids(tasks: list[Task], uids: list[str]) -> list[Task]:
