@@ -91,7 +91,7 @@ class BlimpConfig:
     shared_prefix_tokens: int = option(
         256,
         "causal models: score the candidates of one context (entity tracking's endings) after a single pass over "
-        "it when that saves at least this many tokens an item (0: pad every candidate to full length instead)",
+        "it when that saves at least this many tokens for the context (0: pad every candidate to full length instead)",
     )
     dtype: Literal[tuple(DTYPES)] = option(
         "float32", "weights' dtype (bfloat16 is faster on GPUs; float32 is what published numbers use)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,24 +136,37 @@ def read_task_overrides(value: str | None) -> dict[str, dict]:
     types = {f.name: f.type for f in dataclasses.fields(FinetuneSettings)} | dict.fromkeys(DATA_SETTINGS, "int")
     overrides = {}
     for task_name, values in document.items():
+        if str(task_name).lower() == "all":
+            raise UsageError(f"{where}: name tasks one by one, not `all`")
         (task,) = glue_tasks([str(task_name)])
         if not isinstance(values, dict) or set(values) - set(SETTINGS) - set(DATA_SETTINGS):
             raise UsageError(
                 f"{where}: {task_name} must map settings ({', '.join(SETTINGS + DATA_SETTINGS)}) to values"
             )
-        checked = {}
-        for name, value in values.items():
-            wanted = float if types[name] in ("float", float) else int
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or (wanted is int and not float(value).is_integer())
-            ):
-                kind = "a whole number" if wanted is int else "a number"
-                raise UsageError(f"{where}: {task_name}.{name} must be {kind}, got {value!r}")
-            checked[name] = wanted(value)
-        overrides[task.name] = checked
+        overrides[task.name] = {
+            name: checked_setting(value, name, types[name], f"{where}: {task_name}.{name}")
+            for name, value in values.items()
+        }
     return overrides
+
+
+def checked_setting(value, name: str, kind, where: str) -> int | float:
+    """A per-task value as its flag would take it: a whole number of at least 1 (patience: 0 too),
+    or a finite number not below 0 (YAML reads `2e-5` as text: it counts as the number it spells)."""
+    wanted = float if kind in ("float", float) else int
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(f"{where} must be {'a whole number' if wanted is int else 'a number'}, got {value!r}")
+    if wanted is int and not float(value).is_integer():
+        raise UsageError(f"{where} must be a whole number, got {value!r}")
+    lowest = 0 if wanted is float or name == "patience" else 1
+    if value < lowest:
+        raise UsageError(f"{where} must be at least {lowest}, got {value!r}")
+    return wanted(value)
 
 
 def subsample(examples: list, limit: int | None) -> list:

@@ -76,7 +76,10 @@ def checked_preset_value(path: str, name: str, value, annotation):
     if accepts_text(annotation) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if accepts_text(annotation) and isinstance(value, dict):  # a mapping written inline (task_overrides)
-        value = json.dumps(value)
+        value = json.dumps(value, default=str)
+    scalar_text = accepts_text(annotation) and typing.get_origin(annotation) is not list
+    if scalar_text and not (value is None or isinstance(value, str)):
+        raise UsageError(f"--config {path}: {name} must be text (or a mapping), got {value!r}")
     if typing.get_origin(annotation) is list and isinstance(value, str):
         value = [value]  # `data_files: a.txt` means the list [a.txt], not its characters
     if accepts(annotation, int) and not accepts(annotation, float) and isinstance(value, float):

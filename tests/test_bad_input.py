@@ -166,10 +166,21 @@ def test_zero_shot_data_that_cannot_be_read_fails_with_one_line(tmp_path, capsys
             "entity_tracking.jsonl:1: bad entity-tracking line ('options' is not a list of two or more strings)",
         )
     )
+    empty_option = zero_shot_folder(
+        tmp_path / "f", "entity_tracking", [{"input_prefix": "Box 0 has ", "options": ["a", " "], "numops": 0}]
+    )
+    cases.append(
+        (
+            ["--data_dir", empty_option],
+            "entity_tracking.jsonl:1: bad entity-tracking line ('options' holds an empty option)",
+        )
+    )
+    empty_target = zero_shot_folder(tmp_path / "g", "ewok_filtered", [{**EWOK_LINE, "Target2": ""}])
+    cases.append((["--data_dir", empty_target], "ewok_filtered.jsonl:1: bad EWoK line ('Target2' is empty)"))
     for flags, expected in cases:
         status, line = run_main_in_process("eval_blimp.py", [*model, *flags], capsys)
         assert status == 2 and expected in line, (flags, line)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c", "d", "e", "notes"]  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c", "d", "e", "f", "g", "notes"]  # nothing written
 
 
 def test_glue_files_that_would_be_misread_are_refused_before_training(tmp_path):

@@ -371,6 +371,9 @@ def test_bad_input_names_the_flag_or_file(tmp_path):
         select_uids(synthetic_tasks(5), ["simple_subject_verb_agreement", "island_effects"])
     with pytest.raises(UsageError, match="no milestones/\\*/ or final/ snapshots"):
         run_snapshots(tmp_path)
+    with pytest.raises(UsageError, match="no milestones/\\*/ or final/ snapshots"):
+        evaluate_run(accelerate.Accelerator(cpu=True), tmp_path, synthetic_tasks(5)[:1], ScoringOptions())
+    assert not (tmp_path / "tb").exists()  # refused before a TensorBoard folder was made
     with pytest.raises(UsageError, match="--model_name_or_path .*/no/model: no such folder"):
         load_scorer(str(tmp_path / "no" / "model"), None, ScoringOptions(), torch.device("cpu"))
     with pytest.raises(UsageError, match="give one of --model_name_or_path"):

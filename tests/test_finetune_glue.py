@@ -220,9 +220,14 @@ def test_task_overrides_are_checked(tmp_path):
     config = GlueConfig(model_name_or_path="m", tasks=["rte", "cola"])
     assert config.settings(GLUE_TASKS["rte"], 7, read_task_overrides(str(good))).num_train_epochs == 20
     assert config.settings(GLUE_TASKS["cola"], 7, read_task_overrides(str(good))).num_train_epochs == 10
+    assert read_task_overrides("{rte: {learning_rate: 2e-5}}") == {"rte": {"learning_rate": 2e-5}}  # YAML's text
     for text, message in (
         ("rte: {learning_rat: 1}", "rte must map settings"),
         ("rte: {num_train_epochs: 2.5}", "rte.num_train_epochs must be a whole number"),
+        ("rte: {num_train_epochs: 0}", "rte.num_train_epochs must be at least 1"),
+        ("rte: {max_train_samples: -3}", "rte.max_train_samples must be at least 1"),
+        ("rte: {learning_rate: .nan}", "rte.learning_rate must be a number"),
+        ("all: {patience: 1}", "name tasks one by one"),
         ("qnlx: {patience: 1}", "--tasks qnlx: unknown GLUE task"),
     ):
         bad = tmp_path / "bad.yaml"

@@ -279,3 +279,14 @@ def test_an_unknown_superglue_or_babylm_layout_is_one_line(tmp_path):
         read_task_data(GLUE_TASKS["wsc"], tmp_path / "babylm")
     with pytest.raises(UsageError, match="--tasks boolq: SuperGLUE tasks are read from files"):
         read_task_data(GLUE_TASKS["boolq"], None)
+    for passage, message in (
+        ({"text": "T.", "questions": [{"question": "Q?", "answers": None}]}, "a question needs its text and a list"),
+        ({"text": "T.", "questions": ["Q?"]}, "a question needs its text and a list"),
+        ({"text": "T.", "questions": [{"question": "Q?", "answers": ["A"]}]}, "an answer needs its text and label"),
+    ):
+        write_jsonl(superglue / "MultiRC" / "train.jsonl", [{"passage": passage}])
+        with pytest.raises(UsageError, match=message):
+            read_task_data(GLUE_TASKS["multirc"], superglue)
+    write_jsonl(babylm / "boolq.train.jsonl", [{"question": None, "passage": "It is.", "label": 1}])
+    with pytest.raises(UsageError, match="boolq.train.jsonl:1: 'question' is None, not text"):
+        read_task_data(GLUE_TASKS["boolq"], babylm)

@@ -341,6 +341,30 @@ def test_a_shared_context_scored_once_gives_the_padded_batch_scores(tiny_models,
 
     padded, none = scores(0)
     shared, groups = scores(1)
-    assert none == [] and [group.tolist() for group in groups] == [[0, 1, 2, 3]]  # the others have one candidate each
+    assert none == [] and [sorted(group.tolist()) for group in groups] == [[0, 1, 2, 3]]  # the others stand alone
     np.testing.assert_allclose(shared, padded, atol=1e-5, rtol=0)
     assert scores(10_000)[1] == []  # too little saved: padded
+
+
+def test_a_context_with_many_candidates_is_cut_to_the_batch_limits(tiny_models, accelerator):
+    context = "No dog ever sees the cats near the birds. The girls see"
+    endings = [f" the {noun}." for noun in ("cats", "dogs", "birds", "pigs", "foxes", "lions", "bears")]
+    texts = [(context + ending, len(context)) for ending in endings]
+    options = ScoringOptions(shared_prefix_tokens=1, batch_size=3)
+    scorer = load_scorer(str(tiny_models["causal"]), None, options, accelerator.device)
+    rows = scorer.rows([text for text, _ in texts], [start for _, start in texts])
+    groups = scorer.prefix_groups(rows, [context] * len(texts))
+    assert [len(group) for group in groups] == [3, 3, 1] and sorted(np.concatenate(groups)) == list(range(7))
+    padded = score_completions(
+        load_scorer(str(tiny_models["causal"]), None, ScoringOptions(shared_prefix_tokens=0), accelerator.device),
+        texts,
+        accelerator,
+        progress=False,
+    )
+    np.testing.assert_allclose(score_completions(scorer, texts, accelerator, progress=False), padded, atol=1e-5)
+
+
+def test_a_text_with_nothing_to_score_is_refused(tiny_models, accelerator):
+    scorer = load_scorer(str(tiny_models["causal"]), None, ScoringOptions(), accelerator.device)
+    with pytest.raises(UsageError, match="nothing to score in 'The cats' after its first 8 characters"):
+        score_completions(scorer, [("The cats sleep.", 8), ("The cats", 8)], accelerator, progress=False)

@@ -291,10 +291,25 @@ class CausalScorer(SentenceScorer):
         groups = []
         for members in by_context.values():
             group = np.array(members, dtype=np.int64)
+            if len(group) < 2:
+                continue
             shared = shared_prefix_length(rows, group)
-            if len(group) > 1 and shared > 0 and (len(group) - 1) * shared >= self.options.shared_prefix_tokens:
-                groups.append(group)
+            if shared > 0 and (len(group) - 1) * shared >= self.options.shared_prefix_tokens:
+                groups += self.within_batch_limits(rows, group)
         return groups
+
+    def within_batch_limits(self, rows: Rows, group: np.ndarray) -> list[np.ndarray]:
+        """A context's texts in chunks that keep a batch's limits (each chunk passes over the
+        context once): rows per batch, and padded tokens (context included) per batch."""
+        ordered = group[np.argsort(rows.length[group], kind="stable")]
+        chunks, current = [], []
+        for index in ordered:
+            grown = len(current) + 1
+            if current and (grown > self.rows_per_batch() or grown * rows.length[index] > self.tokens_per_batch()):
+                chunks.append(np.array(current, dtype=np.int64))
+                current = []
+            current.append(index)
+        return [*chunks, np.array(current, dtype=np.int64)]
 
     def can_share_prefixes(self) -> bool:
         """Whether this model returns a KV cache that can be repeated for several continuations."""
@@ -343,7 +358,7 @@ def returned_cache(output):
 
 def shared_prefix_length(rows: Rows, group: np.ndarray) -> int:
     """How many leading tokens every text of the group has in common before any is scored."""
-    first_scored = int(min(np.flatnonzero(rows.scored[i])[0] for i in group))
+    first_scored = int(min(np.argmax(rows.scored[i]) for i in group))  # every text has a scored token
     tokens = rows.tokens[group, :first_scored]
     differs = np.flatnonzero((tokens != tokens[0]).any(axis=0))
     return int(differs[0]) if differs.size else first_scored
@@ -416,6 +431,14 @@ def masked_position_logits(model, head, ids, attention, positions) -> torch.Tens
 # --- planning and running --------------------------------------------------------------------
 
 
+def check_something_scored(rows: Rows, texts: list[tuple[str, int]]) -> None:
+    """Refuse a text with no token to score (an empty completion would score 0, probability 1)."""
+    empty = np.flatnonzero(~rows.scored.any(axis=1)[: len(texts)])
+    if empty.size:
+        text, start = texts[int(empty[0])]
+        raise UsageError(f"nothing to score in {text!r} after its first {start} characters (an empty completion?)")
+
+
 def plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
     """Row indices grouped into batches of similar length: sorted by (length, index), cut when a
     batch would exceed batch_size rows or max_batch_tokens padded tokens."""
@@ -447,6 +470,7 @@ def score_completions(
     sentences, starts = [text for text, _ in texts], [start for _, start in texts]
     rows = scorer.rows(sentences, starts)
     scorer.check_lengths(rows, sentences)
+    check_something_scored(rows, texts)
     groups = scorer.prefix_groups(rows, [text[:start] for text, start in texts])
     grouped = np.isin(rows.sentence, np.concatenate(groups)) if groups else np.zeros(len(rows), dtype=bool)
     loose = np.flatnonzero(~grouped)

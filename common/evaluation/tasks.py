@@ -111,6 +111,14 @@ def text_field(record: dict, key: str) -> str:
     return value
 
 
+def completion_field(record: dict, key: str) -> str:
+    """A text that is scored: empty, it would score 0 (probability 1) and beat every real one."""
+    value = text_field(record, key)
+    if not value.strip():
+        raise ValueError(f"{key!r} is empty")
+    return value
+
+
 def minimal_pair_item(record: dict, path: Path, number: int) -> Item:
     has_field = bool(record.get("field"))  # the BLiMP supplement has no field: grouped by file
     return Item(
@@ -118,7 +126,7 @@ def minimal_pair_item(record: dict, path: Path, number: int) -> Item:
         field=str(record["field"]) if has_field else "supplement",
         linguistics_term=str(record.get("linguistics_term") or ("" if has_field else "supplement")),
         item_id=str(record.get("pairID", record.get("pair_id", number))),
-        candidates=((text_field(record, "sentence_good"), 0), (text_field(record, "sentence_bad"), 0)),
+        candidates=((completion_field(record, "sentence_good"), 0), (completion_field(record, "sentence_bad"), 0)),
     )
 
 
@@ -130,7 +138,9 @@ def ewok_item(record: dict, path: Path, number: int) -> Item:
         field="",
         linguistics_term=str(record.get("ContextType", "")),
         item_id=f"{path.stem}:{number}",
-        candidates=tuple((f"{context} {text_field(record, key)}", len(context)) for key in ("Target1", "Target2")),
+        candidates=tuple(
+            (f"{context} {completion_field(record, key)}", len(context)) for key in ("Target1", "Target2")
+        ),
     )
 
 
@@ -143,13 +153,13 @@ def entity_tracking_item(record: dict, path: Path, number: int) -> Item:
 def wug_item(record: dict, path: Path, number: int) -> Item:
     sentences = text_field(record, "sentences").split("\t")
     ratio = record["ratio"]
-    if len(sentences) < 2:
-        raise ValueError("'sentences' holds fewer than two tab-separated candidates")
+    if len(sentences) < 2 or not all(sentence.strip() for sentence in sentences):
+        raise ValueError("'sentences' holds fewer than two tab-separated candidates, or an empty one")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float, str)):
         raise ValueError("'ratio' is not a number")
     try:
         ratio = float(ratio)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(f"'ratio' {ratio!r} is not a number") from None
     if not math.isfinite(ratio):
         raise ValueError(f"'ratio' {ratio} is not a finite number")
@@ -160,6 +170,8 @@ def completion_item(record: dict, path: Path, number: int) -> Item:
     prefix, options = text_field(record, "input_prefix"), record["options"]
     if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
         raise ValueError("'options' is not a list of two or more strings")
+    if not all(option.strip() for option in options):
+        raise ValueError("'options' holds an empty option")
     return Item(
         uid=str(record.get("UID") or path.stem),
         field=str(record.get("field", "")),
@@ -170,7 +182,7 @@ def completion_item(record: dict, path: Path, number: int) -> Item:
 
 
 def comps_item(record: dict, path: Path, number: int) -> Item:
-    phrase = text_field(record, "property_phrase")
+    phrase = completion_field(record, "property_phrase")
     prefixes = [text_field(record, key) for key in ("prefix_acceptable", "prefix_unacceptable")]
     return Item(
         uid=path.stem,

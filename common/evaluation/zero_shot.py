@@ -173,8 +173,9 @@ def evaluate_run(
     options are read back, unless rescore), draw each task's learning curve, and return each
     task's results in snapshot order."""
     every: dict[str, list[dict]] = {task.name: [] for task in tasks}
+    snapshots = run_snapshots(run_dir)  # a folder that is no run is refused before anything is written
     boards = tensorboard_boards(accelerator, run_dir, tasks)
-    for number, folder in enumerate(run_snapshots(run_dir), start=1):
+    for number, folder in enumerate(snapshots, start=1):
         stored = {task.name: None if rescore else stored_if_current(folder, task, options) for task in tasks}
         missing = [task for task in tasks if stored[task.name] is None]
         scored = dict(

@@ -90,12 +90,16 @@ def jsonl_records(path: Path) -> list[tuple[str, dict]]:
 
 
 def text_fields(record: dict, needs: tuple[str, ...], where: str, layout: str) -> None:
+    """Every field a layout needs is there, and each but the label (and nested ones) is text."""
     missing = [key for key in needs if key not in record]
     if missing:
         raise UsageError(
             f"{where}: no {missing[0]!r}; a line of the {layout} layout needs {', '.join(needs)} "
             f"(fields here: {', '.join(sorted(record)) or 'none'})"
         )
+    for key in needs:
+        if key not in ("label", "target", "passage") and not isinstance(record[key], str):
+            raise UsageError(f"{where}: {key!r} is {record[key]!r}, not text")
 
 
 def babylm_examples(path: Path, task: GlueTask) -> list[Example]:
@@ -103,7 +107,7 @@ def babylm_examples(path: Path, task: GlueTask) -> list[Example]:
     examples = []
     for where, record in jsonl_records(path):
         text_fields(record, needs, where, f"BabyLM {task.name}")
-        examples.append(Example(tuple(map(str, pair(record))), checked_label(record["label"], task, where)))
+        examples.append(Example(pair(record), checked_label(record["label"], task, where)))
     return examples
 
 
@@ -118,7 +122,8 @@ def superglue_examples(path: Path, task: GlueTask) -> list[Example]:
         elif task.name == "wsc":
             text_fields(record, ("text", "target", "label"), where, "SuperGLUE WSC")
             target = record["target"]
-            if not isinstance(target, dict) or not {"span1_text", "span2_text"} <= set(target):
+            spans = ("span1_text", "span2_text")
+            if not isinstance(target, dict) or not all(isinstance(target.get(key), str) for key in spans):
                 raise UsageError(f"{where}: 'target' needs span1_text and span2_text (the SuperGLUE WSC layout)")
             question = wsc_question(target["span1_text"], target["span2_text"])
             examples.append(Example((question, record["text"]), checked_label(record["label"], task, where)))
@@ -129,14 +134,30 @@ def superglue_examples(path: Path, task: GlueTask) -> list[Example]:
 
 
 def multirc_examples(passage, task: GlueTask, where: str) -> list[Example]:
-    if not isinstance(passage, dict) or not isinstance(passage.get("questions"), list) or "text" not in passage:
-        raise UsageError(f"{where}: 'passage' needs text and questions (the SuperGLUE MultiRC layout)")
+    layout = "(the SuperGLUE MultiRC layout: passage {text, questions [{question, answers [{text, label}]}]})"
+    if not isinstance(passage, dict) or not isinstance(passage.get("text"), str):
+        raise UsageError(f"{where}: 'passage' needs text and questions {layout}")
     examples = []
-    for question in passage["questions"]:
-        for answer in question.get("answers", []):
-            record = {"question": question.get("question", ""), "answer": answer.get("text", "")}
+    for question in passage.get("questions") if isinstance(passage.get("questions"), list) else [None]:
+        answers = question.get("answers") if isinstance(question, dict) else None
+        if (
+            not isinstance(question, dict)
+            or not isinstance(question.get("question"), str)
+            or not isinstance(answers, list)
+        ):
+            raise UsageError(f"{where}: a question needs its text and a list of answers {layout}")
+        for answer in answers:
+            if not isinstance(answer, dict) or not isinstance(answer.get("text"), str):
+                raise UsageError(f"{where}: an answer needs its text and label {layout}")
+            record = {"question": question["question"], "answer": answer["text"]}
             label = checked_label(answer.get("label"), task, where)
             examples.append(Example((multirc_question(record), passage["text"]), label))
+    return examples
+
+
+def nonempty(examples: list[Example], path: Path) -> list[Example]:
+    if not examples:
+        raise UsageError(f"{path}: no examples")
     return examples
 
 
@@ -158,7 +179,10 @@ def read_task_data(task: GlueTask, glue_dir: Path | None) -> TaskData:
         )
     folder = glue_dir / task.folder
     if task.benchmark == "SuperGLUE" and folder.is_dir():
-        splits = {split: superglue_examples(folder / name, task) for split, name in SUPERGLUE_SPLITS.items()}
+        splits = {
+            split: nonempty(superglue_examples(folder / name, task), folder / name)
+            for split, name in SUPERGLUE_SPLITS.items()
+        }
         return TaskData(splits, "SuperGLUE", ("accuracy", "f1", "mcc"), ("accuracy",))
     if task.benchmark == "GLUE" and folder.is_dir():
         return TaskData(read_glue_split_files(glue_dir, task), "GLUE", task.metrics, task.metrics)
