@@ -39,7 +39,7 @@ from common.models.build import build_model, load_model, max_positions, resolve_
 from common.models.families import TOKENIZER_KIND
 from common.training.hub import HubPusher
 from common.training.objectives import objective_for
-from common.training.perf import measure_matmul_peak
+from common.training.perf import peak_flops_for
 from common.training.pretrain import (
     Pretraining,
     StopRequest,
@@ -166,7 +166,7 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
         splits,
         output_dir,
         made_for,
-        peak_flops=measure_matmul_peak(accelerator.device, training_dtype(accelerator)),
+        peak=peak_flops_for(accelerator.device, training_dtype(accelerator)),
         pusher=pusher,
         # ZeRO shards a checkpoint per process: with another number of processes it is resharded
         universal_resume=bool(resume_state)

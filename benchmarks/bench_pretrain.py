@@ -1,10 +1,11 @@
-"""Training throughput of train_pretrain.py against the Hugging Face Trainer recipe, on the CPU.
+"""Training throughput of train_pretrain.py against the Hugging Face Trainer recipe, on a CPU or a GPU.
 
-Both sides train the same model (hidden 256, 4 layers, 4 heads, intermediate 1024) from the same
-initial weights, on the same text with the same tokenizer, windows of 256 tokens, batches of 16,
-fp32, the same AdamW settings and the same warmup + cosine schedule, for the same number of
-optimizer steps, one after the other and with the same number of torch threads. `--objective`
-picks the model and the Trainer's recipe:
+Every side trains the same model (by default hidden 256, 4 layers, 4 heads, intermediate 1024;
+`--model_size 60m` etc. for a size preset) from the same initial weights, on the same text with the
+same tokenizer, windows of 256 tokens, batches of 16 (`--seq_length`, `--batch_size`), in the same
+precision (fp32 on a CPU, bf16 autocast on a GPU; `--precision`), with the same AdamW settings and
+the same warmup + cosine schedule, for the same number of optimizer steps, one after the other and
+with the same number of torch threads. `--objective` picks the model and the Trainer's recipe:
 
 * causal (default): a LLaMA (untied head) with our byte-level BPE; the Trainer gets blocks with
   labels = inputs and `default_data_collator` (the run_clm recipe).
@@ -14,32 +15,39 @@ picks the model and the Trainer's recipe:
   ELECTRA and ELECTRA-MoE (8 experts, top-2) run too, ours only: their discriminator has the
   BERT's shape (the generator a quarter of its width), so their tokens/s sit next to the MLM's.
 
-The sides:
+The sides (`--sides`, by default all four, in one invocation):
 
-* ours: `python train_pretrain.py --dataset text ... --save_init true`, run like a user would. Its
-  tokens/s comes from the run's metrics.jsonl (time inside its training steps only, no evaluation).
+* ours: `python train_pretrain.py --dataset text ... --save_init true` with our defaults
+  (`--torch_compile auto`: compiled on a GPU, and on a CPU when the run is long enough; the fused
+  vocabulary loss), run like a user would. Its tokens/s comes from the run's metrics.jsonl (time
+  inside its training steps only, no evaluation).
+* ours-eager: the same with `--torch_compile false`.
+* trainer: the Trainer's default recipe (eager); trainer-compiled: with `torch_compile=True`.
 * the Trainer: the usual recipe (documents -> `datasets.map` tokenize + a boundary token (EOS;
   [CLS] for WordPiece, as ours) -> `group_texts` into 256-token blocks -> `Trainer.train()`), in a
-  child process of this script, with the tokenizer that our run trained and the model that our run
+  child process of this script, with the tokenizer that our first run trained and the model that it
   saved before its first step (milestones/init: the same config and initial weights). Its tokens/s
   comes from a callback that notes the time at the end of every step, so it covers the training
   steps only (no tokenization). It follows ours' learning-rate curve and weight-decay groups
   exactly (a subclass: the stock warmup starts at lr 0), so the losses can be compared step by
   step; its optimizer stays the stock one (fused AdamW on this torch).
 
-Tokens/s counts input tokens on every side (16 x 256 per step), and all skip their first logging
-interval (warm-up: allocator, thread pools, first-touch of the data). MFU puts all against one
-matmul peak measured here (common.training.perf.measure_matmul_peak) with ours' FLOPs per token (from its
-metrics: common.models.build.training_flops_per_token), the Trainer with the same figure as ours. That
+Tokens/s counts input tokens on every side (batch x sequence per step), and all skip their first
+logging interval (warm-up: allocator, thread pools, compilation, first-touch of the data). MFU puts
+all against one peak (common.training.perf.peak_flops_for: a known GPU's data-sheet bf16 peak, else a
+matmul peak measured here) with ours' FLOPs per token (from its metrics:
+common.training.perf.training_flops_per_token), the Trainer with the same figure as ours. Peak memory is
+each side's own: allocated GPU memory, or the process's resident memory on a CPU. That
 figure counts the vocabulary head at every position, so for MLM it is the Trainer's work, and
 ours' MFU is nominal (in step with its tokens/s). Quality: the training losses logged at the same
 steps (so after the same tokens), and both final models' loss on the same held-out windows
 (next-token loss, or for MLM the loss on masked tokens under one fixed set of masks).
 
-    python benchmarks/bench_pretrain.py                       # causal, 40 steps on the TinyStories sample
+    python benchmarks/bench_pretrain.py                       # causal, 40 steps, the four sides
     python benchmarks/bench_pretrain.py --objective mlm       # BERT vs the Trainer, and ELECTRA(-MoE)
     python benchmarks/bench_pretrain.py --steps 20 --threads 2 --output /tmp/pretrain_cpu.json
-    python benchmarks/bench_pretrain.py --skip_trainer        # ours only
+    python benchmarks/bench_pretrain.py --sides ours trainer  # two of the sides
+    python benchmarks/bench_pretrain.py --device cuda --model_size 60m --batch_size 64 --steps 300
 
 The text is --data_file (the figures in docs/benchmarks.md use TinyStories' validation file);
 without it a synthetic corpus from common.data.synthetic is written to a temporary file.
@@ -55,6 +63,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import shutil
 import subprocess
@@ -71,19 +80,16 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from common.data.packing import boundary_token_id  # noqa: E402
-from common.models.build import auto_class  # noqa: E402
+from common.models.build import SIZE_PRESETS, auto_class  # noqa: E402
 from common.models.families import IGNORE  # noqa: E402
 from common.optimizer import learning_rate_at  # noqa: E402
 from common.training.objectives import CausalLM, MaskedLM  # noqa: E402
-from common.training.perf import measure_matmul_peak, mfu  # noqa: E402
+from common.training.perf import mfu, peak_flops_for, peak_memory_gb, synchronize  # noqa: E402
 
 SYNTHETIC_WORDS = 300_000
 
-# The workload of the issue. The shape goes to every side; everything else must match too.
+# The default workload. The shape goes to every side; everything else must match too.
 SHAPE = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024}
-SEQ_LENGTH = 256
-BATCH_SIZE = 16
-VOCAB_SIZE = 8000
 SEED = 42
 VALIDATION_PERCENT = 1.0  # ours holds out 1% of the documents; the Trainer gets the same 99%
 OPTIMIZER = {
@@ -109,6 +115,19 @@ ELECTRA_VARIANTS = {
     "ELECTRA-MoE": ("--model_type", "electra_moe", "--num_experts", "8", "--num_experts_per_tok", "2", *ELECTRA_FLAGS),
 }
 VARIANT_LABELS = {"ELECTRA": "ELECTRA", "ELECTRA-MoE": "ELECTRA-MoE (8 experts, top-2)"}
+# The sides of the comparison: (runner, its setting): ours' extra flags, or the Trainer's torch_compile.
+SIDES = {
+    "ours": ("ours", ()),
+    "ours-eager": ("ours", ("--torch_compile", "false")),
+    "trainer": ("trainer", False),
+    "trainer-compiled": ("trainer", True),
+}
+SIDE_LABELS = {
+    "ours": "ours (defaults)",
+    "ours-eager": "ours, eager",
+    "trainer": "HF Trainer",
+    "trainer-compiled": "HF Trainer, torch_compile",
+}
 
 
 def usable_cores() -> int:
@@ -141,14 +160,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--repeats", type=int, default=1, help="run every side this many times, alternating; report each side's best"
     )
-    parser.add_argument("--skip_trainer", action="store_true", help="only run train_pretrain.py")
-    parser.add_argument("--skip_electra", action="store_true", help="--objective mlm without the ELECTRA rows")
-    parser.add_argument("--torch_compile", action="store_true", help="ours with --torch_compile")
     parser.add_argument(
-        "--trainer_torch_compile",
-        action="store_true",
-        help="the Trainer with its own torch_compile=True (for a like-for-like compiled comparison)",
+        "--sides", nargs="+", choices=tuple(SIDES), default=list(SIDES), help="which sides to run (default: all)"
     )
+    parser.add_argument("--skip_electra", action="store_true", help="--objective mlm without the ELECTRA rows")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every side trains")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="every side's precision: fp32, or bf16 autocast (default: fp32 on a CPU, bf16 on a GPU)",
+    )
+    parser.add_argument(
+        "--model_size", default=None, help="a size preset (20m, 60m, 180m) instead of the default shape"
+    )
+    parser.add_argument("--vocab_size", type=int, default=8000, help="tokenizer vocabulary (8000; 50257 as GPT-2)")
+    parser.add_argument("--batch_size", type=int, default=16, help="windows per step")
+    parser.add_argument("--seq_length", type=int, default=256, help="tokens per window")
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folders")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--_run_trainer", default=None, help=argparse.SUPPRESS)  # the child: a spec file
@@ -157,7 +185,17 @@ def parse_args() -> argparse.Namespace:
         parser.error("--repeats and --threads must be positive")
     if args.steps < 2 * args.logging_steps:
         parser.error("--steps must cover at least two logging intervals (the first one is warm-up)")
+    if args.model_size is not None and args.model_size not in SIZE_PRESETS:
+        parser.error(f"--model_size {args.model_size}: not one of {', '.join(SIZE_PRESETS)}")
+    if args.device == "cuda" and not args._run_trainer and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible")
+    args.precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
     return args
+
+
+def shape_flags(args) -> list[str]:
+    """The model shape every side trains: a size preset, or the default shape."""
+    return ["--model_size", args.model_size] if args.model_size else flag_pairs(SHAPE)
 
 
 def warmup_steps(steps: int) -> int:
@@ -167,14 +205,15 @@ def warmup_steps(steps: int) -> int:
 # --- running the sides -------------------------------------------------------------------------
 
 
-def thread_env(threads: int) -> dict:
-    """The environment of every child: the same thread count, no network, fp32 (no mixed
-    precision from an accelerate environment)."""
+def thread_env(threads: int, precision: str, device: str) -> dict:
+    """The environment of every child: the same thread count, no network, the benchmark's precision
+    (not one from an accelerate environment)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ACCELERATE_")}
     env.update(
         OMP_NUM_THREADS=str(threads),
         MKL_NUM_THREADS=str(threads),
-        ACCELERATE_MIXED_PRECISION="no",
+        ACCELERATE_MIXED_PRECISION="bf16" if precision == "bf16" else "no",
+        **({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}),
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="true",
@@ -230,7 +269,7 @@ def flag_pairs(values: dict) -> list[str]:
 
 
 def run_ours(name: str, model_flags: tuple, data_file: Path, workdir: Path, args, env: dict, round_: int) -> dict:
-    """One train_pretrain.py run of `model_flags` (model type and objective settings) on the
+    """One train_pretrain.py run of `model_flags` (model type, objective and side settings) on the
     benchmark's shape, data and optimizer; its init is saved for the Trainer to start from."""
     run_dir = workdir / f"{name.lower()}-{round_}"
     command = [
@@ -241,13 +280,13 @@ def run_ours(name: str, model_flags: tuple, data_file: Path, workdir: Path, args
         "--data_files",
         str(data_file),
         "--vocab_size",
-        str(VOCAB_SIZE),
+        str(args.vocab_size),
         *model_flags,
-        *flag_pairs(SHAPE),
+        *shape_flags(args),
         "--seq_length",
-        str(SEQ_LENGTH),
+        str(args.seq_length),
         "--per_device_train_batch_size",
-        str(BATCH_SIZE),
+        str(args.batch_size),
         "--max_steps",
         str(args.steps),
         "--output_dir",
@@ -275,7 +314,6 @@ def run_ours(name: str, model_flags: tuple, data_file: Path, workdir: Path, args
         "--warmup_steps",
         str(warmup_steps(args.steps)),
         *flag_pairs(OPTIMIZER),
-        *(["--torch_compile"] if args.torch_compile else []),
     ]
     child = run_child(name, command, env, workdir / f"{run_dir.name}.log")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -287,6 +325,8 @@ def run_ours(name: str, model_flags: tuple, data_file: Path, workdir: Path, args
         "losses": {r["step"]: r["train/loss"] for r in train},
         "tokens_seen": last["tokens_seen"],
         "flops_per_token": last["perf/tflops_per_process"] * 1e12 / last["perf/tokens_per_s"],
+        "peak_memory_gb": max(r["perf/peak_memory_gb"] for r in train),
+        "compiled": "torch.compile on" in (workdir / f"{run_dir.name}.log").read_text(encoding="utf-8"),
         **child,
         "model_dir": str(run_dir / "final"),
         "init_dir": str(run_dir / "milestones" / "init"),
@@ -308,9 +348,11 @@ def timed_tokens_per_s(train_records: list[dict]) -> float:
     return tokens / seconds
 
 
-def run_trainer(data_file: Path, workdir: Path, args, env: dict, ours: dict, round_: int) -> dict:
+def run_trainer(
+    name: str, compiled: bool, data_file: Path, workdir: Path, args, env: dict, ours: dict, round_: int
+) -> dict:
     """The Trainer recipe in a child process, starting from `ours`' tokenizer and initial model."""
-    run_dir = workdir / f"trainer-{round_}"
+    run_dir = workdir / f"{name}-{round_}"
     spec = {
         "objective": args.objective,
         "data_file": str(data_file),
@@ -320,32 +362,53 @@ def run_trainer(data_file: Path, workdir: Path, args, env: dict, ours: dict, rou
         "steps": args.steps,
         "logging_steps": args.logging_steps,
         "threads": args.threads,
-        "torch_compile": args.trainer_torch_compile,
+        "torch_compile": compiled,
+        "device": args.device,
+        "bf16": args.precision == "bf16",
+        "batch_size": args.batch_size,
+        "seq_length": args.seq_length,
         "result": str(run_dir.with_suffix(".json")),
     }
-    spec_path = workdir / f"trainer-{round_}-spec.json"
+    spec_path = workdir / f"{name}-{round_}-spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = {**env, "HF_DATASETS_CACHE": str(workdir / "hf_datasets")}
     child = run_child(
-        "HF Trainer",
+        name,
         [sys.executable, str(Path(__file__).resolve()), "--_run_trainer", str(spec_path)],
         env,
-        workdir / f"trainer-{round_}.log",
+        workdir / f"{name}-{round_}.log",
     )
     result = json.loads(Path(spec["result"]).read_text(encoding="utf-8"))
     result["losses"] = {int(step): loss for step, loss in result["losses"].items()}
-    return {**result, **child, "model_dir": str(run_dir / "final")}
+    return {
+        **result,
+        **child,
+        "compiled": compiled,
+        "model_dir": str(run_dir / "final"),
+        "tokenizer_dir": ours["tokenizer_dir"],
+    }
 
 
 def run_rounds(data_file: Path, workdir: Path, args, env: dict) -> dict[str, list[dict]]:
     """Every side --repeats times, alternating, so that a slow spell of the machine hits all of
-    them. Keys: "ours", "trainer" (unless skipped), then the ELECTRA variants (MLM only)."""
+    them. Keys: the chosen sides in SIDES' order, then the ELECTRA variants (MLM only). The first
+    of ours' runs trains the tokenizer and saves the initial model that the Trainer starts from."""
     variants = ELECTRA_VARIANTS if args.objective == "mlm" and not args.skip_electra else {}
-    runs = {"ours": [], **({} if args.skip_trainer else {"trainer": []}), **{name: [] for name in variants}}
+    sides = [name for name in SIDES if name in args.sides]
+    runs = {name: [] for name in (*sides, *variants)}
+    first_ours = None
     for round_ in range(1, args.repeats + 1):
-        runs["ours"].append(run_ours("ours", OURS_MODEL[args.objective], data_file, workdir, args, env, round_))
-        if "trainer" in runs:
-            runs["trainer"].append(run_trainer(data_file, workdir, args, env, runs["ours"][0], round_))
+        for name in sides:
+            runner, setting = SIDES[name]
+            if runner == "ours":
+                run = run_ours(name, (*OURS_MODEL[args.objective], *setting), data_file, workdir, args, env, round_)
+                first_ours = first_ours or run
+            else:
+                first_ours = first_ours or run_ours(
+                    "init", OURS_MODEL[args.objective], data_file, workdir, args, env, round_
+                )  # only the Trainer was asked for: it still starts from our initial model
+                run = run_trainer(name, setting, data_file, workdir, args, env, first_ours, round_)
+            runs[name].append(run)
         for name, flags in variants.items():
             runs[name].append(run_ours(name, flags, data_file, workdir, args, env, round_))
     return runs
@@ -406,7 +469,7 @@ def trainer_main(spec_path: str) -> None:
     torch.set_num_threads(spec["threads"])
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
     train_documents, _ = corpus_documents(spec["data_file"])
-    dataset = token_blocks(train_documents, tokenizer, SEQ_LENGTH, with_labels=objective == "causal")
+    dataset = token_blocks(train_documents, tokenizer, spec["seq_length"], with_labels=objective == "causal")
 
     set_seed(SEED)  # dropout, the data order and the collator's masks
     model = auto_class(objective).from_pretrained(spec["init_dir"])  # ours' config and initial weights
@@ -437,13 +500,14 @@ def trainer_main(spec_path: str) -> None:
             self.times: list[float] = []
 
         def on_step_end(self, args, state, control, **kwargs):
+            synchronize(args.device)  # a GPU step has ended when its kernels have
             self.times.append(time.perf_counter())
 
     run_dir = Path(spec["run_dir"])
     training_args = TrainingArguments(
         output_dir=str(run_dir),
         max_steps=spec["steps"],
-        per_device_train_batch_size=BATCH_SIZE,
+        per_device_train_batch_size=spec["batch_size"],
         gradient_accumulation_steps=1,
         **OPTIMIZER,
         warmup_steps=warmup_steps(spec["steps"]),
@@ -451,8 +515,8 @@ def trainer_main(spec_path: str) -> None:
         eval_strategy="no",
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
-        bf16=False,
+        use_cpu=spec["device"] == "cpu",
+        bf16=spec["bf16"],
         fp16=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
@@ -473,13 +537,15 @@ def trainer_main(spec_path: str) -> None:
 
     skip = spec["logging_steps"]  # the same warm-up interval that ours leaves out
     timed_steps = len(clock.times) - skip
-    tokens_per_s = timed_steps * BATCH_SIZE * SEQ_LENGTH / (clock.times[-1] - clock.times[skip - 1])
+    tokens_per_step = spec["batch_size"] * spec["seq_length"]
+    tokens_per_s = timed_steps * tokens_per_step / (clock.times[-1] - clock.times[skip - 1])
     losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
     result = {
         "tokens_per_s": tokens_per_s,
         "timed_steps": timed_steps,
         "losses": losses,
-        "tokens_seen": len(clock.times) * BATCH_SIZE * SEQ_LENGTH,
+        "tokens_seen": len(clock.times) * tokens_per_step,
+        "peak_memory_gb": peak_memory_gb(torch.device(spec["device"])),
         "blocks": len(dataset),
         "optim": str(training_args.optim),
         "attn_implementation": model.config._attn_implementation,
@@ -500,9 +566,9 @@ def evaluation_objective(objective: str, tokenizer) -> CausalLM | MaskedLM:
 def held_out_loss(model_dir: str, windows: np.ndarray, objective: CausalLM | MaskedLM) -> float:
     """Mean loss per target token over the same held-out windows, one definition for both models."""
     model = auto_class(objective.name).from_pretrained(model_dir).eval()
-    total, count = 0.0, 0
-    for start in range(0, len(windows), BATCH_SIZE):
-        rows = windows[start : start + BATCH_SIZE]
+    total, count, rows_per_batch = 0.0, 0, 16
+    for start in range(0, len(windows), rows_per_batch):
+        rows = windows[start : start + rows_per_batch]
         batch = objective.make_batch(rows, torch.device("cpu"), range(start, start + len(rows)), evaluation=True)
         logits = model(input_ids=batch["input_ids"]).logits
         total += F.cross_entropy(
@@ -512,32 +578,31 @@ def held_out_loss(model_dir: str, windows: np.ndarray, objective: CausalLM | Mas
     return total / count
 
 
-def held_out_windows(data_file: str, tokenizer) -> np.ndarray | None:
+def held_out_windows(data_file: str, tokenizer, seq_length: int) -> np.ndarray | None:
     """The held-out documents, each after the boundary token as in ours' packed data, as windows
-    of SEQ_LENGTH + 1 tokens (ours' layout: SEQ_LENGTH next-token targets, or SEQ_LENGTH tokens
+    of seq_length + 1 tokens (ours' layout: seq_length next-token targets, or seq_length tokens
     to mask)."""
     _, documents = corpus_documents(data_file)
     boundary = boundary_token_id(tokenizer)
     ids = [token for ids in tokenizer(documents, add_special_tokens=False)["input_ids"] for token in [boundary, *ids]]
-    count = (len(ids) - 1) // SEQ_LENGTH
+    count = (len(ids) - 1) // seq_length
     if count == 0:
         return None
-    return np.array([ids[i * SEQ_LENGTH : i * SEQ_LENGTH + SEQ_LENGTH + 1] for i in range(count)], dtype=np.int64)
+    return np.array([ids[i * seq_length : i * seq_length + seq_length + 1] for i in range(count)], dtype=np.int64)
 
 
-def held_out_comparison(data_file: str, objective: str, ours: dict, theirs: dict) -> dict | None:
-    """Both final models' loss on the held-out documents (None when they fill no window)."""
+def held_out_comparison(data_file: str, args, sides: dict[str, dict]) -> dict | None:
+    """Every side's final model's loss on the held-out documents (None when they fill no window)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(ours["tokenizer_dir"])
-    windows = held_out_windows(data_file, tokenizer)
+    tokenizer = AutoTokenizer.from_pretrained(next(iter(sides.values()))["tokenizer_dir"])
+    windows = held_out_windows(data_file, tokenizer, args.seq_length)
     if windows is None:
         return None
-    scorer = evaluation_objective(objective, tokenizer)
+    scorer = evaluation_objective(args.objective, tokenizer)
     return {
         "windows": len(windows),
-        "ours": held_out_loss(ours["model_dir"], windows, scorer),
-        "trainer": held_out_loss(theirs["model_dir"], windows, scorer),
+        **{name: held_out_loss(side["model_dir"], windows, scorer) for name, side in sides.items()},
     }
 
 
@@ -569,39 +634,53 @@ def summarise(runs: list[dict], per_token: float, peak: float) -> dict:
     }
 
 
-def compare(runs: dict[str, list[dict]], data_file: Path, args, peak: float) -> dict:
-    """Every side summarised; the Trainer against ours, the ELECTRA variants against ours' MLM."""
-    per_token = runs["ours"][0]["flops_per_token"]  # the Trainer trains the same model
-    ours = summarise(runs["ours"], per_token, peak)
+def compare(runs: dict[str, list[dict]], data_file: Path, args, peak: tuple[float, str]) -> dict:
+    """Every side summarised, each against the Trainer's default recipe (when it ran) and the
+    ELECTRA variants against ours' MLM."""
+    peak_flops, peak_source = peak
+    # Every side trains the same model: one FLOPs-per-token figure (ours' own) for all
+    ours_runs = next(side for name, side in runs.items() if side and "flops_per_token" in side[0])
+    per_token = ours_runs[0]["flops_per_token"]
+    sides = {name: summarise(side, per_token, peak_flops) for name, side in runs.items() if name in SIDES}
     results = {
         "objective": args.objective,
+        "device": device_name(args.device),
+        "precision": args.precision,
+        "model": args.model_size or "default shape",
+        "vocab_size": args.vocab_size,
         "steps": args.steps,
         "threads": args.threads,
         "repeats": args.repeats,
         "data": str(data_file),
-        "tokens_per_step": BATCH_SIZE * SEQ_LENGTH,
-        "peak_gflops": peak / 1e9,
+        "tokens_per_step": args.batch_size * args.seq_length,
+        "peak_tflops": peak_flops / 1e12,
+        "peak_source": peak_source,
         "flops_per_token": per_token,
-        "ours": ours,
-        "torch_compile": {"ours": args.torch_compile, "trainer": args.trainer_torch_compile},
+        "sides": sides,
     }
-    if runs.get("trainer"):
-        theirs = results["trainer"] = summarise(runs["trainer"], per_token, peak)
-        results["ratio"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
-        results["loss_gap"] = ours["tail_loss"] - theirs["tail_loss"]
-        held_out = held_out_comparison(str(data_file), args.objective, ours, theirs)
-        if held_out:
-            results["held_out"] = held_out
+    if "trainer" in sides:
+        for side in sides.values():
+            side["ratio"] = side["tokens_per_s"] / sides["trainer"]["tokens_per_s"]
+            side["loss_gap"] = side["tail_loss"] - sides["trainer"]["tail_loss"]
+    held_out = held_out_comparison(str(data_file), args, sides)
+    if held_out:
+        results["held_out"] = held_out
     variants = {
-        name: summarise(side, side[0]["flops_per_token"], peak)
+        name: summarise(side, side[0]["flops_per_token"], peak_flops)
         for name, side in runs.items()
         if name in ELECTRA_VARIANTS
     }
-    for variant in variants.values():
-        variant["ratio_vs_mlm"] = variant["tokens_per_s"] / ours["tokens_per_s"]
-    if variants:
+    if variants and "ours" in sides:
+        for variant in variants.values():
+            variant["ratio_vs_mlm"] = variant["tokens_per_s"] / sides["ours"]["tokens_per_s"]
         results["variants"] = variants
     return results
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.processor() or platform.machine()}, {usable_cores()} cores)"
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -615,46 +694,47 @@ def report(results: dict) -> None:
     if results.get("variants"):
         print_objectives(results)
     print_rounds(results)
-    if results.get("trainer"):
+    if len(results["sides"]) > 1:
         print_losses(results)
 
 
 def print_setup(results: dict) -> None:
-    compiled = {True: "torch.compile", False: "eager"}
     print(
-        f"\n{MODEL_NAMES[results['objective']]}; ours: {compiled[results['torch_compile']['ours']]}, "
-        f"HF Trainer: {compiled[results['torch_compile']['trainer']]}"
-    )
-    print(
-        f"pretraining throughput, CPU, {results['threads']} threads, fp32, {results['steps']} steps "
+        f"\n{MODEL_NAMES[results['objective']]}, {results['model']}, vocabulary {results['vocab_size']}; "
+        f"{results['device']}, {results['precision']}, {results['threads']} threads, {results['steps']} steps "
         f"({results['tokens_per_step']} tokens/step), data: {results['data']}"
     )
-    print(f"matmul peak {results['peak_gflops']:.1f} GFLOP/s, {results['flops_per_token'] / 1e6:.1f} MFLOP/token\n")
+    print(
+        f"MFU against {results['peak_tflops']:.2f} TFLOP/s ({results['peak_source']}), "
+        f"{results['flops_per_token'] / 1e6:.1f} MFLOP/token\n"
+    )
 
 
 def print_comparison(results: dict) -> None:
-    ours, theirs = results["ours"], results.get("trainer")
-    both = lambda fmt, key: (fmt.format(ours[key]), fmt.format(theirs[key]) if theirs else "-")  # noqa: E731
-    best_of = f" (best of {results['repeats']})" if results["repeats"] > 1 else ""
-    rows = [
-        ("", "ours", "HF Trainer"),
-        (f"tokens/s{best_of}", *both("{:.0f}", "tokens_per_s")),
-        ("MFU", *both("{:.1%}", "mfu")),
-        ("final logged train loss", *both("{:.4f}", "final_loss")),
-        ("mean of last 5 logged losses", *both("{:.4f}", "tail_loss")),
-    ]
-    if results.get("held_out"):
-        held = results["held_out"]
-        rows.append((f"held-out loss ({held['windows']} windows)", f"{held['ours']:.4f}", f"{held['trainer']:.4f}"))
-    for label, a, b in rows:
-        print(f"  {label:<32} {a:>12} {b:>12}")
+    """One row per side: tokens/s, x the Trainer's default recipe, MFU, peak memory, losses."""
+    best_of = f", best of {results['repeats']}" if results["repeats"] > 1 else ""
+    held = results.get("held_out", {})
+    print(
+        f"  {'side':<28} {'tokens/s' + best_of:>18} {'x Trainer':>10} {'MFU':>7} {'peak GB':>8} "
+        f"{'last-5 loss':>12} {'held-out loss':>14}"
+    )
+    for name, side in results["sides"].items():
+        compiled = " [compiled]" if side.get("compiled") and name == "ours" else ""
+        ratio = f"{side['ratio']:.2f}" if "ratio" in side else "-"
+        held_out = f"{held[name]:.4f}" if name in held else "-"
+        print(
+            f"  {SIDE_LABELS[name] + compiled:<28} {side['tokens_per_s']:>18.0f} {ratio:>10} {side['mfu']:>7.1%} "
+            f"{side['peak_memory_gb']:>8.2f} {side['tail_loss']:>12.4f} {held_out:>14}"
+        )
+    if held:
+        print(f"  (held-out loss over {held['windows']} windows of held-out documents)")
 
 
 def print_objectives(results: dict) -> None:
     """Ours' objectives at the same (discriminator) shape: tokens/s and its ratio to the MLM's."""
     print(f"\n  {'ours, same encoder shape':<32} {'tokens/s':>10} {'x MLM':>7} {'MFU':>7} {'MFLOP/token':>12}")
     rows = [
-        ("MLM (BERT)", {**results["ours"], "ratio_vs_mlm": 1.0}),
+        ("MLM (BERT)", {**results["sides"]["ours"], "ratio_vs_mlm": 1.0}),
         *((VARIANT_LABELS[name], side) for name, side in results["variants"].items()),
     ]
     for label, side in rows:
@@ -665,23 +745,23 @@ def print_objectives(results: dict) -> None:
 
 
 def print_rounds(results: dict) -> None:
-    sides = [("ours", results["ours"]), ("Trainer", results.get("trainer")), *results.get("variants", {}).items()]
-    print("\n  round  side           tokens/s  cores used by others  wall s (incl. setup)")
+    sides = [*results["sides"].items(), *results.get("variants", {}).items()]
+    print("\n  round  side              tokens/s  cores used by others  wall s (incl. setup)")
     for side, summary in sides:
-        for number, run in enumerate(summary["rounds"] if summary else [], 1):
+        for number, run in enumerate(summary["rounds"], 1):
             others = "?" if run["other_cores"] is None else f"{run['other_cores']:.2f}"
-            print(f"  {number:>5}  {side:<12} {run['tokens_per_s']:>10.0f}  {others:>20}  {run['wall_s']:>20.0f}")
+            print(f"  {number:>5}  {side:<16} {run['tokens_per_s']:>10.0f}  {others:>20}  {run['wall_s']:>20.0f}")
 
 
 def print_losses(results: dict) -> None:
-    ours, theirs = results["ours"], results["trainer"]
-    print(f"\n  ratio ours / Trainer tokens/s: {results['ratio']:.3f}  (target >= 1.3)")
-    print(f"  loss gap (last-5 mean, ours - Trainer): {results['loss_gap']:+.4f} nats")
+    """The training losses of every side at the same steps (so after the same tokens)."""
+    sides = results["sides"]
     if results["objective"] == "mlm":
-        print("  (MLM: the two sides draw different masks, so their losses agree only roughly)")
-    print("\n  step  ours loss  Trainer loss")
-    for step in sorted(ours["losses"]):
-        print(f"  {step:>4} {ours['losses'][step]:>10.4f} {theirs['losses'].get(step, float('nan')):>13.4f}")
+        print("\n  (MLM: ours and the Trainer draw different masks, so their losses agree only roughly)")
+    print("\n  step " + "".join(f"{name:>18}" for name in sides))
+    steps = sorted(set().union(*(side["losses"] for side in sides.values())))
+    for step in steps:
+        print(f"  {step:>4} " + "".join(f"{side['losses'].get(step, float('nan')):>18.4f}" for side in sides.values()))
 
 
 def data_file_for(args, workdir: Path) -> Path:
@@ -699,9 +779,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench_pretrain-"))
     try:
         data_file = data_file_for(args, workdir)
-        runs = run_rounds(data_file, workdir, args, thread_env(args.threads))
-        # Measured after the runs, with nothing of ours running, for 2 s rather than 0.5 s.
-        peak = measure_matmul_peak(torch.device("cpu"), torch.float32, seconds=2.0)
+        runs = run_rounds(data_file, workdir, args, thread_env(args.threads, args.precision, args.device))
+        # After the runs, with nothing of ours running: a known GPU's data-sheet peak, else measured.
+        peak = peak_flops_for(torch.device(args.device), torch.bfloat16 if args.precision == "bf16" else torch.float32)
         results = compare(runs, data_file, args, peak)
         report(results)
         if args.output:

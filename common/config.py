@@ -85,6 +85,8 @@ def checked_preset_value(path: str, name: str, value, annotation):
     if accepts(annotation, int) and not accepts(annotation, float) and isinstance(value, float):
         raise UsageError(f"--config {path}: {name} must be a whole number, got {value!r}")
     choices = literal_choices(annotation)
+    if isinstance(value, bool) and {"true", "false"} <= set(choices):  # YAML's `true` for "true"
+        value = str(value).lower()
     if choices and value not in choices and not (value is None and accepts(annotation, type(None))):
         raise UsageError(f"--config {path}: {name} {value!r} is not one of {', '.join(map(str, choices))}")
     return value

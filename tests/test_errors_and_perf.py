@@ -7,7 +7,18 @@ import pytest
 import torch
 
 from common.errors import TrainingStopped, UsageError, first_line, run_main
-from common.training.perf import measure_matmul_peak, mfu, training_flops_per_token
+from common.training.perf import (
+    CPU_COMPILE_SAVING,
+    CPU_COMPILE_SECONDS,
+    compile_pays,
+    estimated_seconds,
+    measure_matmul_peak,
+    mfu,
+    nominal_peak_flops,
+    peak_flops_for,
+    peak_memory_gb,
+    training_flops_per_token,
+)
 
 
 @pytest.mark.parametrize(
@@ -60,3 +71,34 @@ def test_ranks_holding_another_value_are_refused(monkeypatch):
         distributed.same_on_every_rank(TwoRanks(), "aaa", "the tokenizer's hash")
     monkeypatch.setattr(distributed, "gather_object", lambda values: ["aaa", "aaa"])
     distributed.same_on_every_rank(TwoRanks(), "aaa", "the tokenizer's hash")
+
+
+@pytest.mark.parametrize(
+    "name, tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA A10G", 70.0),
+        ("Tesla T4", None),
+    ],
+)
+def test_mfu_divides_by_the_data_sheet_peak_of_a_known_gpu(name, tflops):
+    assert nominal_peak_flops(name) == (None if tflops is None else tflops * 1e12)
+
+
+def test_a_cpu_gets_a_measured_peak_and_its_resident_memory():
+    peak, source = peak_flops_for(torch.device("cpu"), torch.float32)
+    assert peak > 1e8 and source.startswith("measured float32")
+    assert 0.05 < peak_memory_gb(torch.device("cpu")) < 64
+
+
+def test_compilation_is_chosen_where_it_pays():
+    assert compile_pays("auto", "cuda", eager_seconds=5)  # GPUs always
+    assert not compile_pays("auto", "cpu", eager_seconds=60)  # a smoke run: compiling costs more than it saves
+    assert compile_pays("auto", "cpu", eager_seconds=CPU_COMPILE_SECONDS / CPU_COMPILE_SAVING * 2)
+    assert compile_pays("true", "cpu", eager_seconds=1) and not compile_pays("false", "cuda", eager_seconds=1e6)
+    assert estimated_seconds(1000, 2e6, 1e9, utilisation=0.5) == pytest.approx(4.0)

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig, BertForMaskedLM, ElectraConfig
+from transformers import AutoModelForCausalLM, BertConfig, BertForMaskedLM, ElectraConfig
 
 from common.data.tokenizer import train_tokenizer
+from common.models.build import Shape, model_config
 from common.models.electra import ElectraPair, sample_replacements
 from common.models.families import IGNORE
 from common.models.modeling_electra_moe import ElectraMoeConfig
-from common.training.objectives import Electra, MaskedLMTraining, Term, sampling_uniforms
+from common.training import objectives
+from common.training.objectives import CausalLMTraining, Electra, MaskedLMTraining, Term, sampling_uniforms
 from common.training.perf import count_parameters, matmul_parameters
 from common.training.pretrain import term_means, term_metrics, training_loss
 
@@ -179,3 +181,77 @@ def test_flops_count_only_the_active_experts():
         == count_parameters(moe, include_embeddings=False) + moe.get_output_embeddings().weight.numel() - experts // 2
     )  # top-2 of 4 experts run per token
     assert matmul_parameters(dense) < matmul_parameters(moe)  # the router and the extra expert's share
+
+
+CAUSAL_SPECIALS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+
+
+def causal_model(model_type: str):
+    torch.manual_seed(0)
+    shape = Shape(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    config = model_config(model_type, shape, VOCAB, LENGTH, CAUSAL_SPECIALS)
+    return AutoModelForCausalLM.from_config(config).float()
+
+
+def loss_and_gradients(module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    module.zero_grad()
+    loss = module(**batch)["loss"]
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
+
+
+def causal_batch(rows=3, seed=0):
+    tokens = torch.from_numpy(np.random.default_rng(seed).integers(3, VOCAB, size=(rows, LENGTH + 1)))
+    labels = tokens[:, 1:].clone()
+    labels[0, :5] = IGNORE  # some positions without a target
+    return {"input_ids": tokens[:, :-1], "labels": labels}
+
+
+@pytest.mark.parametrize("model_type, rows_per_chunk", [("llama", 7), ("llama", 1000), ("olmo2", 16), ("llama4", 5)])
+def test_the_fused_causal_loss_equals_the_models_own_logits_with_the_same_gradients(
+    model_type, rows_per_chunk, monkeypatch
+):
+    """In chunks of a few rows (the last one ragged) or all at once."""
+    monkeypatch.setattr(objectives, "LOGITS_PER_CHUNK", rows_per_chunk * VOCAB)
+    model, batch = causal_model(model_type), causal_batch()
+    fused, plain = CausalLMTraining(model, fused_loss=True), CausalLMTraining(model, fused_loss=False)
+    assert fused.fused_loss and not plain.fused_loss
+    fused_loss, fused_grads = loss_and_gradients(fused, batch)
+    plain_loss, plain_grads = loss_and_gradients(plain, batch)
+    assert fused_loss.dtype == torch.float32
+    assert abs(fused_loss.item() - plain_loss.item()) <= 1e-5 * abs(plain_loss.item())
+    assert fused_grads.keys() == plain_grads.keys() and len(fused_grads) > 0
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_head_with_soft_capped_logits_keeps_the_models_own_loss():
+    """Gemma 2 caps its logits with tanh: the fused projection would skip that, so it is not used."""
+    model = causal_model("gemma2")
+    assert model.config.final_logit_softcapping is not None
+    training = CausalLMTraining(model, fused_loss=True)
+    assert not training.fused_loss
+    batch = causal_batch()
+    logits = model(input_ids=batch["input_ids"]).logits
+    expected = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+    torch.testing.assert_close(training(**batch)["loss"], expected)
+
+
+def test_under_bf16_autocast_the_fused_loss_stays_within_bf16_rounding_of_the_unfused_one():
+    model, batch = causal_model("llama"), causal_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = CausalLMTraining(model, fused_loss=True)(**batch)["loss"]
+        plain = CausalLMTraining(model, fused_loss=False)(**batch)["loss"]
+    assert fused.dtype == torch.float32
+    assert abs(fused.item() - plain.item()) <= 1e-2 * abs(plain.item())
+
+
+def test_the_fused_loss_without_gradients_is_the_same_sum(monkeypatch):
+    """Validation runs under no_grad: the chunks then skip the gradient work."""
+    monkeypatch.setattr(objectives, "LOGITS_PER_CHUNK", 5 * VOCAB)
+    model, batch = causal_model("llama"), causal_batch()
+    with torch.no_grad():
+        fused = CausalLMTraining(model, fused_loss=True)(**batch)["loss"]
+        plain = CausalLMTraining(model, fused_loss=False)(**batch)["loss"]
+    assert not fused.requires_grad
+    assert abs(fused.item() - plain.item()) <= 1e-5 * abs(plain.item())

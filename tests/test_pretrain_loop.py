@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from accelerate.utils import set_seed
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from common.config import parse_config
@@ -53,7 +54,9 @@ def pretraining(corpus_and_tokenizer, output_dir: Path, *flags: str) -> Pretrain
     objective = objective_for("causal", tokenizer, cfg)
     made_for = run_signature(model.config, tokenizer_hash(tokenizer), cfg, objective.name, "synthetic")
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
-    return Pretraining(cfg, accelerator, model, tokenizer, objective, splits, output_dir, made_for, peak_flops=1e11)
+    return Pretraining(
+        cfg, accelerator, model, tokenizer, objective, splits, output_dir, made_for, peak=(1e11, "a test value")
+    )
 
 
 def test_a_run_writes_its_records_milestones_checkpoints_and_final(corpus_and_tokenizer, tmp_path):
@@ -130,3 +133,25 @@ def test_a_resume_with_another_schedule_goes_on_and_says_so(corpus_and_tokenizer
     assert summary["progress"]["step"] == STEPS + 4
     warned = capsys.readouterr().err  # the scripts' logging goes to stderr
     assert f"total_steps {STEPS} -> {STEPS + 4}" in warned and "learning-rate schedule differs" in warned
+
+
+@pytest.mark.e2e  # compiles the training step (tens of seconds on 2 cores)
+def test_a_compiled_run_resumes_eager_and_an_eager_one_compiled_with_the_same_losses(corpus_and_tokenizer, tmp_path):
+    """The compiled step only wraps the loop's forward, so checkpoints and snapshots hold the
+    model's own parameter names (no `_orig_mod.`) and either kind of run continues the other's."""
+    keep = ("--checkpointing_steps", "3", "--checkpoints_total_limit", "0")
+    compiled = pretraining(corpus_and_tokenizer, tmp_path / "compiled", "--torch_compile", "true", *keep)
+    eager = pretraining(corpus_and_tokenizer, tmp_path / "eager", "--torch_compile", "false", *keep)
+    assert compiled.compiled and not eager.compiled
+    compiled.run(None)
+    eager.run(None)
+    saved = [name for file in (tmp_path / "compiled").rglob("*.safetensors") for name in load_file(file)]
+    assert saved and not [name for name in saved if "_orig_mod" in name]  # checkpoints and snapshots
+    for source, flag in (("compiled", "false"), ("eager", "true")):
+        resumed_dir = tmp_path / f"{source}-resumed-{flag}"
+        resumed = pretraining(corpus_and_tokenizer, resumed_dir, "--torch_compile", flag)
+        resumed.run(checkpoint.checkpoint_dir(tmp_path / source, 3))
+        expected, got = train_losses(tmp_path / source), train_losses(resumed_dir)
+        assert got.keys() == set(range(4, STEPS + 1))
+        # compiled kernels round differently from eager ones: equal to float32 noise, not bit for bit
+        assert all(abs(got[step] - expected[step]) < 1e-4 for step in got), (source, expected, got)

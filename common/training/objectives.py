@@ -69,13 +69,111 @@ class TrainingModule(nn.Module):
 
 
 class CausalLMTraining(TrainingModule):
+    """Next-token loss of a `*ForCausalLM`. With `fused_loss`, the vocabulary projection and the
+    cross-entropy run together in chunks of positions (`linear_cross_entropy_sum`), so the
+    (positions x vocabulary) float32 logits never exist at once: at 64 x 256 tokens and a 50257-token
+    vocabulary they alone are 3.3 GB, twice over with their gradient."""
+
+    def __init__(self, model: nn.Module, fused_loss: bool = True):
+        super().__init__(model)
+        self.fused_loss = fused_loss and fusable_head(model)
+
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        head = self.model.get_output_embeddings()
+        if self.fused_loss and not partitioned(head.weight):
+            hidden = self.model.model(input_ids=input_ids).last_hidden_state  # the decoder without its head
+            return {"loss": linear_cross_entropy_sum(hidden.flatten(0, 1), head.weight, labels.flatten())}
         logits = self.model(input_ids=input_ids).logits
         return {
             "loss": F.cross_entropy(
                 logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum"
             )
         }
+
+
+def fusable_head(model: nn.Module) -> bool:
+    """True when the model's logits are its decoder's (`model.model`, in every `*ForCausalLM` we
+    build) last hidden states times the output embedding and nothing else: a bias-free linear head,
+    no logit soft-capping (Gemma 2's tanh cap) or scaling."""
+    head = model.get_output_embeddings()
+    config = model.config
+    return (
+        isinstance(getattr(model, "model", None), nn.Module)
+        and isinstance(head, nn.Linear)
+        and head.bias is None
+        and getattr(config, "final_logit_softcapping", None) is None
+        and getattr(config, "logit_scale", None) is None
+    )
+
+
+def partitioned(weight: torch.Tensor) -> bool:
+    """A ZeRO-3 parameter outside its module's forward holds only this rank's shard; the head runs
+    through its module then (DeepSpeed gathers the weight for the call)."""
+    return hasattr(weight, "ds_id")
+
+
+# Positions per chunk of the fused loss: as many as keep one chunk's float32 logits near 128 MB
+# (2**25 values), e.g. 667 positions at a 50257-token vocabulary.
+LOGITS_PER_CHUNK = 2**25
+
+
+def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """sum over positions of cross_entropy(hidden @ weight.T, labels), IGNORE labels skipped, without
+    ever holding the full logits: `ChunkedLinearCrossEntropy` works a block of positions at a time.
+    Under autocast the projection runs in the autocast dtype, as the model's own head would; the
+    softmax and the sum are float32 either way. (PyTorch 2.13's own `linear_cross_entropy` with
+    chunking options measured 2.6x slower than this on a CPU in float32, and under bf16 autocast it
+    summed the loss in bf16: docs/benchmarks.md.)"""
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+    chunk_rows = max(1, LOGITS_PER_CHUNK // weight.shape[0])
+    with_grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, labels, chunk_rows, with_grads)
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """The summed cross-entropy of a linear projection, and its gradients, computed in one pass over
+    chunks of positions: for each chunk the logits, their float32 log-sum-exp and target logit, and
+    at once the gradient (softmax - one-hot) pushed through the projection into d hidden (that
+    chunk's rows) and d weight (accumulated in float32). Backward only scales what forward stored, so
+    no chunk's logits are ever recomputed and at most one chunk's logits exist at a time. The
+    matmuls are the unfused head's three (logits, d hidden, d weight)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk_rows: int, with_grads: bool):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if with_grads else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if with_grads else None
+        for start in range(0, hidden.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            chunk, targets = hidden[rows], labels[rows]
+            logits = (chunk @ weight.T).float()
+            scored = targets != IGNORE
+            safe_targets = torch.where(scored, targets, 0).unsqueeze(1)
+            log_normaliser = logits.logsumexp(dim=1)
+            total += ((log_normaliser - logits.gather(1, safe_targets).squeeze(1)) * scored).sum()
+            if with_grads:  # d(sum of losses)/d logits = softmax - one-hot, zero where nothing is scored
+                grad_logits = logits.sub_(log_normaliser.unsqueeze(1)).exp_()
+                grad_logits.scatter_add_(1, safe_targets, -scored.unsqueeze(1).float())
+                grad_logits = grad_logits.mul_(scored.unsqueeze(1)).to(chunk.dtype)
+                grad_hidden[rows] = grad_logits @ weight
+                grad_weight += (grad_logits.T @ chunk).float()
+        if with_grads:
+            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (
+            grad_hidden * grad_total.to(grad_hidden.dtype),
+            grad_weight * grad_total.to(grad_weight.dtype),
+            None,
+            None,
+            None,
+        )
 
 
 class MaskedLMTraining(TrainingModule):
@@ -105,9 +203,11 @@ class CausalLM:
     terms = {"loss": Term("targets", 1.0)}
     perplexity_term = "loss"
 
-    @staticmethod
-    def training_module(model: nn.Module) -> nn.Module:
-        return CausalLMTraining(model)
+    def __init__(self, fused_loss: bool = True):
+        self.fused_loss = fused_loss
+
+    def training_module(self, model: nn.Module) -> nn.Module:
+        return CausalLMTraining(model, self.fused_loss)
 
     def make_batch(
         self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False, padding_rows: int = 0
@@ -279,4 +379,4 @@ def objective_for(name: str, tokenizer, cfg):
             {"aux": cfg.router_aux_loss_coef, "z": cfg.router_z_loss_coef} if cfg.model_type == "electra_moe" else None
         )
         return Electra(tokenizer, cfg.mlm_probability, cfg.seed, cfg.disc_weight, router)
-    return CausalLM()
+    return CausalLM(cfg.fused_loss)

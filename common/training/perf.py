@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 
 import torch
@@ -28,6 +29,50 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32
         synchronize(device)
         best = max(best, 4 * flops_per_matmul / (time.perf_counter() - start))
     return best
+
+
+# Nominal dense (no sparsity) bf16/fp16 tensor-core peaks, TFLOP/s, from the vendors' data sheets;
+# the first name contained in torch's device name wins, so variants come before their family.
+NOMINAL_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),  # after L40S, before nothing else that contains "L4"
+    ("A10G", 70.0),
+    ("A10", 125.0),
+    ("MI300X", 1307.0),
+    ("MI250X", 383.0),
+)
+
+
+def nominal_peak_flops(device_name: str) -> float | None:
+    """The data-sheet bf16 peak of a known GPU (FLOP/s), None for one not in the table."""
+    return next((tflops * 1e12 for name, tflops in NOMINAL_BF16_TFLOPS if name in device_name), None)
+
+
+def peak_flops_for(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """The FLOP/s that MFU divides by, and where it comes from. A GPU of the table in bf16/fp16 gets
+    its nominal peak (what papers report MFU against); a CPU or an unknown GPU a measured matmul peak."""
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        name = torch.cuda.get_device_name(device)
+        nominal = nominal_peak_flops(name)
+        if nominal is not None:
+            return nominal, f"nominal bf16 peak of the {name}"
+    return measure_matmul_peak(device, dtype), f"measured {str(dtype).removeprefix('torch.')} matmul peak"
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """The most memory this process has held: allocated GPU memory on CUDA, resident memory (RSS)
+    on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
 def synchronize(device: torch.device) -> None:
@@ -73,3 +118,26 @@ def training_flops_per_token(config: PretrainedConfig, non_embedding_params: int
     """Forward+backward FLOPs per trained token: 6N for the weights plus attention (PaLM, App. B)."""
     attention = 12 * config.num_hidden_layers * config.hidden_size * seq_length
     return 6 * non_embedding_params + attention
+
+
+# torch.compile on a CPU, measured on the 2-core development machine (docs/benchmarks.md,
+# "Compiling on a CPU"): compiling the training forward costs about this many seconds at start and
+# then saves this fraction of every step. A GPU run always compiles: there the gain is 2-3x.
+CPU_COMPILE_SECONDS = 60.0
+CPU_COMPILE_SAVING = 0.10
+CPU_EAGER_MFU = 0.5  # what an eager step reaches of the measured matmul peak on a CPU
+
+
+def estimated_seconds(tokens: int, flops_per_token: float, peak_flops: float, utilisation: float = CPU_EAGER_MFU):
+    """Rough length of a run: its model FLOPs at a typical fraction of the measured peak."""
+    return tokens * flops_per_token / (peak_flops * utilisation)
+
+
+def compile_pays(setting: str, device_type: str, eager_seconds: float) -> bool:
+    """--torch_compile auto|true|false -> compile or not. Auto: always on CUDA; on a CPU only when
+    the saving over the run exceeds the compilation time (a test or a smoke run stays eager)."""
+    if setting != "auto":
+        return setting == "true"
+    if device_type == "cuda":
+        return True
+    return eager_seconds * CPU_COMPILE_SAVING > CPU_COMPILE_SECONDS

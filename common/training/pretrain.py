@@ -41,7 +41,14 @@ from common.tracking import RunLog
 from common.training import checkpoint
 from common.training.hub import model_card
 from common.training.milestones import due, save_snapshot
-from common.training.perf import matmul_parameters, mfu, training_flops_per_token
+from common.training.perf import (
+    compile_pays,
+    estimated_seconds,
+    matmul_parameters,
+    mfu,
+    peak_memory_gb,
+    training_flops_per_token,
+)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was written, resume with --resume_from_checkpoint auto
 
@@ -154,7 +161,7 @@ class Pretraining:
         splits,
         output_dir: Path,
         made_for: dict,
-        peak_flops: float,
+        peak: tuple[float, str],
         pusher=None,
         universal_resume: bool = False,
     ):
@@ -171,7 +178,8 @@ class Pretraining:
         self.warmup = warmup_steps_for(self.total_steps, cfg.warmup_ratio, cfg.warmup_steps)
         model = objective.training_module(model)  # its forward returns the objective's summed loss terms
         self.flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), cfg.seq_length)
-        self.peak_flops = peak_flops
+        self.peak_flops, peak_source = peak  # FLOP/s per process, and what it is
+        log.info("MFU against %.1f TFLOP/s per process (%s)", self.peak_flops / 1e12, peak_source)
         self.anchors = cfg.anchors()
         # The run's config.yaml (resolved config + provenance), copied next to everything saved.
         self.provenance_files = {"training_config.yaml": (output_dir / "config.yaml").read_text(encoding="utf-8")}
@@ -193,7 +201,20 @@ class Pretraining:
             load_universal_checkpoints(accelerator)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         # Only the training forward is compiled: evaluation's other batch shape would recompile.
-        self.training_terms = torch.compile(self.forward_terms) if cfg.torch_compile else self.forward_terms
+        # The model itself is not wrapped, so nothing saved carries torch.compile's `_orig_mod.`.
+        eager_seconds = estimated_seconds(
+            self.total_steps * self.global_batch * cfg.seq_length, self.flops_per_token, self.peak_flops * self.world
+        )
+        self.compiled = compile_pays(cfg.torch_compile, accelerator.device.type, eager_seconds)
+        log.info(
+            "torch.compile %s (--torch_compile %s; an eager run would take about %.0f s here)",
+            f"on, mode {cfg.compile_mode}" if self.compiled else "off",
+            cfg.torch_compile,
+            eager_seconds,
+        )
+        self.training_terms = (
+            torch.compile(self.forward_terms, mode=cfg.compile_mode) if self.compiled else self.forward_terms
+        )
         self.progress = Progress()
         self.last = {"train/loss": None, "val/loss": None}
         self.stop = StopRequest()
@@ -405,6 +426,7 @@ class Pretraining:
                 "perf/tokens_per_s": tokens_per_s,
                 "perf/mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops, self.world),
                 "perf/tflops_per_process": tokens_per_s * self.flops_per_token / self.world / 1e12,
+                "perf/peak_memory_gb": peak_memory_gb(self.accelerator.device),
             }
         )
 

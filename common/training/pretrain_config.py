@@ -69,10 +69,21 @@ class PretrainConfig:
     router_z_loss_coef: float = option(0.0, "ELECTRA-MoE: weight of the router z-loss (0: off)")
     model_name_or_path: Optional[str] = option(None, "continue training this saved model instead of a new one")
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
-    torch_compile: bool = option(
-        False,
-        "compile the training forward + loss with torch.compile (fuses the "
-        "element-wise work; costs about a minute of compilation at start)",
+    torch_compile: Literal["auto", "true", "false"] = option(
+        "auto",
+        "compile the training forward + loss with torch.compile: auto (on a GPU always; on a CPU when "
+        "the run is long enough to earn back the compilation, see docs/pretraining.md), true, false "
+        "(a bare --torch_compile means true)",
+        nargs="?",
+        const="true",
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = option(
+        "default", "torch.compile mode when compiling (reduce-overhead: CUDA graphs, for small models on a GPU)"
+    )
+    fused_loss: bool = option(
+        True,
+        "causal models: compute the vocabulary projection and cross-entropy in chunks of positions, "
+        "never the full logits (same loss; false: the model's own logits)",
     )
     seq_length: int = option(128, "tokens per training window")
     # --- optimisation ---
