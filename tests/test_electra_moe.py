@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 from transformers import (
     CONFIG_MAPPING,
     AutoConfig,
@@ -29,6 +32,8 @@ from common.models.modeling_electra_moe import (
     ElectraMoeForSequenceClassification,
     ElectraMoeModel,
     MoeFeedForward,
+    compute_dtype,
+    grouped_mm_is_sync_free,
     register_electra_moe,
 )
 
@@ -177,6 +182,176 @@ def test_an_expert_without_tokens_still_gets_a_zero_gradient():
     unused = [p.grad for p in block.experts[3].parameters()]
     assert all(g is not None and torch.count_nonzero(g) == 0 for g in unused)
     assert all(torch.count_nonzero(p.grad) > 0 for e in range(3) for p in block.experts[e].parameters())
+
+
+def starved_block(top_k: int, dtype: torch.dtype = torch.float32) -> MoeFeedForward:
+    """A 4-expert block whose expert 3 receives no token from `positive_tokens`, with non-zero biases."""
+    block = moe_block(4, top_k)
+    with torch.no_grad():
+        block.router.weight[3] = -10.0  # with all-positive inputs, expert 3 is never in the top k
+        for expert in block.experts:
+            expert.intermediate.bias.normal_()
+            expert.output.bias.normal_()
+    return block.to(dtype)
+
+
+def positive_tokens(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    torch.manual_seed(1)
+    return (torch.rand(3, 7, 16) + 0.1).to(dtype)
+
+
+PADDING = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [True] * 2 + [False] * 5])
+
+
+def force_dispatch(block: MoeFeedForward, grouped: bool) -> MoeFeedForward:
+    """The block with its dispatch chosen by the test, not by the device it runs on."""
+    block.uses_grouped_mm = lambda tokens: grouped
+    return block
+
+
+def reference_moe(block: MoeFeedForward, hidden: torch.Tensor, mask: torch.Tensor | None):
+    """Output and router losses the obvious way: every expert on the real tokens routed to it, one at a time."""
+    tokens = hidden.reshape(-1, hidden.shape[-1])
+    real = torch.ones(tokens.shape[0], dtype=torch.bool) if mask is None else mask.reshape(-1)
+    logits = tokens[real] @ block.router.weight.T
+    weights, top_experts = reference_routing(block, tokens[real])
+    routed = torch.zeros_like(tokens[real])
+    for e, expert in enumerate(block.experts):
+        rows = (top_experts == e).any(dim=1)
+        routed[rows] += weights[rows, e].unsqueeze(1) * expert(tokens[real][rows])
+    output = torch.zeros_like(tokens).index_put((real.nonzero().squeeze(1),), routed)
+    fractions = torch.stack([(top_experts == e).sum() for e in range(block.num_experts)]) / top_experts.numel()
+    balance_loss = block.num_experts * (fractions * logits.softmax(-1).mean(0)).sum()
+    z_loss = logits.logsumexp(-1).square().mean()
+    return output.reshape(hidden.shape), balance_loss, z_loss
+
+
+def loss_and_gradients(block: MoeFeedForward, forward, hidden: torch.Tensor, mask, upstream: torch.Tensor):
+    """The output, and the gradients of the input and of every parameter (None where there is none) of
+    a loss that touches the output and both router losses."""
+    block.zero_grad(set_to_none=True)
+    hidden = hidden.clone().requires_grad_()
+    output, balance_loss, z_loss = forward(hidden, mask)
+    loss = (output * upstream).sum() + balance_loss + z_loss
+    loss.backward()
+    return output, {"input": hidden.grad, **{name: p.grad for name, p in block.named_parameters()}}
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["split", "grouped"])
+@pytest.mark.parametrize("padded", [False, True], ids=["no_padding", "padding"])
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_dispatch_equals_a_per_expert_reference_in_outputs_and_gradients(top_k, padded, grouped):
+    block = force_dispatch(starved_block(top_k), grouped)
+    hidden, mask = positive_tokens(), PADDING if padded else None
+    upstream = torch.randn(hidden.shape)
+
+    def moe(hidden, mask):
+        output, stats = block(hidden, mask)
+        assert stats.expert_fractions[3] == 0  # the case of an expert without tokens is covered
+        return output, stats.balance_loss, stats.z_loss
+
+    output, gradients = loss_and_gradients(block, moe, hidden, mask, upstream)
+    expected, expected_gradients = loss_and_gradients(
+        block, lambda h, m: reference_moe(block, h, m), hidden, mask, upstream
+    )
+
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    if padded:
+        assert torch.count_nonzero(output[~PADDING]) == 0
+    for name, expected_gradient in expected_gradients.items():
+        torch.testing.assert_close(gradients[name], expected_gradient, atol=1e-5, rtol=1e-5, msg=name)
+    starved = [gradient for name, gradient in gradients.items() if name.startswith("experts.3.")]
+    assert len(starved) == 4 and all(torch.count_nonzero(gradient) == 0 for gradient in starved)
+
+
+def test_grouped_mm_is_chosen_only_where_it_runs_without_host_sync():
+    widths = (512, 2048)
+    assert grouped_mm_is_sync_free("cuda", torch.bfloat16, (9, 0), widths)
+    assert not grouped_mm_is_sync_free("cuda", torch.float32, (9, 0), widths)  # the fallback loop
+    assert not grouped_mm_is_sync_free("cuda", torch.float16, (9, 0), widths)
+    assert not grouped_mm_is_sync_free("cuda", torch.bfloat16, (8, 9), widths)  # L40S: the fallback loop
+    assert not grouped_mm_is_sync_free("cuda", torch.bfloat16, (8, 0), widths)  # A100
+    assert not grouped_mm_is_sync_free("cuda", torch.bfloat16, (10, 0), widths)  # B200: pytorch#172439
+    assert not grouped_mm_is_sync_free("cuda", torch.bfloat16, None, widths)  # ROCm
+    assert not grouped_mm_is_sync_free("cuda", torch.bfloat16, (9, 0), (512, 2044))  # rows not 16-byte aligned
+    assert not grouped_mm_is_sync_free("cpu", torch.bfloat16, None, widths)
+
+
+# aten ops that read a tensor's values to the host (data-dependent sizes, Python scalars).
+HOST_SYNC_OPS = ("aten.nonzero", "aten._local_scalar_dense", "aten.item")
+
+
+def host_syncs_in_a_training_step(block: MoeFeedForward) -> list[str]:
+    """The ops of one forward + backward (traced with symbolic shapes, nothing computed) that need values
+    on the host: named ones, and any whose output size depends on the data (an unbacked symbol). Python
+    code that branches on such a size fails to trace (GuardOnDataDependentSymNode), as the old
+    per-expert `torch.where` dispatch does."""
+    params = dict(block.named_parameters())
+
+    def step(params, hidden, mask):
+        output, stats = functional_call(block, params, (hidden, mask))
+        return torch.autograd.grad((output.float().square().sum() + stats.balance_loss), [hidden, *params.values()])
+
+    hidden = positive_tokens(torch.bfloat16).requires_grad_()
+    graph = make_fx(step, tracing_mode="symbolic")(params, hidden, PADDING)
+    return [
+        str(node.target)
+        for node in graph.graph.nodes
+        if node.op == "call_function"
+        and (str(node.target).startswith(HOST_SYNC_OPS) or free_unbacked_symbols(node.meta.get("val")))
+    ]
+
+
+def test_grouped_dispatch_reads_nothing_back_to_the_host_in_forward_or_backward():
+    # The path a Hopper GPU takes in bf16, traced on this CPU; `_grouped_mm`'s meta function wants bf16.
+    grouped = force_dispatch(starved_block(2, torch.bfloat16), grouped=True)
+    split = force_dispatch(starved_block(2, torch.bfloat16), grouped=False)
+
+    assert host_syncs_in_a_training_step(grouped) == []
+    # The same check sees the split dispatch's one read of the group sizes, so it is not blind.
+    assert "aten._local_scalar_dense.default" in host_syncs_in_a_training_step(split)
+
+
+def test_under_autocast_the_experts_compute_in_the_autocast_dtype():
+    # accelerate's bf16 on a GPU: float32 weights and residual stream, autocast to bf16. The grouped
+    # dispatch must then be chosen for bf16 and cast as `nn.Linear` does; the CPU's autocast stands in.
+    hidden = positive_tokens()
+    outputs = {}
+    for grouped in (False, True):
+        block = force_dispatch(starved_block(2), grouped)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert compute_dtype(hidden) == torch.bfloat16
+            output, stats = block(hidden, PADDING)
+        output.float().square().sum().backward()
+        assert output.dtype == torch.float32 and stats.balance_loss.dtype == torch.float32
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in block.parameters())
+        outputs[grouped] = output
+    assert compute_dtype(hidden) == torch.float32
+    torch.testing.assert_close(outputs[True], outputs[False], atol=2e-2, rtol=2e-2)
+
+
+def hopper_gpu() -> bool:
+    return torch.cuda.is_available() and torch.version.hip is None and torch.cuda.get_device_capability()[0] == 9
+
+
+@pytest.mark.skipif(not hopper_gpu(), reason="the sync-free grouped dispatch runs on a Hopper GPU (none here)")
+def test_a_training_step_on_a_hopper_gpu_does_not_synchronise():
+    block = starved_block(2, torch.bfloat16).cuda()
+    hidden, mask = positive_tokens(torch.bfloat16).cuda().requires_grad_(), PADDING.cuda()
+    assert block.uses_grouped_mm(hidden)
+    torch.cuda.synchronize()
+
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        output, stats = block(hidden, mask)
+        (output.float().square().sum() + stats.balance_loss + stats.z_loss).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+    split = force_dispatch(starved_block(2, torch.bfloat16).cuda(), grouped=False)
+    split_output, _ = split(hidden.detach(), mask)
+    torch.testing.assert_close(output, split_output, atol=2e-2, rtol=2e-2)
+    assert all(torch.count_nonzero(p.grad) == 0 for p in block.experts[3].parameters())
 
 
 @pytest.mark.parametrize("top_k", [0, 5])

@@ -98,6 +98,32 @@ class ElectraMoeExpert(nn.Module):
         return self.output(self.activation(self.intermediate(hidden_states)))
 
 
+def compute_dtype(tokens: torch.Tensor) -> torch.dtype:
+    """The dtype the experts' matmuls run in: autocast's when it is on (as `nn.Linear` would), else the tokens'."""
+    device_type = tokens.device.type
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else tokens.dtype
+
+
+def grouped_mm_is_sync_free(
+    device_type: str, dtype: torch.dtype, cuda_capability: tuple[int, int] | None, widths: tuple[int, ...]
+) -> bool:
+    """Whether `torch._grouped_mm` runs the experts with their group offsets left on the device.
+
+    Only its CUTLASS kernel does: CUDA (not ROCm), bf16 operands and output, compute capability 9.x
+    (torch 2.13 also sends 10.x there, but its weight gradient for an expert without tokens is not zero on
+    B200, pytorch/pytorch#172439), and rows that are multiples of 16 bytes (8 bf16 values). Everywhere
+    else `_grouped_mm` copies the offsets to the host for a per-group loop, so the split dispatch, with
+    its one host sync, is no worse. cuda_capability: None off NVIDIA CUDA.
+    """
+    return (
+        device_type == "cuda"
+        and cuda_capability is not None
+        and cuda_capability[0] == 9
+        and dtype == torch.bfloat16
+        and all(width % 8 == 0 for width in widths)
+    )
+
+
 class MoeFeedForward(nn.Module):
     """Top-k routed mixture of `ElectraMoeExpert`s, computing each expert only on the tokens routed to it.
 
@@ -106,60 +132,131 @@ class MoeFeedForward(nn.Module):
     precision"). Each token keeps its k most probable experts and mixes their outputs with those k
     probabilities renormalised to sum to 1.
 
-    Dispatch: tokens are flattened; for each expert, `torch.where` over the (tokens, k) expert-index
-    tensor gives the rows (and the slot) routed to it; the expert runs on those rows only and its
-    weighted output is `index_add_`-ed into the output. An expert that receives no token still runs
-    on an empty batch, so that every parameter takes part in every step (with a zero gradient):
-    DDP without `find_unused_parameters` needs a gradient for every parameter, and ZeRO-3 gathers a
-    module's parameters with a collective when it runs, so all ranks must run the same experts.
+    Dispatch: the (token, slot) assignments are sorted by expert once (a stable sort, so each expert sees
+    its tokens in order), the tokens gathered in that order, every expert run on its contiguous group of
+    rows, and the weighted outputs `index_add_`-ed back to their tokens. Two ways to run the groups:
 
-    Padding: `token_mask` (True = real token) removes padded positions before routing. They reach no
-    expert, their feed-forward output is zero, and they count in none of the statistics, so the
-    losses do not depend on how much padding a batch carries.
+    * grouped (`grouped_mm_is_sync_free`: bf16 on a Hopper GPU): the experts' weights are stacked and
+      one `torch._grouped_mm` per projection runs every group, with the group ends computed on the
+      device, so a step needs no device->host synchronisation (a per-expert `torch.where` costs one per
+      expert, as its output size depends on the data). Biases are gathered per row by expert index.
+    * split (everywhere else): the group sizes are read to the host once and each expert module runs on
+      its slice.
+
+    Every parameter takes part in every step: stacking (grouped) or running an expert on an empty slice
+    (split) gives an expert that receives no token a zero gradient, not none. DDP without
+    `find_unused_parameters` needs a gradient for every parameter, and under ZeRO-3 all ranks must
+    gather the same parameters. ZeRO-3 gathers a module's parameters when that module runs; the grouped
+    dispatch reads the experts' weights without running them, which DeepSpeed serves with one blocking
+    all-gather per weight on first access. The block is therefore a ZeRO-3 leaf (`_z3_leaf`, read by
+    DeepSpeed, as its `set_z3_leaf_modules` does for MoE blocks): its forward and its backward each
+    gather the router and all experts in one fetch, the same on every rank, whichever dispatch runs.
+
+    Padding: `token_mask` (True = real token) keeps padded positions out of the output and out of all
+    statistics, so the losses do not depend on how much padding a batch carries. They are masked, not
+    removed (removing them has a data-dependent size, a host sync): every token is routed, a padded one
+    mixes its experts with weight 0 and counts with weight 0 in the statistics. The split dispatch, which
+    reads the group sizes anyway, sorts padding after every expert and does not run it.
     """
 
     def __init__(self, config: ElectraMoeConfig):
         super().__init__()
         self.num_experts = config.num_experts
         self.top_k = config.num_experts_per_tok
+        self.widths = (config.hidden_size, config.moe_intermediate_size or config.intermediate_size)
         self.router = nn.Linear(config.hidden_size, config.num_experts, bias=False)
         self.experts = nn.ModuleList(ElectraMoeExpert(config) for _ in range(config.num_experts))
+        self.activation = ACT2FN[config.hidden_act]
+        self._z3_leaf = True
 
     def forward(
         self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, RouterStats]:
         """hidden_states (..., hidden); token_mask (...) bool or 0/1, None when nothing is padding."""
-        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
-        if token_mask is None:
-            token_ids = torch.arange(flat.shape[0], device=flat.device)
-        else:
-            token_ids = token_mask.reshape(-1).nonzero().squeeze(1)
-        tokens = flat[token_ids]
+        tokens = hidden_states.reshape(-1, hidden_states.shape[-1])
+        real = None if token_mask is None else token_mask.reshape(-1).bool()
 
-        with torch.autocast(device_type=flat.device.type, enabled=False):
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
             router_logits = F.linear(tokens.float(), self.router.weight.float())
         router_probs = router_logits.softmax(dim=-1)
         top_probs, top_experts = router_probs.topk(self.top_k, dim=-1)
         top_weights = top_probs / top_probs.sum(dim=-1, keepdim=True)
+        if real is not None:
+            top_weights = top_weights * real.unsqueeze(1)
 
-        output = flat.new_zeros(flat.shape)
-        for expert_index, expert in enumerate(self.experts):
-            rows, slots = torch.where(top_experts == expert_index)
-            expert_output = expert(tokens[rows]) * top_weights[rows, slots].unsqueeze(1)
-            output.index_add_(0, token_ids[rows], expert_output.to(output.dtype))
+        if self.uses_grouped_mm(tokens):
+            order, expert_output = self.run_grouped(tokens, top_experts)
+        else:
+            order, expert_output = self.run_split(tokens, top_experts, real)
+        # order[i] is the flat (token, slot) index of row i: token order[i] // k, slot order[i] % k.
+        weighted = expert_output * top_weights.reshape(-1).index_select(0, order).unsqueeze(1)
+        output = tokens.new_zeros(tokens.shape).index_add_(0, order // self.top_k, weighted.to(tokens.dtype))
 
-        return output.reshape(hidden_states.shape), self.router_stats(router_logits, router_probs, top_experts)
+        stats = self.router_stats(router_logits, router_probs, top_experts, real)
+        return output.reshape(hidden_states.shape), stats
+
+    def uses_grouped_mm(self, tokens: torch.Tensor) -> bool:
+        if not hasattr(torch, "_grouped_mm"):  # arrived in torch 2.8; requirements.txt allows 2.4
+            return False
+        nvidia = tokens.device.type == "cuda" and torch.version.hip is None
+        capability = torch.cuda.get_device_capability(tokens.device) if nvidia else None
+        return grouped_mm_is_sync_free(tokens.device.type, compute_dtype(tokens), capability, self.widths)
+
+    def run_grouped(self, tokens: torch.Tensor, top_experts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(order, expert outputs of the rows in that order): one `_grouped_mm` per projection, no host sync."""
+        sorted_experts, order = top_experts.reshape(-1).sort(stable=True)
+        # Every row is in a group (padding included), so `_grouped_mm` leaves no row of its output, or of
+        # the input gradient, unwritten.
+        group_ends = self.group_ends(sorted_experts)
+        rows = tokens.index_select(0, order // self.top_k).to(compute_dtype(tokens))
+        hidden = self.activation(self.grouped_linear("intermediate", rows, sorted_experts, group_ends))
+        return order, self.grouped_linear("output", hidden, sorted_experts, group_ends)
+
+    def grouped_linear(
+        self, name: str, rows: torch.Tensor, sorted_experts: torch.Tensor, group_ends: torch.Tensor
+    ) -> torch.Tensor:
+        """Each row through its expert's `name` Linear, all experts in one `_grouped_mm`."""
+        layers = [getattr(expert, name) for expert in self.experts]
+        # (experts, out, in) seen as (experts, in, out): the column-major right operand the kernel reads as is.
+        weight = torch.stack([layer.weight for layer in layers]).to(rows.dtype).transpose(-2, -1)
+        bias = torch.stack([layer.bias for layer in layers]).to(rows.dtype).index_select(0, sorted_experts)
+        return torch._grouped_mm(rows, weight, offs=group_ends) + bias
+
+    def run_split(
+        self, tokens: torch.Tensor, top_experts: torch.Tensor, real: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(order, expert outputs of the rows in that order): each expert module on its slice, one host sync."""
+        if real is not None:
+            # Padding sorts after the last expert, where no expert runs.
+            top_experts = top_experts.masked_fill(~real.unsqueeze(1), self.num_experts)
+        sorted_experts, order = top_experts.reshape(-1).sort(stable=True)
+        group_ends = self.group_ends(sorted_experts).tolist()
+        group_sizes = [end - start for start, end in zip([0, *group_ends], group_ends)]
+        order = order[: group_ends[-1]]
+        rows = tokens.index_select(0, order // self.top_k).split(group_sizes)
+        return order, torch.cat([expert(group) for expert, group in zip(self.experts, rows)])
+
+    def group_ends(self, sorted_experts: torch.Tensor) -> torch.Tensor:
+        """(experts,) int32: group e ends after the last row routed to expert e (`_grouped_mm`'s offsets)."""
+        expert_ids = torch.arange(self.num_experts, device=sorted_experts.device)
+        return torch.searchsorted(sorted_experts, expert_ids, right=True, out_int32=True)
 
     def router_stats(
-        self, router_logits: torch.Tensor, router_probs: torch.Tensor, top_experts: torch.Tensor
+        self,
+        router_logits: torch.Tensor,
+        router_probs: torch.Tensor,
+        top_experts: torch.Tensor,
+        real: torch.Tensor | None,
     ) -> RouterStats:
-        # Denominators floored at 1 so that a batch with no real token gives zero losses, not NaN.
-        num_tokens = router_logits.shape[0]
-        assignments = torch.bincount(top_experts.reshape(-1), minlength=self.num_experts).float()
-        expert_fractions = assignments / max(num_tokens * self.top_k, 1)
-        mean_probs = router_probs.sum(dim=0) / max(num_tokens, 1)
+        # Padding weighs 0 in every sum. Denominators floored at 1 so that a batch with no real token
+        # gives zero losses, not NaN.
+        token_weights = router_logits.new_ones(router_logits.shape[0]) if real is None else real.float()
+        num_tokens = token_weights.sum().clamp(min=1)
+        chosen = torch.zeros_like(router_probs).scatter_(1, top_experts, 1.0)
+        expert_fractions = (chosen * token_weights.unsqueeze(1)).sum(dim=0) / (num_tokens * self.top_k)
+        mean_probs = (router_probs * token_weights.unsqueeze(1)).sum(dim=0) / num_tokens
         balance_loss = self.num_experts * (expert_fractions * mean_probs).sum()
-        z_loss = router_logits.logsumexp(dim=-1).square().sum() / max(num_tokens, 1)
+        z_loss = (router_logits.logsumexp(dim=-1).square() * token_weights).sum() / num_tokens
         return RouterStats(balance_loss, z_loss, expert_fractions.detach())
 
 
