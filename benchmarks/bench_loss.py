@@ -10,6 +10,10 @@ side (the same model and batch: they must agree).
     python benchmarks/bench_loss.py                                   # 20m LLaMA, vocab 50257, 16 x 256
     python benchmarks/bench_loss.py --vocab_size 8000 --model_size tiny
     python benchmarks/bench_loss.py --device cuda --batch_size 64 --precision bf16
+    python benchmarks/bench_loss.py --profile --model_size tiny --vocab_size 8000   # where a step's time goes
+
+`--profile` runs `torch.profiler` over one training step of the fused variant (forward, backward,
+the fused AdamW step) and prints the operators that take the most time.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ sys.path.insert(0, str(REPO))  # run as `python benchmarks/bench_loss.py`: make 
 
 import torch  # noqa: E402
 
-from common.models.build import SIZE_PRESETS, model_config, resolve_shape  # noqa: E402
+from common.models.build import SHAPE_FIELDS, SIZE_PRESETS, model_config, resolve_shape  # noqa: E402
+from common.optimizer import adamw  # noqa: E402
 from common.training.objectives import CausalLMTraining  # noqa: E402
 from common.training.perf import peak_memory_gb, synchronize  # noqa: E402
 
@@ -42,30 +47,62 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 of warm-up)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast")
+    parser.add_argument("--shape", default=None, help="hidden,layers,heads,intermediate instead of --model_size")
+    parser.add_argument("--profile", action="store_true", help="profile one step of the fused variant instead")
+    parser.add_argument("--rows", type=int, default=15, help="--profile: operators to print")
     parser.add_argument("--_variant", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # the child
     return parser.parse_args()
 
 
-def measure(args) -> dict:
-    """One variant, in this process: seconds per step, peak memory, and the loss per target token."""
+def training_step(args, fused: bool):
+    """A LLaMA of the asked shape and a function running one forward + backward (+ an AdamW step
+    when `optimizer_step`) on a fixed batch of random tokens; it returns the summed loss."""
     from transformers import AutoModelForCausalLM
 
     device = torch.device(args.device)
     torch.manual_seed(0)
     specials = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
-    config = model_config("llama", resolve_shape(args.model_size), args.vocab_size, args.seq_length, specials)
+    shape = dict(zip(SHAPE_FIELDS, map(int, args.shape.split(",")))) if args.shape else {}
+    config = model_config("llama", resolve_shape(args.model_size, **shape), args.vocab_size, args.seq_length, specials)
     model = AutoModelForCausalLM.from_config(config).to(device)
-    training = CausalLMTraining(model, fused_loss=VARIANTS[args._variant])
+    training = CausalLMTraining(model, fused_loss=fused)
+    optimizer = adamw(model, 1e-3, 0.1, device)
     tokens = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_length + 1), device=device)
     batch = {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
-    def step() -> float:
+    def step(optimizer_step: bool = False) -> float:
         with autocast:
             loss = training(**batch)["loss"]
         loss.backward()
+        if optimizer_step:
+            optimizer.step()
         model.zero_grad(set_to_none=False)  # the gradients stay allocated, as in training
         return loss.item()
+
+    return step
+
+
+def profile(args) -> None:
+    """The operators of one training step (fused loss, AdamW included), most time first."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step = training_step(args, fused=True)
+    for _ in range(2):
+        step(optimizer_step=True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    with torch_profile(activities=activities) as profiler:
+        step(optimizer_step=True)
+        synchronize(torch.device(args.device))
+    sort_by = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+    print(profiler.key_averages().table(sort_by=sort_by, row_limit=args.rows))
+
+
+def measure(args) -> dict:
+    """One variant, in this process: seconds per step, peak memory, and the loss per target token."""
+    device = torch.device(args.device)
+    step = training_step(args, fused=VARIANTS[args._variant])
 
     for _ in range(2):
         loss = step()
@@ -85,6 +122,9 @@ def measure(args) -> dict:
 
 def main() -> None:
     args = parse_args()
+    if args.profile:
+        profile(args)
+        return
     if args._variant:
         print(json.dumps(measure(args)))
         return

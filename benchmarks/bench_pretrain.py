@@ -84,7 +84,7 @@ from common.models.build import SIZE_PRESETS, auto_class  # noqa: E402
 from common.models.families import IGNORE  # noqa: E402
 from common.optimizer import learning_rate_at  # noqa: E402
 from common.training.objectives import CausalLM, MaskedLM  # noqa: E402
-from common.training.perf import mfu, peak_flops_for, peak_memory_gb, synchronize  # noqa: E402
+from common.training.perf import mfu, peak_memory_gb, synchronize  # noqa: E402
 
 SYNTHETIC_WORDS = 300_000
 
@@ -790,6 +790,20 @@ def padded_tokenizer(data_file: Path, args, folder: Path) -> Path | None:
     return folder
 
 
+def measured_peak(args, env: dict) -> tuple[float, str]:
+    """The peak MFU divides by: a known GPU's data-sheet figure, else a matmul peak measured after the
+    runs in a fresh child with the sides' environment and threads (nothing else of ours running)."""
+    dtype = "bfloat16" if args.precision == "bf16" else "float32"
+    code = (
+        "import json, torch; from common.training.perf import peak_flops_for; "
+        f"torch.set_num_threads({args.threads}); "
+        f"print(json.dumps(peak_flops_for(torch.device('{args.device}'), torch.{dtype})))"
+    )
+    output = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    flops, source = json.loads(output.stdout.strip().splitlines()[-1])
+    return flops, source
+
+
 def data_file_for(args, workdir: Path) -> Path:
     if args.data_file:
         return Path(args.data_file).resolve()
@@ -806,9 +820,9 @@ def main() -> None:
     try:
         data_file = data_file_for(args, workdir)
         args.padded_tokenizer = padded_tokenizer(data_file, args, workdir / "padded_tokenizer")
-        runs = run_rounds(data_file, workdir, args, thread_env(args.threads, args.precision, args.device))
-        # After the runs, with nothing of ours running: a known GPU's data-sheet peak, else measured.
-        peak = peak_flops_for(torch.device(args.device), torch.bfloat16 if args.precision == "bf16" else torch.float32)
+        env = thread_env(args.threads, args.precision, args.device)
+        runs = run_rounds(data_file, workdir, args, env)
+        peak = measured_peak(args, env)
         results = compare(runs, data_file, args, peak)
         report(results)
         if args.output:

@@ -11,6 +11,7 @@ import time
 
 import psutil
 import pytest
+import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoModelForPreTraining, AutoTokenizer
 
@@ -127,6 +128,27 @@ def test_two_processes_train_like_one(
         pad_token_id=tokenizer.pad_token_id,
     )
     assert generated.shape[1] > 2
+
+
+def test_bf16_autocast_on_a_cpu_trains_like_float32(tmp_path, cache_dir, one_process_losses):
+    """accelerate_configs/cpu_bf16.yaml: one process, bf16 autocast, float32 weights."""
+    out = tmp_path / "run"
+    launched = accelerate_launch(
+        "cpu_bf16",
+        "train_pretrain.py",
+        [*TINY_MODEL, *TINY_DATA, *STEPS, "--per_device_train_batch_size", "8", "--output_dir", str(out),
+         "--cache_dir", str(cache_dir)],
+        num_processes=1,
+    )  # fmt: skip
+    launch = yaml.safe_load((out / "config.yaml").read_text())["provenance"]["launch"]
+    assert launch["mixed_precision"] == "bf16" and launch["num_processes"] == 1
+    assert "measured bfloat16 matmul peak" in launched.stderr
+    losses = train_losses(out)
+    assert sorted(losses) == sorted(one_process_losses)
+    for step, expected in one_process_losses.items():
+        assert abs(losses[step] - expected) <= 3e-2 * max(1.0, abs(expected)), (step, losses[step], expected)
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 def interrupt_launch(args: list[str], out, after_step: int) -> int:
