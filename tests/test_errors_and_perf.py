@@ -101,4 +101,6 @@ def test_compilation_is_chosen_where_it_pays():
     assert not compile_pays("auto", "cpu", eager_seconds=60)  # a smoke run: compiling costs more than it saves
     assert compile_pays("auto", "cpu", eager_seconds=CPU_COMPILE_SECONDS / CPU_COMPILE_SAVING * 2)
     assert compile_pays("true", "cpu", eager_seconds=1) and not compile_pays("false", "cuda", eager_seconds=1e6)
+    assert not compile_pays("auto", "cuda", eager_seconds=1e6, zero_stage=3)  # hooks break the graph everywhere
+    assert compile_pays("auto", "cuda", eager_seconds=1e6, zero_stage=2)
     assert estimated_seconds(1000, 2e6, 1e9, utilisation=0.5) == pytest.approx(4.0)

@@ -21,7 +21,7 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32
     flops_per_matmul = 2 * size**3
     best, deadline = 0.0, time.perf_counter() + seconds
     a @ b  # warm-up: BLAS thread pools and kernels
-    while time.perf_counter() < deadline:
+    while best == 0.0 or time.perf_counter() < deadline:  # at least one round on a busy machine
         synchronize(device)
         start = time.perf_counter()
         for _ in range(4):
@@ -134,11 +134,15 @@ def estimated_seconds(tokens: int, flops_per_token: float, peak_flops: float, ut
     return tokens * flops_per_token / (peak_flops * utilisation)
 
 
-def compile_pays(setting: str, device_type: str, eager_seconds: float) -> bool:
-    """--torch_compile auto|true|false -> compile or not. Auto: always on CUDA; on a CPU only when
-    the saving over the run exceeds the compilation time (a test or a smoke run stays eager)."""
+def compile_pays(setting: str, device_type: str, eager_seconds: float, zero_stage: int = 0) -> bool:
+    """--torch_compile auto|true|false -> compile or not. Auto: on CUDA always, except under ZeRO-3
+    (DeepSpeed's parameter-gathering hooks break the graph at every module: measured, the compiler
+    hits its recompilation limit and falls back to eager after paying for it); on a CPU only when the
+    saving over the run exceeds the compilation time (a test or a smoke run stays eager)."""
     if setting != "auto":
         return setting == "true"
+    if zero_stage == 3:
+        return False
     if device_type == "cuda":
         return True
     return eager_seconds * CPU_COMPILE_SAVING > CPU_COMPILE_SECONDS

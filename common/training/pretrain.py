@@ -32,6 +32,7 @@ from common.distributed import (
     log,
     universal_copy,
     uses_deepspeed,
+    zero_stage,
 )
 from common.errors import TrainingStopped, UsageError
 from common.files import atomic_path, write_atomically
@@ -205,7 +206,7 @@ class Pretraining:
         eager_seconds = estimated_seconds(
             self.total_steps * self.global_batch * cfg.seq_length, self.flops_per_token, self.peak_flops * self.world
         )
-        self.compiled = compile_pays(cfg.torch_compile, accelerator.device.type, eager_seconds)
+        self.compiled = compile_pays(cfg.torch_compile, accelerator.device.type, eager_seconds, zero_stage(accelerator))
         log.info(
             "torch.compile %s (--torch_compile %s; an eager run would take about %.0f s here)",
             f"on, mode {cfg.compile_mode}" if self.compiled else "off",
