@@ -56,7 +56,9 @@ def electra_config(moe: bool = False):
     return ElectraMoeConfig(**shape, num_experts=4, num_experts_per_tok=2) if moe else ElectraConfig(**shape)
 
 
-def test_masked_lm_head_on_masked_positions_equals_the_full_forward():
+@pytest.mark.parametrize("fused_loss", [False, True], ids=["head", "fused"])
+def test_masked_lm_head_on_masked_positions_equals_the_full_forward(fused_loss, monkeypatch):
+    monkeypatch.setattr(objectives, "LOGITS_PER_CHUNK", 3 * VOCAB)  # the fused loss in chunks of 3 positions
     torch.manual_seed(0)
     model = BertForMaskedLM(
         BertConfig(
@@ -71,9 +73,19 @@ def test_masked_lm_head_on_masked_positions_equals_the_full_forward():
     ).eval()
     batch = masked_batch()
     count = int((batch["labels"] != IGNORE).sum())
-    ours = MaskedLMTraining(model)(input_ids=batch["input_ids"], labels=batch["labels"])["loss"]
+    training = MaskedLMTraining(model, fused_loss=fused_loss)
+    assert training.fused_loss == fused_loss
+    ours, ours_grads = loss_and_gradients(training, batch_of(batch, "input_ids", "labels"))
+    model.zero_grad()
     reference = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss * count
-    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    reference.backward()
+    torch.testing.assert_close(ours, reference.detach(), rtol=1e-5, atol=1e-5)
+    for name, parameter in training.named_parameters():  # the decoder's bias included
+        torch.testing.assert_close(ours_grads[name], parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def batch_of(batch: dict, *names: str) -> dict:
+    return {name: batch[name] for name in names}
 
 
 @pytest.mark.parametrize("moe", [False, True], ids=["electra", "electra_moe"])

@@ -82,8 +82,8 @@ class PretrainConfig:
     )
     fused_loss: bool = option(
         True,
-        "causal models: compute the vocabulary projection and cross-entropy in chunks of positions, "
-        "never the full logits (same loss; false: the model's own logits)",
+        "causal and BERT models: compute the vocabulary projection and cross-entropy in chunks of "
+        "positions, never the full logits (same loss; false: the model's own logits)",
     )
     seq_length: int = option(128, "tokens per training window")
     # --- optimisation ---
