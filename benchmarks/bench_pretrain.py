@@ -393,6 +393,7 @@ def run_trainer(
         "compiled": compiled,
         "model_dir": str(run_dir / "final"),
         "tokenizer_dir": ours["tokenizer_dir"],
+        "flops_per_token": ours["flops_per_token"],  # the same model as the run it started from
     }
 
 
@@ -400,7 +401,9 @@ def run_rounds(data_file: Path, workdir: Path, args, env: dict) -> dict[str, lis
     """Every side --repeats times, alternating, so that a slow spell of the machine hits all of
     them. Keys: the chosen sides in SIDES' order, then the ELECTRA variants (MLM only). The first
     of ours' runs trains the tokenizer and saves the initial model that the Trainer starts from."""
-    variants = ELECTRA_VARIANTS if args.objective == "mlm" and not args.skip_electra else {}
+    # The ELECTRA rows are compared with ours' MLM, so they run with it
+    with_variants = args.objective == "mlm" and not args.skip_electra and "ours" in args.sides
+    variants = ELECTRA_VARIANTS if with_variants else {}
     sides = [name for name in SIDES if name in args.sides]
     runs = {name: [] for name in (*sides, *variants)}
     first_ours = None
@@ -646,8 +649,7 @@ def compare(runs: dict[str, list[dict]], data_file: Path, args, peak: tuple[floa
     ELECTRA variants against ours' MLM."""
     peak_flops, peak_source = peak
     # Every side trains the same model: one FLOPs-per-token figure (ours' own) for all
-    ours_runs = next(side for name, side in runs.items() if side and "flops_per_token" in side[0])
-    per_token = ours_runs[0]["flops_per_token"]
+    per_token = next(side[0]["flops_per_token"] for name, side in runs.items() if name in SIDES)
     sides = {name: summarise(side, per_token, peak_flops) for name, side in runs.items() if name in SIDES}
     results = {
         "objective": args.objective,

@@ -81,6 +81,7 @@ def test_ranks_holding_another_value_are_refused(monkeypatch):
         ("NVIDIA H200", 989.0),
         ("NVIDIA A100-SXM4-80GB", 312.0),
         ("NVIDIA L40S", 362.0),
+        ("NVIDIA L40", 181.0),
         ("NVIDIA L4", 121.0),
         ("NVIDIA A10G", 70.0),
         ("Tesla T4", None),

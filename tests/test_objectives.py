@@ -267,3 +267,29 @@ def test_the_fused_loss_without_gradients_is_the_same_sum(monkeypatch):
         plain = CausalLMTraining(model, fused_loss=False)(**batch)["loss"]
     assert not fused.requires_grad
     assert abs(fused.item() - plain.item()) <= 1e-5 * abs(plain.item())
+
+
+def test_a_frozen_head_still_passes_the_gradient_to_the_hidden_states():
+    model, batch = causal_model("llama"), causal_batch()
+    model.get_output_embeddings().weight.requires_grad_(False)
+    fused_loss, fused_grads = loss_and_gradients(CausalLMTraining(model, fused_loss=True), batch)
+    plain_loss, plain_grads = loss_and_gradients(CausalLMTraining(model, fused_loss=False), batch)
+    assert "model.lm_head.weight" not in fused_grads and fused_grads.keys() == plain_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compiled_masked_training_does_not_recompile_for_each_masked_count(monkeypatch):
+    """The masked positions differ in number every batch; the fused loss stays out of the graph."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 3)
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=64)  # fmt: skip
+    training = MaskedLMTraining(BertForMaskedLM(config), fused_loss=True)
+    compiled = torch.compile(training, backend="eager")  # tracing is what recompiles; no code generation needed
+    for seed in range(8):
+        batch = masked_batch(seed=seed)
+        assert torch.isfinite(compiled(input_ids=batch["input_ids"], labels=batch["labels"])["loss"])
+    torch._dynamo.reset()

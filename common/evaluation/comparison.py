@@ -33,6 +33,12 @@ BOOKKEEPING = {
     "milestone_store",
     "blimp_at_end",
     "blimp_dir",
+    # how fast, not what: the same run compiled or eager, fused or not, learns the same
+    "torch_compile",
+    "compile_mode",
+    "fused_loss",
+    "report_to",
+    "tracker_project",
 }
 LEGEND_SETTINGS = 4  # at most this many differing settings in a run's legend entry
 # What milestone.json records of the model actually trained.

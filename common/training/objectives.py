@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.models.bert.modeling_bert import BertLMPredictionHead
 
 from common.errors import UsageError
 from common.models.families import IGNORE
@@ -91,18 +92,23 @@ class CausalLMTraining(TrainingModule):
         }
 
 
+# The causal model types whose logits are exactly `lm_head(model.model(...))` (Gemma 2 only without
+# its logit soft-capping). A model loaded from the Hub of another type (Granite scales its logits,
+# Falcon-H1 multiplies them) keeps its own head.
+FUSABLE_CAUSAL_TYPES = ("llama", "olmo2", "llama4_text", "gemma2")
+
+
 def fusable_head(model: nn.Module) -> bool:
-    """True when the model's logits are its decoder's (`model.model`, in every `*ForCausalLM` we
-    build) last hidden states times the output embedding and nothing else: a bias-free linear head,
-    no logit soft-capping (Gemma 2's tanh cap) or scaling."""
+    """True when the model's logits are its decoder's (`model.model`) last hidden states times the
+    output embedding and nothing else: a known model type, a bias-free linear head, no soft-capping."""
     head = model.get_output_embeddings()
     config = model.config
     return (
-        isinstance(getattr(model, "model", None), nn.Module)
+        config.model_type in FUSABLE_CAUSAL_TYPES
+        and isinstance(getattr(model, "model", None), nn.Module)
         and isinstance(head, nn.Linear)
         and head.bias is None
         and getattr(config, "final_logit_softcapping", None) is None
-        and getattr(config, "logit_scale", None) is None
     )
 
 
@@ -117,41 +123,51 @@ def partitioned(weight: torch.Tensor) -> bool:
 LOGITS_PER_CHUNK = 2**25
 
 
+@torch.compiler.disable
 def linear_cross_entropy_sum(
     hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """sum over positions of cross_entropy(hidden @ weight.T [+ bias], labels), IGNORE labels skipped, without
-    ever holding the full logits: `ChunkedLinearCrossEntropy` works a block of positions at a time.
-    Under autocast the projection runs in the autocast dtype, as the model's own head would; the
-    softmax and the sum are float32 either way. (PyTorch 2.13's own `linear_cross_entropy` with
-    chunking options measured 2.6x slower than this on a CPU in float32, and under bf16 autocast it
-    summed the loss in bf16: docs/benchmarks.md.)"""
+    """sum over positions of cross_entropy(hidden @ weight.T [+ bias], labels), IGNORE labels skipped,
+    without ever holding the full logits: `ChunkedLinearCrossEntropy` works a block of positions at a
+    time. Under autocast the projection runs in the autocast dtype, as the model's own head would;
+    the softmax and the sum are float32 either way. (PyTorch 2.13's own `linear_cross_entropy` with
+    chunking options measured slower than the unfused head on a CPU, and under bf16 autocast it
+    summed the loss in bf16: docs/benchmarks.md.)
+
+    Never compiled: its work is three matmuls, which compiling does not speed up, and the chunk loop
+    depends on the number of rows, which for masked positions changes every batch (each new count
+    would recompile, until torch.compile gives up)."""
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
         hidden, weight = hidden.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
     if bias is None:
-        bias = weight.new_zeros(weight.shape[0])  # no gradient reaches the caller: it is a constant
+        bias = weight.new_zeros(weight.shape[0])  # a constant: no gradient is asked of it
     chunk_rows = max(1, LOGITS_PER_CHUNK // weight.shape[0])
-    with_grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad or bias.requires_grad)
-    return ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_rows, with_grads)
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_rows, torch.is_grad_enabled())
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """The summed cross-entropy of a linear projection, and its gradients, computed in one pass over
     chunks of positions: for each chunk the logits, their float32 log-sum-exp and target logit, and
     at once the gradient (softmax - one-hot) pushed through the projection into d hidden (that
-    chunk's rows) and d weight (accumulated in float32). Backward only scales what forward stored, so
-    no chunk's logits are ever recomputed and at most one chunk's logits exist at a time. The
-    matmuls are the unfused head's three (logits, d hidden, d weight); d bias is the column sum."""
+    chunk's rows) and d weight and d bias (accumulated in float32, and kept so until backward has
+    scaled them: a sum over thousands of positions can exceed float16's range before the loss scale
+    is applied). Backward only scales what forward stored, so no chunk's logits are ever recomputed
+    and at most one chunk's logits exist at a time. The matmuls are the unfused head's three
+    (logits, d hidden, d weight); d bias is the column sum. Only the gradients that are asked for
+    (`needs_input_grad`, all off under no_grad) are computed."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk_rows: int, with_grads: bool):
+    def forward(ctx, hidden, weight, bias, labels, chunk_rows: int, grad_mode: bool):
+        # (grad mode is always off in here: the caller's is passed in)
+        wants = ctx.needs_input_grad[:3] if grad_mode else (False, False, False)
+        want_hidden, want_weight, want_bias = wants
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden) if with_grads else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if with_grads else None
-        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if with_grads else None
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if want_bias else None
         for start in range(0, hidden.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
             chunk, targets = hidden[rows], labels[rows]
@@ -160,20 +176,26 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             safe_targets = torch.where(scored, targets, 0).unsqueeze(1)
             log_normaliser = logits.logsumexp(dim=1)
             total += ((log_normaliser - logits.gather(1, safe_targets).squeeze(1)) * scored).sum()
-            if with_grads:  # d(sum of losses)/d logits = softmax - one-hot, zero where nothing is scored
+            if any(wants):  # d(sum of losses)/d logits = softmax - one-hot, zero where nothing is scored
                 grad_logits = logits.sub_(log_normaliser.unsqueeze(1)).exp_()
                 grad_logits.scatter_add_(1, safe_targets, -scored.unsqueeze(1).float())
                 grad_logits = grad_logits.mul_(scored.unsqueeze(1)).to(chunk.dtype)
-                grad_hidden[rows] = grad_logits @ weight
-                grad_weight += (grad_logits.T @ chunk).float()
-                grad_bias += grad_logits.sum(dim=0, dtype=torch.float32)
-        if with_grads:
-            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype), grad_bias.to(bias.dtype))
+                if want_hidden:
+                    grad_hidden[rows] = grad_logits @ weight
+                if want_weight:
+                    grad_weight += (grad_logits.T @ chunk).float()
+                if want_bias:
+                    grad_bias += grad_logits.sum(dim=0, dtype=torch.float32)
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        grads = [grad * grad_total.to(grad.dtype) for grad in ctx.saved_tensors]  # hidden, weight, bias
+        grads = [
+            None if grad is None else (grad * grad_total.to(grad.dtype)).to(dtype)
+            for grad, dtype in zip(ctx.saved_tensors, ctx.dtypes)
+        ]  # hidden, weight, bias
         return *grads, None, None, None
 
 
@@ -188,7 +210,10 @@ class MaskedLMTraining(TrainingModule):
 
     def __init__(self, model: nn.Module, fused_loss: bool = True):
         super().__init__(model)
-        self.fused_loss = fused_loss and hasattr(masked_lm_head(model), "predictions")
+        # BERT's head is transform then decoder; MobileBERT's and RemBERT's, also `predictions`, are not
+        self.fused_loss = fused_loss and isinstance(
+            getattr(masked_lm_head(model), "predictions", None), BertLMPredictionHead
+        )
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = self.model.base_model(input_ids=input_ids).last_hidden_state

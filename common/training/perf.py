@@ -43,7 +43,8 @@ NOMINAL_BF16_TFLOPS = (
     ("A100", 312.0),
     ("A800", 312.0),
     ("L40S", 362.0),
-    ("L4", 121.0),  # after L40S, before nothing else that contains "L4"
+    ("L40", 181.0),
+    ("L4", 121.0),  # after the L40s, whose names contain "L4"
     ("A10G", 70.0),
     ("A10", 125.0),
     ("MI300X", 1307.0),
