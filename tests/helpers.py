@@ -341,3 +341,48 @@ def babylm_evaluation_data(root: Path, shared: Path) -> Path:
     (fast / "entity_tracking_fast").mkdir()
     shutil.copy(samples / "entity_tracking" / "regular.jsonl", fast / "entity_tracking_fast")
     return root
+
+
+def wandb_offline_records(path: Path) -> list:
+    """The records of a W&B offline run file (`run-<id>.wandb`), as wandb's protobuf `Record`s.
+
+    The file is a 7-byte header (":W&B", a 2-byte magic, a version byte) followed by a LevelDB-style
+    log: 32 KiB blocks of chunks, each a 7-byte header (CRC32, little-endian length, type: 1 whole,
+    2 first, 3 middle, 4 last) and its bytes; a block's tail shorter than a header is padding."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, header = path.read_bytes(), 32 * 1024, 7
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    records, pending, offset = [], b"", header
+    while offset + header <= len(data):
+        room = block - offset % block
+        if room < header:  # padding at the end of a block
+            offset += room
+            continue
+        length = int.from_bytes(data[offset + 4 : offset + 6], "little")
+        kind = data[offset + 6]
+        chunk = data[offset + header : offset + header + length]
+        offset += header + length
+        if kind in (1, 2):
+            pending = chunk
+        elif kind in (3, 4):
+            pending += chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def wandb_history_and_config(path: Path) -> tuple[list[dict], dict]:
+    """(every logged row, the run's config) of a W&B offline run file."""
+    history, config = [], {}
+    for record in wandb_offline_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            )
+        elif kind == "config":
+            config |= {item.key: json.loads(item.value_json) for item in record.config.update}
+    return history, config

@@ -1,6 +1,7 @@
 """Tests for common/config.py and common/training/pretrain_config.py: presets, flags, validation, provenance."""
 
 import dataclasses
+import sys
 
 import pytest
 import yaml
@@ -297,3 +298,28 @@ def test_written_config_can_be_read_back_as_a_preset(tmp_path):
     values = yaml.safe_load(path.read_text(encoding="utf-8"))["config"]
     again = parse_config(PretrainConfig, ["--config", preset(tmp_path, yaml.safe_dump(values))])
     assert again == config
+
+
+def test_the_compile_flag_takes_auto_true_false_bare_and_yaml_booleans(tmp_path):
+    assert parse_config(PretrainConfig, []).torch_compile == "auto"
+    assert parse_config(PretrainConfig, ["--torch_compile", "--seed", "3"]).torch_compile == "true"  # bare, as before
+    assert parse_config(PretrainConfig, ["--torch_compile", "false"]).torch_compile == "false"
+    preset = tmp_path / "p.yaml"
+    preset.write_text("torch_compile: true\n")  # what older presets and run configs hold
+    assert parse_config(PretrainConfig, ["--config", str(preset)]).torch_compile == "true"
+
+
+@pytest.mark.parametrize(
+    "report_to, reporters",
+    [("tensorboard", ("tensorboard",)), (" tensorboard , tensorboard", ("tensorboard",)), ("none", ())],
+)
+def test_report_to_names_the_reporters(report_to, reporters):
+    assert parse_config(PretrainConfig, ["--report_to", report_to]).reporters() == reporters
+
+
+def test_an_unknown_reporter_or_a_missing_tracker_package_is_refused_with_the_pip_command(monkeypatch):
+    with pytest.raises(UsageError, match="--report_to tensorboard,comet: unknown reporter comet"):
+        parse_config(PretrainConfig, ["--report_to", "tensorboard,comet"])
+    monkeypatch.setitem(sys.modules, "trackio", None)  # as if it were not installed: importing it fails
+    with pytest.raises(UsageError, match="--report_to trackio needs the trackio package: pip install trackio"):
+        parse_config(PretrainConfig, ["--report_to", "trackio"])

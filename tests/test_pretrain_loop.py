@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from common.training import checkpoint
 from common.training.objectives import objective_for
 from common.training.pretrain import EXIT_PREEMPTED, Pretraining, run_signature, save_run_files
 from common.training.pretrain_config import PretrainConfig
-from tests.helpers import TINY_MODEL, read_metrics, train_losses
+from tests.helpers import TINY_MODEL, read_metrics, train_losses, wandb_history_and_config
 
 STEPS = 8
 
@@ -155,3 +156,40 @@ def test_a_compiled_run_resumes_eager_and_an_eager_one_compiled_with_the_same_lo
         assert got.keys() == set(range(4, STEPS + 1))
         # compiled kernels round differently from eager ones: equal to float32 noise, not bit for bit
         assert all(abs(got[step] - expected[step]) < 1e-4 for step in got), (source, expected, got)
+
+
+def test_wandb_and_trackio_get_the_scalars_and_config_offline(corpus_and_tokenizer, tmp_path, monkeypatch):
+    """W&B in offline mode writes its run under the run folder; Trackio its local database. Neither
+    touches the network."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    monkeypatch.delitem(sys.modules, "trackio", raising=False)  # it reads TRACKIO_DIR when imported
+    pytest.importorskip("wandb", reason="--report_to wandb needs the wandb package (requirements-dev.txt)")
+    pytest.importorskip("trackio", reason="--report_to trackio needs the trackio package (requirements-dev.txt)")
+    out = tmp_path / "run"
+    pretraining(corpus_and_tokenizer, out, "--report_to", "tensorboard,wandb,trackio", "--max_steps", "4").run(None)
+    records = read_metrics(out)
+    last_train = [r for r in records if r.get("train/loss") is not None][-1]
+
+    (run_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
+    history, config = wandb_history_and_config(run_file)
+    logged = {row["_step"]: row for row in history}
+    assert sorted(logged) == sorted({r["step"] for r in records})
+    for record in records:  # the same scalars at the same steps as metrics.jsonl
+        for name in ("train/loss", "val/loss", "train/lr"):
+            if record.get(name) is not None:
+                assert logged[record["step"]][name] == pytest.approx(record[name]), (record["step"], name)
+    assert (
+        config["learning_rate"] == 1e-3
+        and config["max_steps"] == 4
+        and config["report_to"] == "tensorboard,wandb,trackio"
+    )
+    run_id = (out / "tracker_run_id").read_text().strip()
+    assert run_file.name == f"run-{run_id}.wandb"  # a resumed launch continues this W&B run
+
+    (database,) = (tmp_path / "trackio").rglob("*.db")
+    with sqlite3.connect(database) as connection:
+        logged = [json.loads(row[0]) for row in connection.execute("SELECT metrics FROM metrics")]
+    losses = [m["train/loss"] for m in logged if "train/loss" in m]
+    assert losses and losses[-1] == pytest.approx(last_train["train/loss"])

@@ -38,7 +38,7 @@ from common.errors import TrainingStopped, UsageError
 from common.files import atomic_path, write_atomically
 from common.models.build import SHAPE_FIELDS
 from common.optimizer import adamw, learning_rate_at, warmup_steps_for
-from common.tracking import RunLog
+from common.tracking import RunLog, external_trackers
 from common.training import checkpoint
 from common.training.hub import model_card
 from common.training.milestones import due, save_snapshot
@@ -238,8 +238,16 @@ class Pretraining:
         cfg, accelerator = self.cfg, self.accelerator
         state = self.resume(resume_path) if resume_path else {}
         start_step = self.progress.step
+        reporters = cfg.reporters()
         self.log = RunLog(
-            self.output_dir, accelerator.is_main_process, resumed_step=start_step, keep_bytes=state.get("metrics_bytes")
+            self.output_dir,
+            accelerator.is_main_process,
+            resumed_step=start_step,
+            keep_bytes=state.get("metrics_bytes"),
+            tensorboard="tensorboard" in reporters,
+            trackers=external_trackers(
+                reporters, self.output_dir, cfg.tracker_project, asdict(cfg), accelerator.is_main_process
+            ),
         )
         log.info("launch: %s", describe(accelerator))
         log.info(

@@ -11,6 +11,7 @@ from common.errors import UsageError
 from common.models.build import SHAPE_FIELDS, SIZE_PRESETS
 from common.models.families import ELECTRA, FAMILIES, MODEL_FAMILY
 from common.optimizer import SCHEDULES
+from common.tracking import parse_report_to
 from common.training.milestones import parse_anchors, parse_count
 
 
@@ -129,6 +130,12 @@ class PretrainConfig:
         "(pushed, then the local copy is removed to save disk; final/ always stays)",
     )
     max_nonfinite_steps: int = option(20, "stop (with a checkpoint) after this many steps with a non-finite loss")
+    report_to: str = option(
+        "tensorboard",
+        "where the run's scalars go besides metrics.jsonl: any of tensorboard, wandb, trackio, "
+        "comma-separated, or none (W&B offline: WANDB_MODE=offline, then `wandb sync`)",
+    )
+    tracker_project: str = option("babytrain", "the W&B / Trackio project of --report_to wandb or trackio")
     # --- evaluation of the final model ---
     blimp_at_end: bool = option(
         True,
@@ -196,6 +203,7 @@ class PretrainConfig:
                 f"--objective {self.objective} cannot train --model_type {self.model_type} "
                 f"(it trains: {MODEL_FAMILY[self.model_type]})"
             )
+        self.reporters()  # an unknown reporter or a missing package: refused before any work
         if not 0 < self.mlm_probability < 1:
             raise UsageError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.embedding_size is not None and MODEL_FAMILY[self.model_type] != ELECTRA:
@@ -220,6 +228,9 @@ class PretrainConfig:
             raise UsageError("--hub_model_id is only used with --push_to_hub")
         if self.milestone_store == "hub" and not self.push_to_hub:
             raise UsageError("--milestone_store hub needs --push_to_hub and --hub_model_id")
+
+    def reporters(self) -> tuple[str, ...]:
+        return parse_report_to(self.report_to)
 
     def anchors(self):
         return parse_anchors(self.milestones, "tokens", "--milestones") + parse_anchors(
