@@ -168,7 +168,8 @@ def test_wandb_and_trackio_get_the_scalars_and_config_offline(corpus_and_tokeniz
     pytest.importorskip("wandb", reason="--report_to wandb needs the wandb package (requirements-dev.txt)")
     pytest.importorskip("trackio", reason="--report_to trackio needs the trackio package (requirements-dev.txt)")
     out = tmp_path / "run"
-    pretraining(corpus_and_tokenizer, out, "--report_to", "tensorboard,wandb,trackio", "--max_steps", "4").run(None)
+    reporting = ("--report_to", "tensorboard,wandb,trackio", "--max_steps", "4", "--checkpointing_steps", "2")
+    pretraining(corpus_and_tokenizer, out, *reporting, "--checkpoints_total_limit", "0").run(None)
     records = read_metrics(out)
     last_train = [r for r in records if r.get("train/loss") is not None][-1]
 
@@ -186,7 +187,13 @@ def test_wandb_and_trackio_get_the_scalars_and_config_offline(corpus_and_tokeniz
         and config["report_to"] == "tensorboard,wandb,trackio"
     )
     run_id = (out / "tracker_run_id").read_text().strip()
-    assert run_file.name == f"run-{run_id}.wandb"  # a resumed launch continues this W&B run
+    assert run_file.name == f"run-{run_id}.wandb"
+
+    # A launch resuming the checkpoint of step 2 logs to the same W&B run (`wandb sync` merges them)
+    pretraining(corpus_and_tokenizer, out, *reporting).run(checkpoint.checkpoint_dir(out, 2))
+    first, resumed = sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert first == run_file and resumed.name == run_file.name
+    assert [row["_step"] for row in wandb_history_and_config(resumed)[0]] == [3, 4]
 
     (database,) = (tmp_path / "trackio").rglob("*.db")
     with sqlite3.connect(database) as connection:
