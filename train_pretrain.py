@@ -130,6 +130,7 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
         validation_split_percentage=cfg.validation_split_percentage,
         synthetic_words=cfg.synthetic_words,
         seed=cfg.seed,
+        streaming=cfg.streaming,
     )
     stop.exit_if_requested("loading the corpus")
     # The main process trains (or loads) the tokenizer and every rank gets its very files, so no

@@ -323,3 +323,9 @@ def test_an_unknown_reporter_or_a_missing_tracker_package_is_refused_with_the_pi
     monkeypatch.setitem(sys.modules, "trackio", None)  # as if it were not installed: importing it fails
     with pytest.raises(UsageError, match="--report_to trackio needs the trackio package: pip install trackio"):
         parse_config(PretrainConfig, ["--report_to", "trackio"])
+
+
+def test_streaming_a_local_source_is_refused_when_the_flags_are_read():
+    with pytest.raises(UsageError, match="--streaming reads Hugging Face data sets; --dataset synthetic"):
+        parse_config(PretrainConfig, ["--streaming"])
+    assert parse_config(PretrainConfig, ["--dataset", "roneneldan/TinyStories", "--streaming"]).streaming

@@ -6,9 +6,11 @@ import os
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common.data import sources
+from common.data.packing import packed_corpus
 from common.data.sources import (
     LINES_PER_DOCUMENT,
     bounded_lines,
@@ -24,6 +26,7 @@ from common.data.sources import (
     parse_dataset_id,
     split_paragraphs,
 )
+from common.data.tokenizer import tokenizer_hash
 from common.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -589,3 +592,45 @@ def test_a_line_without_whitespace_is_cut_between_characters(tmp_path, text):
         pieces = list(bounded_lines(handle, 1000))
     assert all(len(piece) <= 1003 for piece in pieces)
     assert "".join(piece.decode("utf-8") for piece in pieces) == text  # each piece decodes on its own
+
+
+def arrow_files(offline_datasets) -> list[Path]:
+    return list(Path(offline_datasets.config.HF_DATASETS_CACHE).rglob("*.arrow"))
+
+
+def test_a_streamed_folder_packs_the_same_tokens_without_converting_it_to_arrow(
+    tmp_path, offline_datasets, bpe_tokenizer
+):
+    """--streaming reads the examples as packing asks for them; the stock load converts the whole
+    data set to Arrow files in the datasets cache first (the check can fail: it does for that one)."""
+    folder = tmp_path / "stream_me"
+    texts = [f"the dog {i} sees the cat" for i in range(300)]
+    write_jsonl(folder / "train.jsonl", texts)
+    write_jsonl(folder / "validation.jsonl", ["the cat sleeps", "the dog runs"])
+    streamed = load_corpus(str(folder), streaming=True)
+    streamed_splits, _ = packed_corpus(streamed, bpe_tokenizer, tokenizer_hash(bpe_tokenizer), tmp_path / "packed")
+    assert arrow_files(offline_datasets) == []
+    assert list(streamed.validation_documents()) == ["the cat sleeps", "the dog runs"]
+
+    loaded = load_corpus(str(folder))
+    loaded_splits, _ = packed_corpus(loaded, bpe_tokenizer, tokenizer_hash(bpe_tokenizer), tmp_path / "packed")
+    assert arrow_files(offline_datasets)  # the non-streaming load did convert
+    assert loaded.fingerprint != streamed.fingerprint
+    for split in ("train", "validation"):
+        assert np.array_equal(streamed_splits[split].tokens, loaded_splits[split].tokens)
+
+    write_jsonl(folder / "train.jsonl", [*texts, "one more document"])  # a changed folder is another corpus
+    assert load_corpus(str(folder), streaming=True).fingerprint != streamed.fingerprint
+
+
+def test_a_streamed_folder_missing_the_text_column_is_refused(tmp_path, offline_datasets):
+    folder = tmp_path / "stories"
+    write_jsonl(folder / "train.jsonl", ["a story"], column="story")
+    with pytest.raises(UsageError, match="--text_column 'text' not in --dataset"):
+        load_corpus(str(folder), streaming=True)
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "babylm", "text", "jsonl"])
+def test_streaming_a_source_that_is_read_lazily_anyway_is_refused(dataset):
+    with pytest.raises(UsageError, match=f"--streaming reads Hugging Face data sets; --dataset {dataset}"):
+        load_corpus(dataset, data_dir="x", data_files=["x"], streaming=True)

@@ -459,14 +459,16 @@ def _split_documents(split, text_column: str) -> Callable[[], Iterator[str]]:
     return documents
 
 
-def _huggingface_corpus(dataset: str, text_column: str, percentage: float) -> Corpus:
+def _huggingface_corpus(dataset: str, text_column: str, percentage: float, streaming: bool = False) -> Corpus:
     import datasets
 
     name, config = parse_dataset_id(dataset)
     try:
-        loaded = datasets.load_dataset(name, config)
+        loaded = datasets.load_dataset(name, config, streaming=streaming)
     except Exception as error:  # not found, offline, bad config: all user input problems here
         raise UsageError(f"--dataset {dataset}: cannot load ({first_line(error)})") from error
+    if streaming:
+        return _streamed_huggingface_corpus(dataset, name, config, loaded, text_column, percentage)
 
     splits = list(loaded.keys())
     if "train" not in loaded:
@@ -501,6 +503,68 @@ def _huggingface_corpus(dataset: str, text_column: str, percentage: float) -> Co
     return _with_held_out(corpus_name, _fingerprint(options), train, percentage)
 
 
+def _streamed_huggingface_corpus(
+    dataset: str, name: str, config: str | None, loaded, text_column: str, percentage: float
+) -> Corpus:
+    """`--streaming`: the splits are read example by example as packing asks for them, with no
+    download and Arrow conversion of the whole data set first. A stream has no Arrow fingerprint:
+    the cache key is the data set's revision on the Hub, or the content of a local folder's files."""
+    if "train" not in loaded:
+        raise UsageError(f"--dataset {dataset} has no 'train' split (splits: {', '.join(loaded)})")
+    train_split = loaded["train"]
+    columns = train_split.column_names  # None while a stream's features are unknown
+    if columns is not None and text_column not in columns:
+        raise UsageError(f"--text_column {text_column!r} not in --dataset {dataset} (columns: {', '.join(columns)})")
+    train = _split_documents(train_split, text_column)
+    try:
+        _require_documents(train, f"--dataset {dataset}")
+    except KeyError:
+        raise UsageError(f"--text_column {text_column!r} not in --dataset {dataset}") from None
+    options = {
+        "kind": "huggingface-stream",
+        "dataset": name,
+        "config": config,
+        "text_column": text_column,
+        "source": _stream_source(name),
+    }
+    corpus_name = _safe_name(Path(name).name if Path(name).exists() else name)
+    if config:
+        corpus_name += f"-{_safe_name(config)}"
+    validation_name = next((split for split in VALIDATION_SPLIT_NAMES if split in loaded), None)
+    if validation_name is not None:
+        options["validation"] = validation_name
+        validation = _split_documents(loaded[validation_name], text_column)
+        return Corpus(corpus_name, _fingerprint(options), train, validation)
+    options["validation_split_percentage"] = percentage
+    return _with_held_out(corpus_name, _fingerprint(options), train, percentage)
+
+
+def _stream_source(name: str) -> list | str:
+    """What a streamed data set is: a local folder's files (names, sizes, digests), or the Hub
+    revision it resolves to now (streaming from the Hub needs the network anyway)."""
+    folder = Path(name)
+    if folder.exists():
+        files = sorted(path for path in folder.rglob("*") if path.is_file() and ".cache" not in path.parts)
+        return _file_contents(files)
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().dataset_info(name).sha
+    except Exception as error:
+        raise UsageError(
+            f"--dataset {name}: cannot read its Hub revision for --streaming ({first_line(error)})"
+        ) from None
+
+
+def check_streamable(dataset: str) -> None:
+    """--streaming is for Hugging Face data sets; the local sources are read lazily anyway."""
+    if dataset in ("synthetic", "babylm") or dataset in _FILE_SOURCES:
+        raise UsageError(
+            f"--streaming reads Hugging Face data sets; --dataset {dataset} is already read line by line "
+            f"(no download, bounded memory): leave --streaming out"
+        )
+
+
 def _check_percentage(percentage: float) -> float:
     is_number = isinstance(percentage, (int, float)) and not isinstance(percentage, bool)
     if not (is_number and math.isfinite(percentage) and 0 <= percentage < 100):
@@ -517,13 +581,17 @@ def load_corpus(
     validation_split_percentage: float = 1.0,
     synthetic_words: int = synthetic.DEFAULT_WORDS,
     seed: int = 0,
+    streaming: bool = False,
 ) -> Corpus:
-    """The corpus named by `dataset` (see the module docstring); UsageError on bad input."""
+    """The corpus named by `dataset` (see the module docstring); UsageError on bad input.
+    `streaming`: read a Hugging Face data set as a stream (local sources are always read lazily)."""
     percentage = _check_percentage(validation_split_percentage)
+    if streaming:
+        check_streamable(dataset)
     if dataset == "synthetic":
         return _synthetic_corpus(synthetic_words, seed, percentage)
     if dataset == "babylm":
         return _babylm_corpus(data_dir, percentage)
     if dataset in _FILE_SOURCES:
         return _file_corpus(dataset, data_files, text_column, percentage)
-    return _huggingface_corpus(dataset, text_column, percentage)
+    return _huggingface_corpus(dataset, text_column, percentage, streaming)

@@ -7,6 +7,7 @@ from typing import Literal, Optional
 
 from common.config import option
 from common.data import synthetic
+from common.data.sources import check_streamable
 from common.errors import UsageError
 from common.models.build import SHAPE_FIELDS, SIZE_PRESETS
 from common.models.families import ELECTRA, FAMILIES, MODEL_FAMILY
@@ -28,6 +29,11 @@ class PretrainConfig:
     text_column: str = option("text", "the text field of JSONL rows / Hugging Face datasets")
     validation_split_percentage: float = option(
         1.0, "percent of documents held out for validation when the dataset has no validation split of its own"
+    )
+    streaming: bool = option(
+        False,
+        "read a Hugging Face --dataset as a stream while packing, with no full download and Arrow "
+        "conversion first (local files are always read line by line)",
     )
     synthetic_words: int = option(
         synthetic.DEFAULT_WORDS, "words of synthetic corpus to generate for --dataset synthetic"
@@ -204,6 +210,8 @@ class PretrainConfig:
                 f"(it trains: {MODEL_FAMILY[self.model_type]})"
             )
         self.reporters()  # an unknown reporter or a missing package: refused before any work
+        if self.streaming:
+            check_streamable(self.dataset)
         if not 0 < self.mlm_probability < 1:
             raise UsageError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.embedding_size is not None and MODEL_FAMILY[self.model_type] != ELECTRA:
