@@ -460,6 +460,10 @@ def _split_documents(split, text_column: str) -> Callable[[], Iterator[str]]:
 
 
 def _huggingface_corpus(dataset: str, text_column: str, percentage: float, streaming: bool = False) -> Corpus:
+    """A Hugging Face data set (a Hub id or a local folder `load_dataset` reads). With `streaming`,
+    its splits are read example by example as packing asks for them, with no download and Arrow
+    conversion of the whole data set first; a stream has no Arrow fingerprint, so the cache key is
+    the data set's revision on the Hub, or the content of a local folder's files."""
     import datasets
 
     name, config = parse_dataset_id(dataset)
@@ -467,27 +471,24 @@ def _huggingface_corpus(dataset: str, text_column: str, percentage: float, strea
         loaded = datasets.load_dataset(name, config, streaming=streaming)
     except Exception as error:  # not found, offline, bad config: all user input problems here
         raise UsageError(f"--dataset {dataset}: cannot load ({first_line(error)})") from error
-    if streaming:
-        return _streamed_huggingface_corpus(dataset, name, config, loaded, text_column, percentage)
 
-    splits = list(loaded.keys())
     if "train" not in loaded:
-        raise UsageError(f"--dataset {dataset} has no 'train' split (splits: {', '.join(splits)})")
+        raise UsageError(f"--dataset {dataset} has no 'train' split (splits: {', '.join(loaded)})")
     train_split = loaded["train"]
-    if text_column not in train_split.column_names:
-        raise UsageError(
-            f"--text_column {text_column!r} not in --dataset {dataset} (columns: {', '.join(train_split.column_names)})"
-        )
+    _check_text_column(train_split, text_column, f"--dataset {dataset}")
     train = _split_documents(train_split, text_column)
-    _require_documents(train, f"--dataset {dataset}")
+    try:
+        _require_documents(train, f"--dataset {dataset}")
+    except KeyError:  # a stream whose features were unknown until its first example
+        raise UsageError(f"--text_column {text_column!r} not in --dataset {dataset}") from None
 
     validation_name = next((split for split in VALIDATION_SPLIT_NAMES if split in loaded), None)
     options = {
-        "kind": "huggingface",
+        "kind": "huggingface-stream" if streaming else "huggingface",
         "dataset": name,
         "config": config,
         "text_column": text_column,
-        "train": train_split._fingerprint,
+        "train": _stream_source(name) if streaming else train_split._fingerprint,
     }
     corpus_name = _safe_name(Path(name).name if Path(name).exists() else name)
     if config:
@@ -495,48 +496,17 @@ def _huggingface_corpus(dataset: str, text_column: str, percentage: float, strea
 
     if validation_name is not None:
         validation_split = loaded[validation_name]
-        if text_column not in validation_split.column_names:
-            raise UsageError(f"--text_column {text_column!r} not in split {validation_name!r} of {dataset}")
-        options["validation"] = [validation_name, validation_split._fingerprint]
+        _check_text_column(validation_split, text_column, f"split {validation_name!r} of {dataset}")
+        options["validation"] = [validation_name, None if streaming else validation_split._fingerprint]
         return Corpus(corpus_name, _fingerprint(options), train, _split_documents(validation_split, text_column))
     options["validation_split_percentage"] = percentage
     return _with_held_out(corpus_name, _fingerprint(options), train, percentage)
 
 
-def _streamed_huggingface_corpus(
-    dataset: str, name: str, config: str | None, loaded, text_column: str, percentage: float
-) -> Corpus:
-    """`--streaming`: the splits are read example by example as packing asks for them, with no
-    download and Arrow conversion of the whole data set first. A stream has no Arrow fingerprint:
-    the cache key is the data set's revision on the Hub, or the content of a local folder's files."""
-    if "train" not in loaded:
-        raise UsageError(f"--dataset {dataset} has no 'train' split (splits: {', '.join(loaded)})")
-    train_split = loaded["train"]
-    columns = train_split.column_names  # None while a stream's features are unknown
+def _check_text_column(split, text_column: str, where: str) -> None:
+    columns = split.column_names  # None while a stream's features are unknown
     if columns is not None and text_column not in columns:
-        raise UsageError(f"--text_column {text_column!r} not in --dataset {dataset} (columns: {', '.join(columns)})")
-    train = _split_documents(train_split, text_column)
-    try:
-        _require_documents(train, f"--dataset {dataset}")
-    except KeyError:
-        raise UsageError(f"--text_column {text_column!r} not in --dataset {dataset}") from None
-    options = {
-        "kind": "huggingface-stream",
-        "dataset": name,
-        "config": config,
-        "text_column": text_column,
-        "source": _stream_source(name),
-    }
-    corpus_name = _safe_name(Path(name).name if Path(name).exists() else name)
-    if config:
-        corpus_name += f"-{_safe_name(config)}"
-    validation_name = next((split for split in VALIDATION_SPLIT_NAMES if split in loaded), None)
-    if validation_name is not None:
-        options["validation"] = validation_name
-        validation = _split_documents(loaded[validation_name], text_column)
-        return Corpus(corpus_name, _fingerprint(options), train, validation)
-    options["validation_split_percentage"] = percentage
-    return _with_held_out(corpus_name, _fingerprint(options), train, percentage)
+        raise UsageError(f"--text_column {text_column!r} not in {where} (columns: {', '.join(columns)})")
 
 
 def _stream_source(name: str) -> list | str:
