@@ -101,12 +101,16 @@ def run_ours(model: Path, task: Task, accelerator, batch_size: int | None) -> tu
 
 
 def run_pipeline(pipeline_dir: Path, model: Path, task: Task, kind: str, batch_size: int) -> tuple[dict, float, float]:
-    """The pipeline's per-UID accuracies (or WUG correlation), its headline, and its seconds."""
-    if str(pipeline_dir) not in sys.path:
-        sys.path.insert(0, str(pipeline_dir))
-    from evaluation_pipeline.sentence_zero_shot.compute_results import compute_results
-    from evaluation_pipeline.sentence_zero_shot.dataset import get_dataloader
-    from evaluation_pipeline.sentence_zero_shot.run import get_model, process_results
+    """The pipeline's per-UID accuracies (or WUG correlation), its headline, and its seconds, run
+    through its own model loading, dataloader and compute_results (imported from the clone; its code
+    is not part of this repository). tests/test_zero_shot_tasks.py checks ours against it too."""
+    sys.path.insert(0, str(pipeline_dir))
+    try:
+        from evaluation_pipeline.sentence_zero_shot.compute_results import compute_results
+        from evaluation_pipeline.sentence_zero_shot.dataset import get_dataloader
+        from evaluation_pipeline.sentence_zero_shot.run import get_model, process_results
+    finally:
+        sys.path.remove(str(pipeline_dir))
 
     args = Namespace(
         data_path=Path(task.source),

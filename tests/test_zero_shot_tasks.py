@@ -391,37 +391,6 @@ def test_runs_compared_draw_one_line_per_run_with_their_differing_settings(tiny_
 # --- against the BabyLM pipeline's own code, where a clone of it is given ----------------------------
 
 
-def pipeline_accuracies(pipeline_dir: Path, task_folder: Path, pipeline_task: str, model: Path, backend: str) -> dict:
-    """The pipeline's per-UID accuracies (%) for one task folder, run through its own dataloader and
-    compute_results (imported from the clone; its code is not part of this repository)."""
-    import sys
-    from argparse import Namespace
-
-    sys.path.insert(0, str(pipeline_dir))
-    try:
-        from evaluation_pipeline.sentence_zero_shot.compute_results import compute_results
-        from evaluation_pipeline.sentence_zero_shot.dataset import get_dataloader
-        from evaluation_pipeline.sentence_zero_shot.run import get_model, process_results
-    finally:
-        sys.path.remove(str(pipeline_dir))
-    args = Namespace(
-        data_path=task_folder,
-        task=pipeline_task,
-        model_path_or_name=str(model),
-        backend=backend,
-        images_path=None,
-        image_split=None,
-        image_template=None,
-        revision_name=None,
-        batch_size=16,
-        non_causal_batch_size=64,
-        full_sentence_scores=False,
-        save_predictions=False,
-    )
-    results, _ = compute_results(args, get_model(args), get_dataloader(args), [1.0])
-    return process_results(args, results)[0][1.0]["UID"]
-
-
 @pytest.mark.parametrize("kind", ["causal", "masked"])
 def test_the_pipelines_own_code_gives_the_same_accuracies(kind, long_models, accelerator, tmp_path):
     """BABYLM_PIPELINE_DIR names a clone of babylm/evaluation-pipeline-2025: its scoring of a
@@ -432,15 +401,12 @@ def test_the_pipelines_own_code_gives_the_same_accuracies(kind, long_models, acc
         pytest.skip("BABYLM_PIPELINE_DIR does not name a clone of babylm/evaluation-pipeline-2025")
     root = babylm_evaluation_data(tmp_path / "evaluation_data", needs_shared())
     few = few_items_of_each_task(root / "full_eval", lines_per_file=4)
-    for name, pipeline_task in (
-        ("supplement_filtered", "blimp"),
-        ("ewok_filtered", "ewok"),
-        ("entity_tracking", "entity_tracking"),
-    ):
+    from benchmarks.bench_zero_shot import run_pipeline  # the one piece of code that drives the pipeline
+
+    for name in ("supplement_filtered", "ewok_filtered", "entity_tracking"):
         tasks, _ = load_tasks(str(few), [name])
         [(results, _)] = evaluate_model(accelerator, str(long_models[kind]), tasks, ScoringOptions(bos="tokenizer"))
-        theirs = pipeline_accuracies(
-            Path(clone), few / name, pipeline_task, long_models[kind], "causal" if kind == "causal" else "mlm"
-        )
+        [task] = tasks
+        theirs = run_pipeline(Path(clone), long_models[kind], task, kind, batch_size=16)[0]["UID"]
         ours = {uid: 100 * u["accuracy_ties_right"] for uid, u in results["scores"]["uids"].items()}
         assert {uid: theirs[uid] for uid in ours} == pytest.approx(ours), name
