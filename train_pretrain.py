@@ -14,7 +14,8 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from common.config import parse_config
-from common.data.packing import packed_corpus
+from common.data.mixture import MIXTURE, Mixture, load_mixture, single_source
+from common.data.packing import PackedSource, packed_corpus
 from common.data.sources import load_corpus
 from common.data.tokenizer import (
     load_tokenizer,
@@ -51,7 +52,39 @@ from common.training.pretrain_config import PretrainConfig
 from common.training.rundir import claim_output_dir, default_run_dir, hold_run_folder, make_room
 
 
-def obtain_tokenizer(cfg: PretrainConfig, corpus, run_tokenizer: Path | None):
+def load_sources(cfg: PretrainConfig) -> Mixture:
+    """The run's corpus (--dataset), or its weighted sources (--dataset_mixture, datasets:)."""
+    options = {
+        "text_column": cfg.text_column,
+        "validation_split_percentage": cfg.validation_split_percentage,
+        "synthetic_words": cfg.synthetic_words,
+        "seed": cfg.seed,
+        "streaming": cfg.streaming,
+    }
+    specs = cfg.source_specs()
+    if specs is not None:
+        return load_mixture(specs, **options)
+    return single_source(load_corpus(cfg.dataset, data_dir=cfg.data_dir, data_files=cfg.data_files, **options))
+
+
+def pack_sources(mixture: Mixture, tokenizer, tokenizer_digest: str, cache_dir: Path) -> list[PackedSource]:
+    """Each source in its own cache entry: a changed source repacks only itself."""
+    packed = []
+    for name, corpus, weight in zip(mixture.names, mixture.corpora, mixture.weights):
+        splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_digest, cache_dir)
+        packed.append(PackedSource(name, weight, splits, manifest))
+    return packed
+
+
+def data_description(mixture: Mixture, packed: list[PackedSource]) -> dict:
+    """data.json: the packed cache's manifest, or for a mixture each source's with its weight."""
+    if not mixture.is_mixture:
+        return packed[0].manifest
+    sources = [{"name": source.name, "weight": source.weight, **source.manifest} for source in packed]
+    return {"mixture_fingerprint": mixture.fingerprint, "sources": sources}
+
+
+def obtain_tokenizer(cfg: PretrainConfig, mixture: Mixture, run_tokenizer: Path | None):
     """The run's own tokenizer when it resumes (never the cache's: it may be gone, or another
     node's), else the one named, else one trained on the corpus (or found in the cache)."""
     if run_tokenizer is not None and (run_tokenizer / "tokenizer.json").is_file():
@@ -60,9 +93,9 @@ def obtain_tokenizer(cfg: PretrainConfig, corpus, run_tokenizer: Path | None):
         return load_tokenizer(cfg.tokenizer_name_or_path)
     return trained_or_cached_tokenizer(
         TOKENIZER_KIND[cfg.training_objective()],
-        corpus.train_documents,
+        mixture.tokenizer_documents,
         cfg.vocab_size,
-        corpus.fingerprint,
+        mixture.fingerprint,
         Path(cfg.cache_dir),
     )
 
@@ -90,7 +123,9 @@ def obtain_model(cfg: PretrainConfig, tokenizer):
 def end_of_training_tasks(cfg: PretrainConfig) -> list[Task]:
     """The zero-shot tasks final/ is scored on: --blimp_dir's (its full_eval/ for the BabyLM
     release), or the synthetic corpus's own tasks."""
-    if not cfg.blimp_at_end or (cfg.dataset != "synthetic" and not cfg.blimp_dir):
+    specs = cfg.source_specs()
+    trains_on_synthetic = any(spec.dataset == "synthetic" for spec in specs) if specs else cfg.dataset == "synthetic"
+    if not cfg.blimp_at_end or (not trains_on_synthetic and not cfg.blimp_dir):
         return []
     return load_tasks(cfg.blimp_dir, flag="--blimp_dir")[0]
 
@@ -99,7 +134,7 @@ def main():
     cfg = parse_config(PretrainConfig)
     blimp_tasks = end_of_training_tasks(cfg)
     accelerator = build_accelerator(cfg.gradient_accumulation_steps)
-    default_dir = default_run_dir(cfg.model_type, cfg.model_size, cfg.dataset)
+    default_dir = default_run_dir(cfg.model_type, cfg.model_size, MIXTURE if cfg.source_specs() else cfg.dataset)
     output_dir = Path(cfg.output_dir or main_process_value(accelerator, str(default_dir)))
     # Signals are caught from here on: a pre-emption during corpus loading or packing ends the
     # launch cleanly (status 75) instead of killing it halfway through a write.
@@ -122,39 +157,30 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
         if cfg.push_to_hub and accelerator.is_main_process
         else None
     )
-    corpus = load_corpus(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        data_files=cfg.data_files,
-        text_column=cfg.text_column,
-        validation_split_percentage=cfg.validation_split_percentage,
-        synthetic_words=cfg.synthetic_words,
-        seed=cfg.seed,
-        streaming=cfg.streaming,
-    )
+    mixture = load_sources(cfg)
     stop.exit_if_requested("loading the corpus")
     # The main process trains (or loads) the tokenizer and every rank gets its very files, so no
     # node ever trains on other token ids; then every rank checks that it holds the same one.
     run_tokenizer = output_dir / "tokenizer" if claim.resume_path else None
-    files = tokenizer_files(obtain_tokenizer(cfg, corpus, run_tokenizer)) if accelerator.is_main_process else None
+    files = tokenizer_files(obtain_tokenizer(cfg, mixture, run_tokenizer)) if accelerator.is_main_process else None
     tokenizer = tokenizer_from_files(main_process_value(accelerator, files))
     tokenizer_digest = tokenizer_hash(tokenizer)
     same_on_every_rank(accelerator, tokenizer_digest, "the tokenizer's hash")
     objective = objective_for(cfg.training_objective(), tokenizer, cfg)  # refuses an unfit tokenizer early
     stop.exit_if_requested("preparing the tokenizer")
     with accelerator.main_process_first():  # the main process packs, the others read its cache
-        splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_digest, Path(cfg.cache_dir))
+        packed = pack_sources(mixture, tokenizer, tokenizer_digest, Path(cfg.cache_dir))
     stop.exit_if_requested("packing the corpus")
 
     set_seed(cfg.seed)
     model = obtain_model(cfg, tokenizer)
     check_tasks_fit(blimp_tasks, tokenizer, max_positions(model.config))
-    made_for = run_signature(model.config, tokenizer_digest, cfg, objective.name, corpus.fingerprint)
+    made_for = run_signature(model.config, tokenizer_digest, cfg, objective.name, mixture.fingerprint)
     global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
     resume_state = resumable_state(claim.resume_path, made_for, global_batch) if claim.resume_path else None
     # Every input is good: now, and only now, the run folder changes.
     make_room(accelerator, output_dir, claim, resume_state)
-    save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
+    save_run_files(accelerator, output_dir, cfg, tokenizer, data_description(mixture, packed), made_for)
     if pusher is not None:
         pusher.push_pending()
 
@@ -164,7 +190,7 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
         model,
         tokenizer,
         objective,
-        splits,
+        packed,
         output_dir,
         made_for,
         peak=peak_flops_for(accelerator.device, training_dtype(accelerator)),

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as `python benchmarks/bench_packing.py`: make `common` importable
 
-from common.training.milestones import parse_count  # noqa: E402
+from common.config import parse_count  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -12,6 +12,7 @@ import dataclasses
 import importlib.metadata
 import json
 import platform
+import re
 import subprocess
 import sys
 import typing
@@ -26,6 +27,9 @@ from common.files import write_atomically
 
 ConfigT = TypeVar("ConfigT")
 
+COUNT_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
+COUNT_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBG]?)\s*$", re.IGNORECASE)
+
 PROVENANCE_PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "tokenizers", "datasets")
 
 
@@ -34,6 +38,17 @@ def option(default, help: str, **kwargs):
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+def parse_count(text: str, flag: str) -> int:
+    """A count like 25M, 1.5B or 100000 (tokens, words) as the number it names."""
+    match = COUNT_PATTERN.match(text)
+    if not match:
+        raise UsageError(f"{flag}: {text.strip()!r} is not a count like 25M, 1.5B or 100000")
+    value = round(float(match.group(1)) * COUNT_SUFFIXES[match.group(2).upper()])
+    if value <= 0:
+        raise UsageError(f"{flag}: {text.strip()!r} must be positive")
+    return value
 
 
 def split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -75,8 +90,8 @@ def checked_preset_value(path: str, name: str, value, annotation):
     a value outside a choice field's choices must be refused here."""
     if accepts_text(annotation) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
-    if accepts_text(annotation) and isinstance(value, dict):  # a mapping written inline (task_overrides)
-        value = json.dumps(value, default=str)
+    if accepts_text(annotation) and typing.get_origin(annotation) is not list and isinstance(value, (dict, list)):
+        value = json.dumps(value, default=str)  # a mapping or list written inline (task_overrides, datasets)
     scalar_text = accepts_text(annotation) and typing.get_origin(annotation) is not list
     if scalar_text and not (value is None or isinstance(value, str)):
         raise UsageError(f"--config {path}: {name} must be text (or a mapping), got {value!r}")

@@ -30,6 +30,21 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.e2e  # every test here launches a script
 
+# Two small local corpora of different styles for the mixture test (the third source is synthetic).
+STORIES_TEXT = (
+    "\n\n".join(
+        f"Once upon a time a little {animal} found a {thing}. It was very happy and told its friend."
+        for animal in ("cat", "dog", "bird", "fox", "bear", "frog")
+        for thing in ("ball", "box", "hat", "stick", "shell", "leaf", "cup")
+    )
+    * 4
+)
+WEB_TEXT = "\n\n".join(
+    f"Product review {number}: the {item} arrived quickly, works as described, {verdict} stars."
+    for number in range(40)
+    for item, verdict in (("kettle", "four"), ("lamp", "five"), ("charger", "three"))
+)
+
 STEPS = [
     "--max_steps",
     "5",
@@ -170,22 +185,44 @@ def interrupt_launch(args: list[str], out, after_step: int) -> int:
     return step
 
 
-def test_two_process_resume_matches_uninterrupted_run_and_one_process_can_take_over(tmp_path, cache_dir):
+def source_records(run, after_step: int) -> dict:
+    """The per-source validation losses and token counts a run logged after `after_step`."""
+    return {
+        (record["step"], key): value
+        for record in read_metrics(run)
+        if record["step"] > after_step
+        for key, value in record.items()
+        if key.startswith(("val/", "train/tokens_seen/"))
+    }
+
+
+def test_a_mixture_resumes_exactly_on_two_processes_and_one_process_can_take_over(tmp_path, cache_dir):
+    """Two local text sources and the synthetic corpus by weight: the 2-process run stopped and
+    resumed, and its checkpoint continued by one process, train on exactly the windows of the
+    uninterrupted run, and log per-source validation losses and token counts."""
+    stories, web = tmp_path / "stories.txt", tmp_path / "web.txt"
+    stories.write_text(STORIES_TEXT, encoding="utf-8")
+    web.write_text(WEB_TEXT, encoding="utf-8")
+    mixture = f"text:{stories}=0.5,text:{web}=0.3,synthetic=0.2"
     steps = [
         "--max_steps",
         "30",
         "--logging_steps",
         "1",
         "--eval_steps",
-        "1000",
+        "10",
         "--max_eval_samples",
-        "32",
+        "16",
         "--checkpointing_steps",
         "0",
+        "--milestones",
+        "5K",
+        "--validation_split_percentage",
+        "10",
         "--per_device_train_batch_size",
         "4",
     ]
-    common = [*TINY_MODEL, *TINY_DATA, *steps, "--cache_dir", str(cache_dir)]
+    common = [*TINY_MODEL, *TINY_DATA, "--dataset_mixture", mixture, *steps, "--cache_dir", str(cache_dir)]
     reference = tmp_path / "uninterrupted"
     accelerate_launch("cpu", "train_pretrain.py", [*common, "--output_dir", str(reference)])
     expected = train_losses(reference)
@@ -198,8 +235,7 @@ def test_two_process_resume_matches_uninterrupted_run_and_one_process_can_take_o
     run_script(
         "train_pretrain.py",
         [
-            *TINY_MODEL,
-            *TINY_DATA,
+            *common[: -len(steps) - 2],
             *steps[:-1],
             "8",
             "--cache_dir",
@@ -218,6 +254,21 @@ def test_two_process_resume_matches_uninterrupted_run_and_one_process_can_take_o
     for step in (s for s in expected if s > stopped_at):
         assert abs(two[step] - expected[step]) <= 1e-5, (step, two[step], expected[step])
         assert abs(one[step] - expected[step]) <= 1e-4, (step, one[step], expected[step])
+
+    names = ["text-stories", "text-web", "synthetic"]
+    expected_records = source_records(reference, stopped_at)
+    assert source_records(resumed, stopped_at) == pytest.approx(expected_records, rel=2e-5)
+    assert source_records(taken_over, stopped_at) == pytest.approx(expected_records, rel=2e-5)
+    final = {key: value for r in read_metrics(reference) if r["step"] == 30 for key, value in r.items()}
+    per_source = [final[f"train/tokens_seen/{name}"] for name in names]
+    assert sum(per_source) == final["train/tokens_seen"] == 30 * 8 * 32
+    assert all(abs(count / sum(per_source) - share) < 0.1 for count, share in zip(per_source, (0.5, 0.3, 0.2)))
+    pooled, parts = final["val/loss"], [final[f"val/{name}/loss"] for name in names]
+    assert min(parts) <= pooled <= max(parts)
+    milestone = json.loads((reference / "milestones" / "tokens-5K" / "milestone.json").read_text())
+    assert sum(milestone["tokens_per_source"].values()) == milestone["tokens_seen"]
+    data = json.loads((reference / "data.json").read_text())
+    assert [source["name"] for source in data["sources"]] == names
 
 
 @pytest.mark.parametrize("model_type", ["electra", "electra_moe"])

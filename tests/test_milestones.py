@@ -2,8 +2,9 @@
 
 import pytest
 
+from common.config import parse_count
 from common.errors import UsageError
-from common.training.milestones import Anchor, due, format_count, parse_anchors, parse_count
+from common.training.milestones import Anchor, due, format_count, parse_anchors
 
 
 @pytest.mark.parametrize(

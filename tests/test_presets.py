@@ -262,3 +262,12 @@ def test_the_babylm_finetuning_preset_is_the_2025_recipe():
         "qqp": 10000,
         "mnli": 10000,
     }
+
+
+def test_the_hybrid_preset_streams_five_hub_sources_by_weight():
+    cfg = parse_config(PretrainConfig, ["--config", str(REPO / "configs" / "efficiency_hybrid.yaml")])
+    specs = cfg.source_specs()
+    assert [spec.name for spec in specs] == ["wikipedia", "bookcorpus", "openwebtext", "c4", "cc_news"]
+    assert all(spec.streaming and "/" in spec.dataset for spec in specs)
+    assert sum(spec.weight for spec in specs) == pytest.approx(1.0)
+    assert cfg.model_size == "60m" and cfg.max_train_tokens == "2000M"  # efficiency_60m.yaml's run

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from common.config import parse_config
-from common.data.packing import packed_corpus
+from common.data.packing import PackedSource, packed_corpus
 from common.data.sources import load_corpus
 from common.data.tokenizer import tokenizer_hash
 from common.distributed import build_accelerator
@@ -37,13 +37,13 @@ def corpus_and_tokenizer(tmp_path_factory, bpe_tokenizer):
     splits, manifest = packed_corpus(
         corpus, bpe_tokenizer, tokenizer_hash(bpe_tokenizer), tmp_path_factory.mktemp("cache")
     )
-    return splits, manifest, bpe_tokenizer
+    return [PackedSource("synthetic", 1.0, splits, manifest)], manifest, bpe_tokenizer
 
 
 def pretraining(corpus_and_tokenizer, output_dir: Path, *flags: str) -> Pretraining:
     """A Pretraining of the tiny LLaMA, wired as train_pretrain.py wires it (with an Accelerator of
     its own: accelerate saves and loads every model an Accelerator has prepared)."""
-    splits, manifest, tokenizer = corpus_and_tokenizer
+    sources, manifest, tokenizer = corpus_and_tokenizer
     accelerator = build_accelerator()
     cfg = parse_config(
         PretrainConfig,
@@ -56,7 +56,7 @@ def pretraining(corpus_and_tokenizer, output_dir: Path, *flags: str) -> Pretrain
     made_for = run_signature(model.config, tokenizer_hash(tokenizer), cfg, objective.name, "synthetic")
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
     return Pretraining(
-        cfg, accelerator, model, tokenizer, objective, splits, output_dir, made_for, peak=(1e11, "a test value")
+        cfg, accelerator, model, tokenizer, objective, sources, output_dir, made_for, peak=(1e11, "a test value")
     )
 
 

@@ -36,6 +36,16 @@ class PackedSplit:
     num_documents: int
 
 
+@dataclass(frozen=True)
+class PackedSource:
+    """One source of a run, packed: its name, its share of the training windows, its splits."""
+
+    name: str
+    weight: float
+    splits: dict[str, PackedSplit]
+    manifest: dict
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
 

@@ -68,6 +68,7 @@ MAX_DOCUMENT_CHARS = 2**20
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "dev")
 
 _FILE_SOURCES = ("text", "jsonl")
+LOCAL_SOURCES = ("synthetic", "babylm", *_FILE_SOURCES)  # read line by line; the rest are Hugging Face's
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")
 _CHILDES_SPEAKER = re.compile(r"^\*[^\s:]+:(?:\s+|$)")
 _SWITCHBOARD_SPEAKER = re.compile(r"^[AB]:\s*")
@@ -528,7 +529,7 @@ def _stream_source(name: str) -> list | str:
 
 def check_streamable(dataset: str) -> None:
     """--streaming is for Hugging Face data sets; the local sources are read lazily anyway."""
-    if dataset in ("synthetic", "babylm") or dataset in _FILE_SOURCES:
+    if dataset in LOCAL_SOURCES:
         raise UsageError(
             f"--streaming reads Hugging Face data sets; --dataset {dataset} is already read line by line "
             f"(no download, bounded memory): leave --streaming out"

@@ -8,15 +8,12 @@ Anchors are written like `25M,50M,1.5B` (or plain integers). Token milestones ar
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.config import parse_count
 from common.errors import UsageError
 from common.files import atomic_path
-
-SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
-COUNT_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBG]?)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -24,16 +21,6 @@ class Anchor:
     name: str
     counter: str  # "tokens" or "words"
     value: int
-
-
-def parse_count(text: str, flag: str) -> int:
-    match = COUNT_PATTERN.match(text)
-    if not match:
-        raise UsageError(f"{flag}: {text.strip()!r} is not a count like 25M, 1.5B or 100000")
-    value = round(float(match.group(1)) * SUFFIXES[match.group(2).upper()])
-    if value <= 0:
-        raise UsageError(f"{flag}: {text.strip()!r} must be positive")
-    return value
 
 
 def format_count(value: int) -> str:

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from common.config import write_config_yaml
-from common.data.sampling import WindowSampler, micro_batch_indices, num_windows, read_windows
+from common.data.sampling import MixtureSampler, WindowSampler, micro_batch_indices, num_windows, read_windows
 from common.data.tokenizer import count_words, word_start_tables
 from common.distributed import (
     all_reduce_sum,
@@ -64,6 +64,7 @@ class Progress:
     words_seen: int = 0
     nonfinite_steps: int = 0
     milestones_done: list[str] = field(default_factory=list)
+    tokens_per_source: dict[str, int] = field(default_factory=dict)  # a mixture's input tokens by source
 
 
 class StopRequest:
@@ -159,7 +160,7 @@ class Pretraining:
         model,
         tokenizer,
         objective,
-        splits,
+        sources,
         output_dir: Path,
         made_for: dict,
         peak: tuple[float, str],
@@ -171,8 +172,15 @@ class Pretraining:
         self.made_for = made_for
         self.pusher = pusher  # a HubPusher on the main process with --push_to_hub, else None
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
-        self.sampler = WindowSampler(splits["train"].tokens, cfg.seq_length, cfg.seed)
-        self.val_tokens = splits["validation"].tokens
+        # `sources`: the run's packed sources (one, unless it trains on a mixture)
+        self.source_names = [source.name for source in sources] if len(sources) > 1 else []
+        train = [source.splits["train"].tokens for source in sources]
+        self.sampler = (
+            MixtureSampler(train, [s.weight for s in sources], cfg.seq_length, cfg.seed, self.source_names)
+            if self.source_names
+            else WindowSampler(train[0], cfg.seq_length, cfg.seed)
+        )
+        self.validation = {source.name: source.splits["validation"].tokens for source in sources}
         self.word_tables = word_start_tables(tokenizer)
         self.global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * self.world
         self.total_steps = planned_steps(cfg, self.sampler.windows_per_epoch, self.global_batch)
@@ -402,6 +410,11 @@ class Pretraining:
         progress.step += 1
         progress.cursor += self.global_batch
         progress.tokens_seen += self.global_batch * cfg.seq_length  # input tokens (= targets when causal)
+        if self.source_names:  # every rank knows the whole global batch's sources without asking
+            step_counts = self.sampler.source_counts(range(progress.cursor - self.global_batch, progress.cursor))
+            for name, windows in zip(self.source_names, step_counts):
+                seen = progress.tokens_per_source.get(name, 0)
+                progress.tokens_per_source[name] = seen + int(windows) * cfg.seq_length
         progress.words_seen += int(words)
         return {
             "sums": sums,
@@ -432,6 +445,7 @@ class Pretraining:
                 "train/tokens_seen": self.progress.tokens_seen,
                 "train/words_seen": self.progress.words_seen,
                 "train/nonfinite_steps": self.progress.nonfinite_steps,
+                **{f"train/tokens_seen/{name}": count for name, count in self.progress.tokens_per_source.items()},
                 "perf/tokens_per_s": tokens_per_s,
                 "perf/mfu": mfu(tokens_per_s, self.flops_per_token, self.peak_flops, self.world),
                 "perf/tflops_per_process": tokens_per_s * self.flops_per_token / self.world / 1e12,
@@ -460,15 +474,33 @@ class Pretraining:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Validation loss over the first --max_eval_samples windows, sharded over ranks.
+        """Validation loss over the first --max_eval_samples windows of each source, pooled (`val/loss`)
+        and, for a mixture, per source (`val/<source>/loss`)."""
+        terms = self.objective.terms
+        per_source = {name: self.validation_sums(tokens) for name, tokens in self.validation.items()}
+        per_source = {name: result for name, result in per_source.items() if result is not None}
+        if not per_source:
+            return {}
+        sums = add_arrays(None, *(sums for sums, _ in per_source.values()))
+        counts = add_arrays(None, *(counts for _, counts in per_source.values()))
+        perplexity_mean = term_means(terms, sums, counts)[self.objective.perplexity_term]
+        metrics = {**term_metrics("val", terms, sums, counts), "val/ppl": math.exp(min(float(perplexity_mean), 700.0))}
+        if self.source_names:
+            for name, (source_sums, source_counts) in per_source.items():
+                metrics |= term_metrics(f"val/{name}", terms, source_sums, source_counts)
+        return metrics
+
+    def validation_sums(self, val_tokens: np.ndarray) -> tuple[dict, dict] | None:
+        """The loss terms summed over the first --max_eval_samples windows of `val_tokens`, and their
+        counts, over all ranks (None when it holds no window).
 
         Every rank runs the same number of batches (short shards are padded with rows that have
         no targets) because ZeRO-3 gathers weights collectively in each forward.
         """
         cfg = self.cfg
-        total = min(num_windows(len(self.val_tokens), cfg.seq_length), cfg.max_eval_samples)
+        total = min(num_windows(len(val_tokens), cfg.seq_length), cfg.max_eval_samples)
         if total == 0:
-            return {}
+            return None
         per_rank = math.ceil(total / self.world)
         mine = list(range(self.rank, total, self.world))
         padding = per_rank - len(mine)
@@ -479,7 +511,7 @@ class Pretraining:
             chunk = window_ids[start : start + cfg.per_device_eval_batch_size]
             chunk_padding = max(0, start + len(chunk) - len(mine))
             batch = self.objective.make_batch(
-                read_windows(self.val_tokens, chunk, cfg.seq_length),
+                read_windows(val_tokens, chunk, cfg.seq_length),
                 self.accelerator.device,
                 chunk,
                 evaluation=True,
@@ -489,9 +521,7 @@ class Pretraining:
             local_counts = add_arrays(local_counts, self.objective.count_batch(batch))
         sums = all_reduce_tensors(self.accelerator, local_sums)
         counts = dict(zip(local_counts, all_reduce_sum(self.accelerator, list(local_counts.values()))))
-        metrics = term_metrics("val", self.objective.terms, sums, counts)
-        perplexity_mean = term_means(self.objective.terms, sums, counts)[self.objective.perplexity_term]
-        return {**metrics, "val/ppl": math.exp(min(float(perplexity_mean), 700.0))}
+        return sums, counts
 
     # --- saving --------------------------------------------------------------------------------
 
@@ -501,6 +531,7 @@ class Pretraining:
             "step": self.progress.step,
             "tokens_seen": self.progress.tokens_seen,
             "words_seen": self.progress.words_seen,
+            **({"tokens_per_source": dict(self.progress.tokens_per_source)} if self.source_names else {}),
             "train_loss": self.last["train/loss"],
             "val_loss": self.last["val/loss"],
             **self.made_for,

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from common.config import option
+from common.config import option, parse_count
 from common.data import synthetic
-from common.data.sources import check_streamable
+from common.data.mixture import MIXTURE, SourceSpec, check_sources, parse_dataset_mixture, parse_datasets_list
+from common.data.sources import LOCAL_SOURCES, check_streamable
 from common.errors import UsageError
 from common.models.build import SHAPE_FIELDS, SIZE_PRESETS
 from common.models.families import ELECTRA, FAMILIES, MODEL_FAMILY
 from common.optimizer import SCHEDULES
 from common.tracking import parse_report_to
-from common.training.milestones import parse_anchors, parse_count
+from common.training.milestones import parse_anchors
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class PretrainConfig:
     dataset: str = option(
         "synthetic",
         "synthetic | babylm | text | jsonl | a Hugging Face dataset id, "
-        "optionally with its config after a colon (wikitext:wikitext-103-raw-v1)",
+        "optionally with its config after a colon (wikitext:wikitext-103-raw-v1) | mixture (the "
+        "sources of --dataset_mixture or a preset's datasets:)",
     )
     data_dir: Optional[str] = option(None, "BabyLM folder with *.train files (e.g. .../train_10M) for --dataset babylm")
     data_files: list[str] = option([], "text or JSONL files or globs for --dataset text|jsonl")
@@ -34,6 +36,17 @@ class PretrainConfig:
         False,
         "read a Hugging Face --dataset as a stream while packing, with no full download and Arrow "
         "conversion first (local files are always read line by line)",
+    )
+    dataset_mixture: Optional[str] = option(
+        None,
+        "several sources by weight instead of --dataset: SOURCE=WEIGHT items, comma-separated; SOURCE is "
+        "synthetic, babylm:FOLDER, text:FILE_OR_GLOB, jsonl:FILE_OR_GLOB or a Hugging Face id[:config] "
+        "(e.g. text:data/*.txt=0.7,synthetic=0.3; see docs/pretraining.md)",
+    )
+    datasets: Optional[str] = option(
+        None,
+        "a preset's `datasets:` list of weighted sources, each as --dataset names one (see docs/pretraining.md); "
+        "JSON on the command line",
     )
     synthetic_words: int = option(
         synthetic.DEFAULT_WORDS, "words of synthetic corpus to generate for --dataset synthetic"
@@ -210,8 +223,7 @@ class PretrainConfig:
                 f"(it trains: {MODEL_FAMILY[self.model_type]})"
             )
         self.reporters()  # an unknown reporter or a missing package: refused before any work
-        if self.streaming:
-            check_streamable(self.dataset)
+        self.check_sources()
         if not 0 < self.mlm_probability < 1:
             raise UsageError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.embedding_size is not None and MODEL_FAMILY[self.model_type] != ELECTRA:
@@ -228,6 +240,32 @@ class PretrainConfig:
         self.anchors()  # malformed milestone lists fail here, before any work
         self.train_token_limit()
         self.check_hub_options()
+
+    def source_specs(self) -> list[SourceSpec] | None:
+        """The weighted sources of --dataset_mixture or a preset's `datasets:`; None for one --dataset."""
+        if self.dataset_mixture and self.datasets:
+            raise UsageError("give --dataset_mixture or a datasets: list, not both")
+        if self.dataset_mixture:
+            return parse_dataset_mixture(self.dataset_mixture)
+        return parse_datasets_list(self.datasets) if self.datasets else None
+
+    def check_sources(self) -> None:
+        specs = self.source_specs()
+        if specs is None:
+            if self.dataset == MIXTURE:
+                raise UsageError("--dataset mixture needs its sources: --dataset_mixture or a datasets: list")
+            if self.streaming:
+                check_streamable(self.dataset)
+            return
+        check_sources(specs)
+        # --dataset may be left at its default or say `mixture` (a preset over a base that names one)
+        if self.dataset not in ("synthetic", MIXTURE) or self.data_dir or self.data_files:
+            raise UsageError(
+                "a mixture names its own sources: leave --dataset (or give --dataset mixture), --data_dir "
+                "and --data_files out (each source carries its own)"
+            )
+        if self.streaming and all(spec.dataset in LOCAL_SOURCES for spec in specs):
+            raise UsageError("--streaming reads Hugging Face data sets; this mixture has none (leave it out)")
 
     def check_hub_options(self) -> None:
         if self.push_to_hub and not self.hub_model_id:
@@ -246,7 +284,11 @@ class PretrainConfig:
         )
 
     def train_token_limit(self) -> int | None:
-        return parse_count(self.max_train_tokens, "--max_train_tokens") if self.max_train_tokens else None
+        """--max_train_tokens, else the sum of a mixture's token budgets, else None (epochs)."""
+        if self.max_train_tokens:
+            return parse_count(self.max_train_tokens, "--max_train_tokens")
+        budgets = [spec.tokens for spec in self.source_specs() or []]
+        return sum(budgets) if budgets and all(budgets) else None
 
     def training_objective(self) -> str:
         return self.objective or MODEL_FAMILY[self.model_type]
