@@ -15,7 +15,8 @@ from accelerate.utils import set_seed
 
 from common.config import parse_config
 from common.data.mixture import MIXTURE, Mixture, load_mixture, single_source
-from common.data.packing import PackedSource, packed_corpus
+from common.data.packing import PackedSource, boundary_token_id, packed_corpus
+from common.data.report import report_table, write_corpus_report
 from common.data.sources import load_corpus
 from common.data.tokenizer import (
     load_tokenizer,
@@ -134,7 +135,14 @@ def main():
     cfg = parse_config(PretrainConfig)
     blimp_tasks = end_of_training_tasks(cfg)
     accelerator = build_accelerator(cfg.gradient_accumulation_steps)
-    default_dir = default_run_dir(cfg.model_type, cfg.model_size, MIXTURE if cfg.source_specs() else cfg.dataset)
+    dataset = MIXTURE if cfg.source_specs() else cfg.dataset
+    if cfg.prepare_only:
+        output_dir = Path(cfg.output_dir or main_process_value(accelerator, str(default_run_dir("corpus", dataset))))
+        with StopRequest() as stop:
+            report_corpus(cfg, accelerator, output_dir, stop)
+        end_run(accelerator)
+        return
+    default_dir = default_run_dir(cfg.model_type, cfg.model_size, dataset)
     output_dir = Path(cfg.output_dir or main_process_value(accelerator, str(default_dir)))
     # Signals are caught from here on: a pre-emption during corpus loading or packing ends the
     # launch cleanly (status 75) instead of killing it halfway through a write.
@@ -148,20 +156,13 @@ def main():
     end_run(accelerator)
 
 
-def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopRequest, blimp_tasks: list[Task]) -> dict:
-    """Everything is read and checked first; only then is the run folder written to."""
-    claim = claim_output_dir(accelerator, output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint)
-    # The Hub repository is created (or found) before any work: no token, no training.
-    pusher = (
-        HubPusher(cfg.hub_model_id, cfg.hub_private, state_file=output_dir / "hub_pushes.json").open()
-        if cfg.push_to_hub and accelerator.is_main_process
-        else None
-    )
+def prepare_data(cfg: PretrainConfig, accelerator, stop: StopRequest, run_tokenizer: Path | None) -> tuple:
+    """Corpus -> tokenizer -> packed tokens: the sources, the tokenizer and its hash, the objective
+    and the packed sources. Nothing in the run folder is written."""
     mixture = load_sources(cfg)
     stop.exit_if_requested("loading the corpus")
     # The main process trains (or loads) the tokenizer and every rank gets its very files, so no
     # node ever trains on other token ids; then every rank checks that it holds the same one.
-    run_tokenizer = output_dir / "tokenizer" if claim.resume_path else None
     files = tokenizer_files(obtain_tokenizer(cfg, mixture, run_tokenizer)) if accelerator.is_main_process else None
     tokenizer = tokenizer_from_files(main_process_value(accelerator, files))
     tokenizer_digest = tokenizer_hash(tokenizer)
@@ -171,11 +172,36 @@ def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopReque
     with accelerator.main_process_first():  # the main process packs, the others read its cache
         packed = pack_sources(mixture, tokenizer, tokenizer_digest, Path(cfg.cache_dir))
     stop.exit_if_requested("packing the corpus")
+    return mixture, tokenizer, tokenizer_digest, objective, packed
+
+
+def report_corpus(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopRequest) -> None:
+    """--prepare_only: pack (or find in the cache) every source, then write and print the corpus
+    report into `output_dir`, without building a model."""
+    _, tokenizer, _, _, packed = prepare_data(cfg, accelerator, stop, run_tokenizer=None)
+    if accelerator.is_main_process:
+        report = write_corpus_report(output_dir, packed, tokenizer, boundary_token_id(tokenizer))
+        accelerator.print(report_table(report))
+        accelerator.print(f"corpus report: {output_dir}/corpus_report.{{json,md}}, {output_dir}/document_lengths.png")
+    accelerator.wait_for_everyone()
+
+
+def pretrain(cfg: PretrainConfig, accelerator, output_dir: Path, stop: StopRequest, blimp_tasks: list[Task]) -> dict:
+    """Everything is read and checked first; only then is the run folder written to."""
+    claim = claim_output_dir(accelerator, output_dir, cfg.overwrite_output_dir, cfg.resume_from_checkpoint)
+    # The Hub repository is created (or found) before any work: no token, no training.
+    pusher = (
+        HubPusher(cfg.hub_model_id, cfg.hub_private, state_file=output_dir / "hub_pushes.json").open()
+        if cfg.push_to_hub and accelerator.is_main_process
+        else None
+    )
+    run_tokenizer = output_dir / "tokenizer" if claim.resume_path else None
+    mixture, tokenizer, tokenizer_digest, objective, packed = prepare_data(cfg, accelerator, stop, run_tokenizer)
 
     set_seed(cfg.seed)
     model = obtain_model(cfg, tokenizer)
     check_tasks_fit(blimp_tasks, tokenizer, max_positions(model.config))
-    made_for = run_signature(model.config, tokenizer_digest, cfg, objective.name, mixture.fingerprint)
+    made_for = run_signature(model.config, tokenizer_digest, cfg, objective, mixture.fingerprint)
     global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
     resume_state = resumable_state(claim.resume_path, made_for, global_batch) if claim.resume_path else None
     # Every input is good: now, and only now, the run folder changes.

@@ -588,17 +588,17 @@ def held_out_loss(model_dir: str, windows: np.ndarray, objective: CausalLM | Mas
     return total / count
 
 
-def held_out_windows(data_file: str, tokenizer, seq_length: int) -> np.ndarray | None:
+def held_out_windows(data_file: str, tokenizer, stride: int) -> np.ndarray | None:
     """The held-out documents, each after the boundary token as in ours' packed data, as windows
-    of seq_length + 1 tokens (ours' layout: seq_length next-token targets, or seq_length tokens
-    to mask)."""
+    of stride + 1 tokens, ours' layout (`window_stride`: seq_length next-token targets, or the text
+    of a masked model's [CLS] ... [SEP] window after one token of context)."""
     _, documents = corpus_documents(data_file)
     boundary = boundary_token_id(tokenizer)
     ids = [token for ids in tokenizer(documents, add_special_tokens=False)["input_ids"] for token in [boundary, *ids]]
-    count = (len(ids) - 1) // seq_length
+    count = (len(ids) - 1) // stride
     if count == 0:
         return None
-    return np.array([ids[i * seq_length : i * seq_length + seq_length + 1] for i in range(count)], dtype=np.int64)
+    return np.array([ids[i * stride : i * stride + stride + 1] for i in range(count)], dtype=np.int64)
 
 
 def held_out_comparison(data_file: str, args, sides: dict[str, dict]) -> dict | None:
@@ -606,10 +606,10 @@ def held_out_comparison(data_file: str, args, sides: dict[str, dict]) -> dict | 
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(next(iter(sides.values()))["tokenizer_dir"])
-    windows = held_out_windows(data_file, tokenizer, args.seq_length)
+    scorer = evaluation_objective(args.objective, tokenizer)
+    windows = held_out_windows(data_file, tokenizer, scorer.window_stride(args.seq_length))
     if windows is None:
         return None
-    scorer = evaluation_objective(args.objective, tokenizer)
     return {
         "windows": len(windows),
         **{name: held_out_loss(side["model_dir"], windows, scorer) for name, side in sides.items()},

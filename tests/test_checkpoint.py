@@ -209,6 +209,12 @@ def test_a_key_older_checkpoints_did_not_record_is_not_held_against_them(tmp_pat
     check_compatible(tmp_path, {"made_for": MADE_FOR}, dict(MADE_FOR, seed=1, corpus_fingerprint="f00"))
 
 
+def test_a_masked_checkpoint_from_before_cls_windows_is_known_as_plain(tmp_path):
+    check_compatible(tmp_path, {"made_for": MADE_FOR}, dict(MADE_FOR, windows="plain"))  # causal: as before
+    with pytest.raises(UsageError, match="it was made for windows='plain', this run has windows='cls_sep'"):
+        check_compatible(tmp_path, {"made_for": MADE_FOR}, dict(MADE_FOR, windows="cls_sep"))
+
+
 # --- save with a real (CPU) Accelerator --------------------------------------------------------
 
 

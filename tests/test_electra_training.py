@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, ElectraForPreTraining
 
+from common.data.sampling import read_windows
 from common.data.synthetic import synthetic_documents
 from common.data.tokenizer import load_tokenizer
 from common.models.electra import ElectraPair
@@ -138,10 +139,9 @@ def replaced_token_auc(folder, windows: int = 400, length: int = 64) -> float:
     the all-original one included, scores 0.5."""
     pair, tokenizer = ElectraPair.from_pretrained(folder).eval(), load_tokenizer(str(folder))
     ids = np.concatenate([tokenizer(doc)["input_ids"] for doc in synthetic_documents(60_000, seed=7)])
-    rows = np.stack([ids[i * (length + 1) : (i + 1) * (length + 1)] for i in range(windows)])
-    batch = Electra(tokenizer, 0.15, seed=0, disc_weight=50.0).make_batch(
-        rows, torch.device("cpu"), range(windows), evaluation=True
-    )
+    objective = Electra(tokenizer, 0.15, seed=0, disc_weight=50.0)
+    rows = read_windows(ids, np.arange(windows), objective.window_stride(length))  # [CLS] text [SEP], as trained
+    batch = objective.make_batch(rows, torch.device("cpu"), range(windows), evaluation=True)
     with torch.no_grad():
         _, corrupted = pair.corrupt(batch["input_ids"], batch["original_ids"], batch["labels"], batch["uniforms"])
         scores = pair.discriminator(input_ids=corrupted).logits

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from transformers import pipeline
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from transformers import AutoModel, AutoTokenizer, pipeline
 
+from common.data.sampling import WindowSampler, read_windows
 from common.data.tokenizer import train_tokenizer
+from common.errors import UsageError
 from common.models.families import IGNORE
-from common.training.objectives import MaskedLM, mask_tokens
-from tests.helpers import TINY_DATA, error_line, run_in_process
+from common.training.objectives import Electra, MaskedLM, mask_tokens
+from tests.finetune_data import negation_rows
+from tests.helpers import TINY_DATA, TINY_MODEL, error_line, run_in_process
 
 VOCAB, MASK_ID, SPECIAL_IDS = 1000, 4, (0, 1, 2, 3, 4)
 
@@ -68,8 +75,67 @@ def test_a_tokenizer_without_mask_token_is_refused():
         MaskedLM(tokenizer, 0.15, 0)
 
 
+@pytest.fixture(scope="module")
+def wordpiece():
+    return train_tokenizer("wordpiece", ["the dog runs . the cats run to the big red house ."] * 50, 300)
+
+
+def packed_stream(tokenizer, documents: int = 40) -> np.ndarray:
+    """Documents each after the boundary token ([CLS]), as the packed cache holds them."""
+    ids = tokenizer(["the dog runs to the big house . the cats run ."] * documents, add_special_tokens=False)
+    return np.array([token for row in ids["input_ids"] for token in [tokenizer.cls_token_id, *row]])
+
+
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_masked_windows_are_cls_text_sep_and_tile_the_stream(wordpiece, objective):
+    length = 16
+    maker = MaskedLM(wordpiece, 0.15, 0) if objective == "mlm" else Electra(wordpiece, 0.15, 0, disc_weight=50.0)
+    stream = packed_stream(wordpiece)
+    sampler = WindowSampler(stream, maker.window_stride(length), seed=0)
+    windows = sampler.windows(range(sampler.windows_per_epoch))
+    batch = maker.make_batch(windows, torch.device("cpu"), range(len(windows)))
+    inputs = batch["original_ids"] if objective == "electra" else batch["input_ids"]
+    assert inputs.shape == (len(windows), length)
+    assert (inputs[:, 0] == wordpiece.cls_token_id).all() and (inputs[:, -1] == wordpiece.sep_token_id).all()
+    assert (batch["labels"][:, [0, -1]] == IGNORE).all()  # the wrapping is never a target
+    text = np.concatenate(
+        [
+            sorted_window[1:-1]
+            for sorted_window in maker.model_inputs(
+                read_windows(stream, np.arange(sampler.windows_per_epoch), maker.window_stride(length))
+            )
+        ]
+    )
+    assert np.array_equal(text, stream[1 : 1 + len(text)])  # every token of the stream, once, in order
+    assert len(stream) - 1 - len(text) < length - 2  # only the tail shorter than a window is left
+
+
+def test_plain_masked_windows_are_the_first_l_tokens_as_before(wordpiece):
+    maker = MaskedLM(wordpiece, 0.15, 0, cls_windows=False)
+    windows = read_windows(packed_stream(wordpiece), np.arange(5), maker.window_stride(16))
+    assert maker.window_stride(16) == 16 and maker.window_layout == "plain"
+    assert np.array_equal(maker.model_inputs(windows), windows[:, :-1])
+
+
+def test_a_tokenizer_without_cls_or_sep_cannot_wrap_windows():
+    tokenizer = train_tokenizer("bpe", ["the dog runs . the cats run ."] * 50, 300)
+    tokenizer.add_special_tokens({"mask_token": "<mask>"})
+    with pytest.raises(UsageError, match=r"lacks one of them \(give --cls_windows false"):
+        MaskedLM(tokenizer, 0.15, 0)
+    assert MaskedLM(tokenizer, 0.15, 0, cls_windows=False).window_stride(16) == 16
+
+
 @pytest.mark.e2e
-def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path, capsys):
+def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path, capsys, monkeypatch):
+    first_and_last = []
+    make_batch = MaskedLM.make_batch
+
+    def recording(self, windows, *args, **kwargs):
+        batch = make_batch(self, windows, *args, **kwargs)
+        first_and_last.append(batch["input_ids"][:, [0, -1]])
+        return batch
+
+    monkeypatch.setattr(MaskedLM, "make_batch", recording)
     out = tmp_path / "run"
     run_in_process(
         "train_pretrain.py",
@@ -101,7 +167,12 @@ def test_bert_mlm_run_learns_and_fills_a_mask(tmp_path, capsys):
     fill = pipeline("fill-mask", model=str(out / "final"))
     predictions = fill("the dogs [MASK] the cat.")
     assert len(predictions) == 5 and all(p["sequence"].startswith("the dogs") for p in predictions)
-    assert json.loads((out / "final" / "milestone.json").read_text())["objective"] == "mlm"
+    info = json.loads((out / "final" / "milestone.json").read_text())
+    assert info["objective"] == "mlm" and info["windows"] == "cls_sep"
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    wrapping = [tokenizer.cls_token_id, tokenizer.sep_token_id]
+    every_row = torch.cat(first_and_last)  # of every training and validation batch
+    assert len(first_and_last) >= 60 and every_row.tolist() == [wrapping] * len(every_row)
 
 
 @pytest.mark.e2e
@@ -114,3 +185,65 @@ def test_mlm_objective_with_a_causal_model_is_refused(tmp_path, capsys):
     )
     assert result.returncode == 2
     assert "--objective mlm cannot train --model_type llama" in error_line(result)
+
+
+def frozen_cls_probe_accuracy(model_dir: Path, train: list, dev: list) -> float:
+    """Head-only fine-tuning at the smallest budget: the pretrained encoder frozen, a logistic
+    regression on its final [CLS] state (what a sequence classifier reads), accuracy on `dev`."""
+    tokenizer, encoder = AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval()
+
+    def cls_states(rows):
+        with torch.no_grad():
+            encoded = tokenizer([text for text, _ in rows], padding=True, return_tensors="pt")
+            return encoder(**encoded).last_hidden_state[:, 0].numpy(), [label for _, label in rows]
+
+    (x_train, y_train), (x_dev, y_dev) = cls_states(train), cls_states(dev)
+    scaler = StandardScaler().fit(x_train)
+    probe = LogisticRegression(max_iter=2000).fit(scaler.transform(x_train), y_train)
+    return probe.score(scaler.transform(x_dev), y_dev)
+
+
+@pytest.mark.e2e
+def test_cls_windows_give_a_cls_state_that_classifies_better_than_plain_windows(tmp_path, capsys):
+    """Two tiny BERTs pretrained alike but for --cls_windows; on the negation task, a classifier on
+    each frozen encoder's [CLS] state. Measured (4 pretraining seeds, 150 steps): 0.86/0.78,
+    0.93/0.89, 0.97/0.96, 0.96/0.76 with/without; full fine-tuning reaches 1.0 either way."""
+    rows = negation_rows(520)
+    accuracy = {}
+    for cls_windows in ("true", "false"):
+        out = tmp_path / f"cls-{cls_windows}"
+        run_in_process(
+            "train_pretrain.py",
+            [
+                *TINY_MODEL,
+                "--model_type",
+                "bert",
+                *TINY_DATA[2:],
+                "--synthetic_words",
+                "60000",
+                "--seq_length",
+                "64",
+                "--vocab_size",
+                "800",
+                "--max_steps",
+                "150",
+                "--learning_rate",
+                "2e-3",
+                "--eval_steps",
+                "1000",
+                "--max_eval_samples",
+                "32",
+                "--checkpointing_steps",
+                "0",
+                "--cls_windows",
+                cls_windows,
+                "--output_dir",
+                str(out),
+                "--cache_dir",
+                str(tmp_path / "cache"),
+            ],
+            capsys,
+        )
+        accuracy[cls_windows] = frozen_cls_probe_accuracy(out / "final", rows[:320], rows[320:])
+    print(f"[CLS] probe accuracy: {accuracy['true']:.3f} with [CLS] windows, {accuracy['false']:.3f} without")
+    assert accuracy["true"] > accuracy["false"], accuracy

@@ -135,7 +135,7 @@ def test_electra_terms_reach_both_networks_and_the_shared_embeddings():
 def test_electra_batches_depend_only_on_sample_ids():
     tokenizer = train_tokenizer("wordpiece", ["the dog runs . the cats run ."] * 50, 300)
     objective = Electra(tokenizer, 0.15, seed=3, disc_weight=50.0)
-    windows = np.random.default_rng(0).integers(5, len(tokenizer), size=(4, LENGTH + 1))
+    windows = np.random.default_rng(0).integers(5, len(tokenizer), size=(4, objective.window_stride(LENGTH) + 1))
     together = objective.make_batch(windows, torch.device("cpu"), [10, 11, 12, 13])
     apart = objective.make_batch(windows[2:], torch.device("cpu"), [12, 13])
     for name in ("input_ids", "labels", "uniforms"):

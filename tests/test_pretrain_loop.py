@@ -53,7 +53,7 @@ def pretraining(corpus_and_tokenizer, output_dir: Path, *flags: str) -> Pretrain
     set_seed(cfg.seed)
     model = build_model("llama", "causal", resolve_shape("tiny", **cfg.shape_overrides()), tokenizer, cfg.seq_length)
     objective = objective_for("causal", tokenizer, cfg)
-    made_for = run_signature(model.config, tokenizer_hash(tokenizer), cfg, objective.name, "synthetic")
+    made_for = run_signature(model.config, tokenizer_hash(tokenizer), cfg, objective, "synthetic")
     save_run_files(accelerator, output_dir, cfg, tokenizer, manifest, made_for)
     return Pretraining(
         cfg, accelerator, model, tokenizer, objective, sources, output_dir, made_for, peak=(1e11, "a test value")

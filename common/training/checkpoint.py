@@ -242,11 +242,15 @@ def read_state(path: Path) -> dict:
     return json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
 
 
+# What a checkpoint written before a key joined the signature was made with.
+LEGACY_SIGNATURE = {"windows": "plain"}
+
+
 def check_compatible(path: Path, state: dict, made_for: dict) -> None:
     """Refuse a checkpoint made for another model shape, tokenizer or run, naming the difference."""
     if "made_for" not in state:
         raise UsageError(f"--resume_from_checkpoint {path}: its {STATE_FILE} was not made by train_pretrain.py")
-    saved = state["made_for"]
+    saved = {**LEGACY_SIGNATURE, **state["made_for"]}
     for key, value in made_for.items():
         if key in saved and saved[key] != value:
             raise UsageError(

@@ -1,8 +1,10 @@
 """Training objectives: how token windows become model inputs, and which loss terms they train.
 
 An objective has three parts:
-- `make_batch` turns windows of L+1 tokens into the tensors one forward takes (masks and sampling
-  randomness are drawn per global sample index, so they survive resume and any world size);
+- `make_batch` turns token windows into the tensors one forward takes (masks and sampling
+  randomness are drawn per global sample index, so they survive resume and any world size). The
+  windows hold `window_stride(L) + 1` tokens: L + 1 for a causal model (L inputs, L targets); for a
+  masked model L - 2 tokens of text after one token of context, wrapped as [CLS] text [SEP] (below);
 - a *training module* (`training_module`) wraps the model so that its forward returns the loss terms
   of a batch as *sums* (`{"loss": summed cross-entropy}`, or ELECTRA's generator, discriminator
   and router terms). The loop calls that one module, so DDP and DeepSpeed see one forward per
@@ -248,11 +250,18 @@ class CausalLM:
     terms = {"loss": Term("targets", 1.0)}
     perplexity_term = "loss"
 
+    window_layout = "plain"  # recorded in what a checkpoint is made for
+
     def __init__(self, fused_loss: bool = True):
         self.fused_loss = fused_loss
 
     def training_module(self, model: nn.Module) -> nn.Module:
         return CausalLMTraining(model, self.fused_loss)
+
+    @staticmethod
+    def window_stride(seq_length: int) -> int:
+        """Tokens of text each window moves on by (its rows hold one more)."""
+        return seq_length
 
     def make_batch(
         self, windows: np.ndarray, device: torch.device, sample_ids, evaluation: bool = False, padding_rows: int = 0
@@ -309,19 +318,35 @@ def sampling_uniforms(sample_ids, length: int, seed: int, stream: int) -> np.nda
 
 
 class MaskedLM:
-    """BERT-style masked language modelling on windows of L tokens; targets are the masked ones."""
+    """BERT-style masked language modelling on windows of L tokens; targets are the masked ones.
+
+    With `cls_windows` (the default) every window is `[CLS] text [SEP]`, L - 2 tokens of text in
+    between, as BERT's inputs are: fine-tuning classifies from the state at position 0, and a model
+    pretrained on windows that start anywhere in a document has almost never seen [CLS] there. The
+    text windows tile the packed stream (stride L - 2), so no token is left out; a document that
+    starts inside a window is still marked by its boundary token ([CLS] for a WordPiece tokenizer).
+    Without it, windows are L tokens of the stream, wherever they start (the layout before).
+    """
 
     name = "mlm"
     terms = {"loss": Term("targets", 1.0)}
     perplexity_term = "loss"
 
-    def __init__(self, tokenizer, probability: float, seed: int, fused_loss: bool = True):
+    def __init__(self, tokenizer, probability: float, seed: int, fused_loss: bool = True, cls_windows: bool = True):
         if tokenizer.mask_token_id is None:
             raise UsageError(
                 f"--objective {self.name} needs a tokenizer with a mask token (e.g. a WordPiece "
                 f"tokenizer trained here, or bert-base-uncased)"
             )
+        if cls_windows and (tokenizer.cls_token_id is None or tokenizer.sep_token_id is None):
+            raise UsageError(
+                f"--objective {self.name} starts windows with [CLS] and ends them with [SEP]; this tokenizer "
+                f"lacks one of them (give --cls_windows false to train on plain windows)"
+            )
         self.mask_id, self.probability, self.seed = tokenizer.mask_token_id, probability, seed
+        self.cls_windows = cls_windows
+        self.wrap = (tokenizer.cls_token_id, tokenizer.sep_token_id)
+        self.window_layout = "cls_sep" if cls_windows else "plain"
         self.fused_loss = fused_loss
         self.special = np.zeros(len(tokenizer), dtype=bool)
         self.special[tokenizer.all_special_ids] = True
@@ -330,9 +355,21 @@ class MaskedLM:
     def training_module(self, model: nn.Module) -> nn.Module:
         return MaskedLMTraining(model, self.fused_loss)
 
+    def window_stride(self, seq_length: int) -> int:
+        return seq_length - 2 if self.cls_windows else seq_length
+
+    def model_inputs(self, windows: np.ndarray) -> np.ndarray:
+        """The L tokens the model sees of each window: [CLS] + its text + [SEP] (its first token is
+        the previous window's last, context for counting words only), or its first L tokens."""
+        if not self.cls_windows:
+            return windows[:, :-1]
+        rows = len(windows)
+        cls, sep = (np.full((rows, 1), token, dtype=windows.dtype) for token in self.wrap)
+        return np.concatenate([cls, windows[:, 1:], sep], axis=1)
+
     def masked_windows(self, windows: np.ndarray, sample_ids, evaluation: bool, padding_rows: int):
-        """(original tokens, masked inputs, labels) of the first L tokens of each window."""
-        tokens = windows[:, :-1]
+        """(original tokens, masked inputs, labels) of the L model inputs of each window."""
+        tokens = self.model_inputs(windows)
         inputs, labels = mask_tokens(
             tokens,
             sample_ids,
@@ -374,8 +411,9 @@ class Electra(MaskedLM):
         seed: int,
         disc_weight: float,
         router_loss_weights: dict[str, float] | None = None,
+        cls_windows: bool = True,
     ):
-        super().__init__(tokenizer, probability, seed)
+        super().__init__(tokenizer, probability, seed, cls_windows=cls_windows)
         self.terms = {
             "generator_loss": Term("masked", 1.0),
             "discriminator_loss": Term("tokens", disc_weight),
@@ -418,10 +456,10 @@ class Electra(MaskedLM):
 
 def objective_for(name: str, tokenizer, cfg):
     if name == "mlm":
-        return MaskedLM(tokenizer, cfg.mlm_probability, cfg.seed, cfg.fused_loss)
+        return MaskedLM(tokenizer, cfg.mlm_probability, cfg.seed, cfg.fused_loss, cfg.cls_windows)
     if name == "electra":
         router = (
             {"aux": cfg.router_aux_loss_coef, "z": cfg.router_z_loss_coef} if cfg.model_type == "electra_moe" else None
         )
-        return Electra(tokenizer, cfg.mlm_probability, cfg.seed, cfg.disc_weight, router)
+        return Electra(tokenizer, cfg.mlm_probability, cfg.seed, cfg.disc_weight, router, cfg.cls_windows)
     return CausalLM(cfg.fused_loss)

@@ -175,10 +175,11 @@ class Pretraining:
         # `sources`: the run's packed sources (one, unless it trains on a mixture)
         self.source_names = [source.name for source in sources] if len(sources) > 1 else []
         train = [source.splits["train"].tokens for source in sources]
+        self.stride = objective.window_stride(cfg.seq_length)  # text tokens per window
         self.sampler = (
-            MixtureSampler(train, [s.weight for s in sources], cfg.seq_length, cfg.seed, self.source_names)
+            MixtureSampler(train, [s.weight for s in sources], self.stride, cfg.seed, self.source_names)
             if self.source_names
-            else WindowSampler(train[0], cfg.seq_length, cfg.seed)
+            else WindowSampler(train[0], self.stride, cfg.seed)
         )
         self.validation = {source.name: source.splits["validation"].tokens for source in sources}
         self.word_tables = word_start_tables(tokenizer)
@@ -498,7 +499,7 @@ class Pretraining:
         no targets) because ZeRO-3 gathers weights collectively in each forward.
         """
         cfg = self.cfg
-        total = min(num_windows(len(val_tokens), cfg.seq_length), cfg.max_eval_samples)
+        total = min(num_windows(len(val_tokens), self.stride), cfg.max_eval_samples)
         if total == 0:
             return None
         per_rank = math.ceil(total / self.world)
@@ -511,7 +512,7 @@ class Pretraining:
             chunk = window_ids[start : start + cfg.per_device_eval_batch_size]
             chunk_padding = max(0, start + len(chunk) - len(mine))
             batch = self.objective.make_batch(
-                read_windows(val_tokens, chunk, cfg.seq_length),
+                read_windows(val_tokens, chunk, self.stride),
                 self.accelerator.device,
                 chunk,
                 evaluation=True,
@@ -627,16 +628,17 @@ def resumable_state(path: Path, made_for: dict, global_batch: int) -> dict:
     return state
 
 
-def run_signature(config, tokenizer_digest: str, cfg, objective: str, corpus_fingerprint: str) -> dict:
+def run_signature(config, tokenizer_digest: str, cfg, objective, corpus_fingerprint: str) -> dict:
     """What a checkpoint is only valid for: the model's shape, its tokenizer, the objective, and what
-    decides the data order (the corpus's content, the window length and the seed). A resume with
-    any of them changed would silently be another run."""
+    decides the data order (the corpus's content, the window length and layout, and the seed). A
+    resume with any of them changed would silently be another run."""
     keys = ("model_type", "vocab_size", *SHAPE_FIELDS, "num_experts", "num_experts_per_tok")
     return {
         **{key: getattr(config, key, None) for key in keys},
         "tokenizer_hash": tokenizer_digest,
         "seq_length": cfg.seq_length,
-        "objective": objective,
+        "objective": objective.name,
+        "windows": objective.window_layout,
         "seed": cfg.seed,
         "corpus_fingerprint": corpus_fingerprint,
     }

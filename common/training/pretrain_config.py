@@ -52,6 +52,12 @@ class PretrainConfig:
         synthetic.DEFAULT_WORDS, "words of synthetic corpus to generate for --dataset synthetic"
     )
     cache_dir: str = option(".cache/babytrain", "where trained tokenizers and packed token files are cached")
+    prepare_only: bool = option(
+        False,
+        "pack the corpus (or find it in the cache) and write a corpus report into --output_dir (default "
+        "runs/corpus-<dataset>-<time>): documents, words, tokens, tokens per word, vocabulary use and "
+        "a histogram of document lengths per source; no model is built",
+    )
     # --- tokenizer ---
     tokenizer_name_or_path: Optional[str] = option(None, "use this tokenizer (path or Hub id) instead of training one")
     vocab_size: int = option(8000, "vocabulary size of the trained tokenizer")
@@ -64,6 +70,12 @@ class PretrainConfig:
     )
     mlm_probability: float = option(
         0.15, "fraction of tokens masked for --objective mlm and electra (80/10/10 replacement)"
+    )
+    cls_windows: bool = option(
+        True,
+        "masked objectives (mlm, electra): every window is [CLS] text [SEP], as BERT's inputs are, so "
+        "fine-tuning's classifier reads a position pretraining trained (false: plain windows that "
+        "start anywhere in a document)",
     )
     dropout: Optional[float] = option(None, "dropout of hidden states and attention (default: the model's own)")
     model_size: Literal[tuple(SIZE_PRESETS)] = option("tiny", "size preset; the shape flags below override it")
