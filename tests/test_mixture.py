@@ -17,11 +17,12 @@ from common.data.mixture import (
     parse_datasets_list,
     weighted_documents,
 )
+from common.data.report import document_lengths
 from common.data.sampling import SCHEDULE_PERIOD, MixtureSampler, WindowSampler, period_slots
 from common.data.sources import Corpus
 from common.errors import UsageError
 from common.training.pretrain_config import PretrainConfig
-from tests.helpers import TINY_DATA, TINY_MODEL, run_main_in_process
+from tests.helpers import TINY_DATA, TINY_MODEL, run_in_process, run_main_in_process
 
 LOAD_OPTIONS = {
     "text_column": "text",
@@ -258,3 +259,48 @@ def test_a_source_shorter_than_one_window_is_named():
 def test_a_weight_too_small_to_draw_is_refused():
     with pytest.raises(UsageError, match="source rare: its weight .* is below one window in 4096"):
         MixtureSampler([stream(50, 0), stream(50, 0)], [1e-5, 1 - 1e-5], SEQ, 0, ["rare", "main"])
+
+
+# --- the corpus report -------------------------------------------------------------------------
+
+
+def test_prepare_only_packs_and_reports_each_source_without_a_model(tmp_path, capsys):
+    stories = tmp_path / "stories.txt"
+    stories.write_text(
+        "\n\n".join(f"Story {n}: a small bird sang a song for {n} days." for n in range(300)), encoding="utf-8"
+    )
+    out, cache = tmp_path / "report", tmp_path / "cache"
+    args = [*TINY_MODEL, *TINY_DATA, "--dataset_mixture", f"text:{stories}=0.7,synthetic=0.3"]
+    result = run_in_process(
+        "train_pretrain.py", [*args, "--prepare_only", "--output_dir", str(out), "--cache_dir", str(cache)], capsys
+    )
+    assert sorted(path.name for path in out.iterdir()) == [
+        "corpus_report.json",
+        "corpus_report.md",
+        "document_lengths.png",
+    ]
+    assert (out / "document_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "corpus_report.md").read_text() in result.stdout  # printed too
+    report = json.loads((out / "corpus_report.json").read_text())
+    manifests = {
+        json.loads(path.read_text())["corpus"]: json.loads(path.read_text())
+        for path in cache.glob("tokens/*/manifest.json")
+    }
+    assert list(report["sources"]) == ["text-stories", "synthetic"] and set(manifests) == set(report["sources"])
+    for name, figures in report["sources"].items():
+        train = manifests[name]["splits"]["train"]
+        assert figures["documents"]["train"] == train["documents"] and figures["tokens"]["train"] == train["tokens"]
+        assert figures["words"]["train"] == train["words"]
+        assert figures["tokens_per_word"] == pytest.approx(train["tokens"] / train["words"])
+        assert 0 < figures["vocabulary_used"] <= 1 and figures["unknown_token_rate"] is None  # byte-level BPE
+        assert (
+            figures["document_tokens"]["p10"] <= figures["document_tokens"]["p50"] <= figures["document_tokens"]["p99"]
+        )
+    assert report["sources"]["text-stories"]["documents"]["train"] == 297  # 300 stories, 1% held out
+    assert report["total"]["tokens"]["train"] == sum(s["tokens"]["train"] for s in report["sources"].values())
+    assert not (out / "config.yaml").exists() and not list(tmp_path.glob("**/*.safetensors"))  # no model, no run
+
+
+def test_document_lengths_are_read_from_the_boundary_tokens():
+    tokens = np.array([0, 5, 6, 0, 7, 0, 8, 9, 9, 9], dtype=np.uint16)
+    assert document_lengths(tokens, boundary_id=0).tolist() == [3, 2, 5]
