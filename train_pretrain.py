@@ -68,11 +68,13 @@ def load_sources(cfg: PretrainConfig) -> Mixture:
     return single_source(load_corpus(cfg.dataset, data_dir=cfg.data_dir, data_files=cfg.data_files, **options))
 
 
-def pack_sources(mixture: Mixture, tokenizer, tokenizer_digest: str, cache_dir: Path) -> list[PackedSource]:
+def pack_sources(
+    mixture: Mixture, tokenizer, tokenizer_digest: str, cache_dir: Path, workers: int
+) -> list[PackedSource]:
     """Each source in its own cache entry: a changed source repacks only itself."""
     packed = []
     for name, corpus, weight in zip(mixture.names, mixture.corpora, mixture.weights):
-        splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_digest, cache_dir)
+        splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_digest, cache_dir, workers)
         packed.append(PackedSource(name, weight, splits, manifest))
     return packed
 
@@ -170,7 +172,7 @@ def prepare_data(cfg: PretrainConfig, accelerator, stop: StopRequest, run_tokeni
     objective = objective_for(cfg.training_objective(), tokenizer, cfg)  # refuses an unfit tokenizer early
     stop.exit_if_requested("preparing the tokenizer")
     with accelerator.main_process_first():  # the main process packs, the others read its cache
-        packed = pack_sources(mixture, tokenizer, tokenizer_digest, Path(cfg.cache_dir))
+        packed = pack_sources(mixture, tokenizer, tokenizer_digest, Path(cfg.cache_dir), cfg.tokenizing_processes())
     stop.exit_if_requested("packing the corpus")
     return mixture, tokenizer, tokenizer_digest, objective, packed
 

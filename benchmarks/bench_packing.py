@@ -43,7 +43,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tokenizer_words", default="2M", help="words the tokenizer is trained on (not timed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
-    parser.add_argument("--_pack", nargs=3, metavar=("TEXT", "TOKENIZER", "CACHE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="tokenizing processes (--packing_workers); several: one run each",
+    )
+    parser.add_argument("--_pack", nargs=4, metavar=("TEXT", "TOKENIZER", "CACHE", "WORKERS"), help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -76,7 +83,7 @@ def write_text(path: Path, words: int, paragraphs: list[str], real_share: float,
     return documents
 
 
-def pack(text: str, tokenizer_dir: str, cache_dir: str) -> None:
+def pack(text: str, tokenizer_dir: str, cache_dir: str, workers: str) -> None:
     """The child: pack `text` as a run would, and print the manifest and the seconds it took."""
     from transformers import AutoTokenizer
 
@@ -87,7 +94,7 @@ def pack(text: str, tokenizer_dir: str, cache_dir: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     started = time.perf_counter()
     corpus = load_corpus("text", data_files=[text], validation_split_percentage=1.0)
-    _, manifest = packed_corpus(corpus, tokenizer, tokenizer_hash(tokenizer), Path(cache_dir))
+    _, manifest = packed_corpus(corpus, tokenizer, tokenizer_hash(tokenizer), Path(cache_dir), int(workers))
     print(json.dumps({"seconds": time.perf_counter() - started, "manifest": manifest}))
 
 
@@ -106,15 +113,56 @@ def train_tokenizer_on(text: Path, words: int, vocab_size: int, folder: Path) ->
 
 
 def run_child(command: list[str]) -> tuple[dict, float, float]:
-    """(the child's JSON, its wall seconds, its peak RSS in GB)."""
+    """(the child's JSON, its wall seconds, the peak of the resident memory of it and its worker
+    processes together, in GB, sampled every 50 ms)."""
+    import psutil
+
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    watched = psutil.Process(child.pid)
+    while child.poll() is None:
+        try:
+            tree = [watched, *watched.children(recursive=True)]
+            peak = max(peak, sum(process.memory_info().rss for process in tree))
+        except psutil.Error:  # a worker ended between listing and reading it
+            pass
+        time.sleep(0.05)
     output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"packing failed (exit {os.waitstatus_to_exitcode(status)})")
-    return json.loads(output.strip().splitlines()[-1]), wall, usage.ru_maxrss / 1e6  # KiB on Linux
+    if child.returncode != 0:
+        sys.exit(f"packing failed (exit {child.returncode})")
+    return json.loads(output.strip().splitlines()[-1]), wall, peak / 1e9
+
+
+def measure(text: Path, workdir: Path, workers: int) -> dict:
+    """Pack `text` into a fresh cache in a child process with `workers`; print and return the figures."""
+    cache = workdir / f"cache-{workers}"
+    result, wall, peak_gb = run_child(
+        [sys.executable, __file__, "--_pack", str(text), str(workdir / "tok"), str(cache), str(workers)]
+    )
+    shutil.rmtree(cache, ignore_errors=True)
+    splits = result["manifest"]["splits"].values()
+    totals = {key: sum(split[key] for split in splits) for key in ("tokens", "words", "documents")}
+    seconds = result["seconds"]
+    report = {
+        "text_bytes": text.stat().st_size,
+        **totals,
+        "workers": workers,
+        "seconds": seconds,
+        "words_per_s": totals["words"] / seconds,
+        "tokens_per_s": totals["tokens"] / seconds,
+        "peak_rss_gb": peak_gb,
+        "child_wall_s": wall,
+        "cores": len(os.sched_getaffinity(0)),
+    }
+    print(
+        f"packed {totals['words'] / 1e6:.1f}M words ({report['text_bytes'] / 1e6:.0f} MB, "
+        f"{totals['documents']} documents) into {totals['tokens'] / 1e6:.1f}M tokens in {seconds:.1f} s "
+        f"with {workers} worker(s) on {report['cores']} cores: {report['words_per_s'] / 1e6:.2f}M words/s, "
+        f"{report['tokens_per_s'] / 1e6:.2f}M tokens/s, peak RSS {peak_gb:.2f} GB"
+    )
+    return report
 
 
 def main() -> None:
@@ -136,30 +184,10 @@ def main() -> None:
         train_tokenizer_on(
             text, parse_count(args.tokenizer_words, "--tokenizer_words"), args.vocab_size, workdir / "tok"
         )
-        result, wall, peak_gb = run_child(
-            [sys.executable, __file__, "--_pack", str(text), str(workdir / "tok"), str(workdir / "cache")]
-        )
-        splits = result["manifest"]["splits"].values()
-        totals = {key: sum(split[key] for split in splits) for key in ("tokens", "words", "documents")}
-        seconds = result["seconds"]
-        report = {
-            "text_bytes": text.stat().st_size,
-            **totals,
-            "seconds": seconds,
-            "words_per_s": totals["words"] / seconds,
-            "tokens_per_s": totals["tokens"] / seconds,
-            "peak_rss_gb": peak_gb,
-            "child_wall_s": wall,
-            "cores": len(os.sched_getaffinity(0)),
-        }
-        print(
-            f"packed {totals['words'] / 1e6:.1f}M words ({report['text_bytes'] / 1e6:.0f} MB, "
-            f"{totals['documents']} documents) into {totals['tokens'] / 1e6:.1f}M tokens in {seconds:.1f} s "
-            f"on {report['cores']} cores: {report['words_per_s'] / 1e6:.2f}M words/s, "
-            f"{report['tokens_per_s'] / 1e6:.2f}M tokens/s, peak RSS {peak_gb:.2f} GB"
-        )
-        if args.output:
-            Path(args.output).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        for workers in args.workers:
+            report = measure(text, workdir, workers)
+            if args.output:
+                Path(args.output).write_text(json.dumps(report, indent=2), encoding="utf-8")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from common.data import packing
+from common.data import batch_encoding, packing
 from common.data.packing import (
     boundary_token_id,
     packed_corpus,
@@ -98,11 +98,26 @@ def test_bin_file_holds_the_raw_stream(bpe_tokenizer, digest, tmp_path):
     assert raw.tolist() == expected_stream(bpe_tokenizer, TRAIN)
 
 
-def test_many_small_batches_give_the_same_stream(bpe_tokenizer, digest, tmp_path, monkeypatch):
-    one_batch, _ = packed_corpus(make_corpus(), bpe_tokenizer, digest, tmp_path / "a")
-    monkeypatch.setattr(packing, "DOCUMENTS_PER_BATCH", 2)
-    small_batches, manifest = packed_corpus(make_corpus(), bpe_tokenizer, digest, tmp_path / "b")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_many_small_batches_and_worker_processes_give_the_same_stream(
+    bpe_tokenizer, digest, tmp_path, monkeypatch, workers
+):
+    one_batch, whole = packed_corpus(make_corpus(), bpe_tokenizer, digest, tmp_path / "a")
+    monkeypatch.setattr(batch_encoding, "DOCUMENTS_PER_BATCH", 1)
+    monkeypatch.setattr(batch_encoding, "BATCHES_BEFORE_WORKERS", 2)  # the rest go to the workers
+    pools = []
+
+    class RecordedPool(batch_encoding.ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            pools.append(self)
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(batch_encoding, "ProcessPoolExecutor", RecordedPool)
+    small_batches, manifest = packed_corpus(make_corpus(), bpe_tokenizer, digest, tmp_path / "b", workers=workers)
+    assert len(pools) == (len(TRAIN) - 2 if workers > 1 else 0)  # batches tokenized by worker processes
     assert small_batches["train"].tokens.tolist() == one_batch["train"].tokens.tolist()
+    assert small_batches["validation"].tokens.tolist() == one_batch["validation"].tokens.tolist()
+    assert manifest == whole  # the same cache entry, whoever built it
     assert manifest["splits"]["train"]["documents"] == len(TRAIN)
     assert manifest["splits"]["train"]["words"] == sum(len(d.split()) for d in TRAIN)
 

@@ -9,10 +9,10 @@ import pytest
 from transformers import AutoTokenizer
 
 from common.data import tokenizer as tokenizer_module
+from common.data.batch_encoding import count_text_words
 from common.data.sampling import read_windows
 from common.data.tokenizer import (
     BPE_SPECIAL_TOKENS,
-    count_text_words,
     count_words,
     minimum_vocab_size,
     tokenizer_hash,

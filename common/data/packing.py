@@ -1,30 +1,28 @@
 """Packed token cache: documents -> one flat memory-mapped token file per split + a manifest.
 
-Documents are tokenized in batches by the Rust tokenizer (which spreads each batch over all
-cores), each one prefixed with the document-boundary token, and appended to `<split>.bin`
-(uint16 when the vocabulary fits). Only one batch is in memory at a time, so any corpus size
-packs in bounded memory. The folder is keyed by the corpus fingerprint and the tokenizer hash:
+Documents are tokenized in batches (`batch_encoding`: by the Rust tokenizer over all cores, or by
+worker processes), each one prefixed with the document-boundary token, and appended to
+`<split>.bin` (uint16 when the vocabulary fits). Only a few batches are in memory at a time, so
+any corpus size packs in bounded memory. The folder is keyed by the corpus fingerprint and the tokenizer hash:
 a changed source or tokenizer lands in a new folder (a rebuild), an unchanged one is reused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.data.tokenizer import count_text_words
+from common.data.batch_encoding import encoded_batches
 from common.errors import UsageError
 from common.files import clean_orphans, discard, publish, staging_path
 
 PACKING_VERSION = "1"
-DOCUMENTS_PER_BATCH = 2048
 SPLITS = ("train", "validation")
 
 
@@ -55,12 +53,6 @@ def cache_key(corpus_fingerprint: str, tokenizer_hash: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:20]
 
 
-def batched(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
-
-
 def boundary_token_id(tokenizer) -> int:
     """The token that starts every document: BOS/EOS for causal tokenizers, [CLS] for BERT's."""
     for token_id in (tokenizer.eos_token_id, tokenizer.cls_token_id, tokenizer.bos_token_id):
@@ -69,33 +61,19 @@ def boundary_token_id(tokenizer) -> int:
     raise UsageError("the tokenizer has no end-of-text, [CLS] or BOS token to separate documents")
 
 
-def encode_batch(backend, documents: list[str], boundary_id: int, dtype: np.dtype) -> np.ndarray:
-    """Token ids of `documents`, each preceded by the boundary token, as one flat array."""
-    encodings = backend.encode_batch_fast(documents, add_special_tokens=False)
-    lengths = [len(encoding.ids) + 1 for encoding in encodings]
-    flat = np.empty(sum(lengths), dtype=dtype)
-    position = 0
-    for encoding, length in zip(encodings, lengths):
-        flat[position] = boundary_id
-        flat[position + 1 : position + length] = encoding.ids
-        position += length
-    return flat
-
-
-def write_split(documents: Iterable[str], tokenizer, path: Path, desc: str) -> dict:
-    """Tokenize `documents` into `path`; return the split's counts for the manifest."""
+def write_split(documents: Iterable[str], tokenizer, path: Path, desc: str, workers: int = 1) -> dict:
+    """Tokenize `documents` into `path` with `workers` processes; return the split's counts for the manifest."""
     dtype = token_dtype(len(tokenizer))
     boundary_id = boundary_token_id(tokenizer)
-    backend = tokenizer.backend_tokenizer
     counts = {"tokens": 0, "words": 0, "documents": 0}
+    batches = encoded_batches(documents, tokenizer.backend_tokenizer, boundary_id, dtype, workers)
     with open(path, "wb") as out, tqdm(desc=desc, unit=" docs", disable=None) as progress:
-        for batch in batched(documents, DOCUMENTS_PER_BATCH):
-            flat = encode_batch(backend, batch, boundary_id, dtype)
+        for flat, words, documents_in_batch in batches:
             flat.tofile(out)
             counts["tokens"] += int(flat.size)
-            counts["words"] += sum(count_text_words(document) for document in batch)
-            counts["documents"] += len(batch)
-            progress.update(len(batch))
+            counts["words"] += words
+            counts["documents"] += documents_in_batch
+            progress.update(documents_in_batch)
     counts["dtype"] = dtype.name
     return counts
 
@@ -119,8 +97,11 @@ def open_split(folder: Path, split: str, counts: dict) -> PackedSplit:
     return PackedSplit(tokens, counts["tokens"], counts["words"], counts["documents"])
 
 
-def packed_corpus(corpus, tokenizer, tokenizer_digest: str, cache_dir: Path) -> tuple[dict[str, PackedSplit], dict]:
-    """Open the packed cache of `corpus` under `tokenizer`, building it first when needed.
+def packed_corpus(
+    corpus, tokenizer, tokenizer_digest: str, cache_dir: Path, workers: int = 1
+) -> tuple[dict[str, PackedSplit], dict]:
+    """Open the packed cache of `corpus` under `tokenizer`, building it first when needed (with
+    `workers` tokenizing processes; 1: this one, the Rust tokenizer using every core).
 
     Returns the splits and the manifest. Call on one process at a time (the caller lets the main
     process build first): the folder is written under a temporary name and renamed when whole.
@@ -129,16 +110,16 @@ def packed_corpus(corpus, tokenizer, tokenizer_digest: str, cache_dir: Path) -> 
     clean_orphans(folder.parent)  # what a killed packing job of this host left behind
     manifest = read_manifest(folder)
     if manifest is None:
-        manifest = build_cache(corpus, tokenizer, tokenizer_digest, folder)
+        manifest = build_cache(corpus, tokenizer, tokenizer_digest, folder, workers)
     splits = {split: open_split(folder, split, counts) for split, counts in manifest["splits"].items()}
     return splits, manifest
 
 
-def build_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path) -> dict:
+def build_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path, workers: int = 1) -> dict:
     staged = staging_path(folder)  # unique: two jobs may build the same entry at once
     staged.mkdir(parents=True)
     try:
-        manifest = write_cache(corpus, tokenizer, tokenizer_digest, staged)
+        manifest = write_cache(corpus, tokenizer, tokenizer_digest, staged, workers)
     except BaseException:
         discard(staged)
         raise
@@ -150,11 +131,11 @@ def build_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path) -> dict:
     return manifest
 
 
-def write_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path) -> dict:
+def write_cache(corpus, tokenizer, tokenizer_digest: str, folder: Path, workers: int = 1) -> dict:
     """Pack both splits into `folder` and write its manifest (last); the manifest."""
     sources = {"train": corpus.train_documents, "validation": corpus.validation_documents}
     splits = {
-        split: write_split(sources[split](), tokenizer, folder / f"{split}.bin", desc=f"packing {split}")
+        split: write_split(sources[split](), tokenizer, folder / f"{split}.bin", f"packing {split}", workers)
         for split in SPLITS
     }
     if splits["train"]["tokens"] == 0:

@@ -230,12 +230,6 @@ def token_surface_forms(tokenizer: PreTrainedTokenizerFast) -> list[bytes | None
     return forms
 
 
-def count_text_words(text: str) -> int:
-    """Words as runs of non-whitespace between ASCII whitespace (like `wc -w` in the C locale):
-    the definition `count_words` reproduces exactly from tokens."""
-    return len(text.encode("utf-8").split())
-
-
 def word_start_tables(tokenizer: PreTrainedTokenizerFast) -> dict[str, np.ndarray]:
     """Boolean tables over the vocabulary used to count whitespace-separated words exactly.
 

@@ -7,6 +7,7 @@ from typing import Literal, Optional
 
 from common.config import option, parse_count
 from common.data import synthetic
+from common.data.batch_encoding import available_cores
 from common.data.mixture import MIXTURE, SourceSpec, check_sources, parse_dataset_mixture, parse_datasets_list
 from common.data.sources import LOCAL_SOURCES, check_streamable
 from common.errors import UsageError
@@ -52,6 +53,11 @@ class PretrainConfig:
         synthetic.DEFAULT_WORDS, "words of synthetic corpus to generate for --dataset synthetic"
     )
     cache_dir: str = option(".cache/babytrain", "where trained tokenizers and packed token files are cached")
+    packing_workers: int = option(
+        0,
+        "processes that tokenize while packing (0: one per available core; 1: this process alone, "
+        "the Rust tokenizer spreading each batch over the cores); the packed cache is the same either way",
+    )
     prepare_only: bool = option(
         False,
         "pack the corpus (or find it in the cache) and write a corpus report into --output_dir (default "
@@ -195,6 +201,7 @@ class PretrainConfig:
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
         non_negative = (
+            "packing_workers",
             "max_grad_norm",
             "warmup_steps",
             "max_steps",
@@ -301,6 +308,9 @@ class PretrainConfig:
             return parse_count(self.max_train_tokens, "--max_train_tokens")
         budgets = [spec.tokens for spec in self.source_specs() or []]
         return sum(budgets) if budgets and all(budgets) else None
+
+    def tokenizing_processes(self) -> int:
+        return self.packing_workers or available_cores()
 
     def training_objective(self) -> str:
         return self.objective or MODEL_FAMILY[self.model_type]
