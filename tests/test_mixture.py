@@ -20,6 +20,7 @@ from common.data.mixture import (
 from common.data.report import document_lengths
 from common.data.sampling import SCHEDULE_PERIOD, MixtureSampler, WindowSampler, period_slots
 from common.data.sources import Corpus
+from common.data.tokenizer import train_tokenizer
 from common.errors import UsageError
 from common.training.pretrain_config import PretrainConfig
 from tests.helpers import TINY_DATA, TINY_MODEL, run_in_process, run_main_in_process
@@ -304,3 +305,22 @@ def test_prepare_only_packs_and_reports_each_source_without_a_model(tmp_path, ca
 def test_document_lengths_are_read_from_the_boundary_tokens():
     tokens = np.array([0, 5, 6, 0, 7, 0, 8, 9, 9, 9], dtype=np.uint16)
     assert document_lengths(tokens, boundary_id=0).tolist() == [3, 2, 5]
+
+
+def test_sources_packed_apart_are_found_by_the_mixture_run(tmp_path, capsys):
+    """Sharded packing (one Slurm array task per source, docs/clusters.md): each task packs its source
+    with the run's tokenizer into the shared cache; the mixture run then packs nothing."""
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("\n\n".join(f"A tale of {n} foxes." for n in range(200)), encoding="utf-8")
+    second.write_text("\n\n".join(f"Review {n}: works well." for n in range(200)), encoding="utf-8")
+    tokenizer, cache = tmp_path / "tokenizer", tmp_path / "cache"
+    train_tokenizer("bpe", [first.read_text(), second.read_text()], 400).save_pretrained(tokenizer)
+    shared = ["--tokenizer_name_or_path", str(tokenizer), "--cache_dir", str(cache), "--prepare_only"]
+    for task, source in enumerate((first, second)):  # the array tasks
+        args = ["--dataset", "text", "--data_files", str(source), "--output_dir", str(tmp_path / f"task{task}")]
+        run_in_process("train_pretrain.py", [*shared, *args], capsys)
+    packed_by_tasks = {path: path.stat().st_mtime_ns for path in cache.glob("tokens/*/train.bin")}
+    assert len(packed_by_tasks) == 2
+    mixture = ["--dataset_mixture", f"text:{first}=1,text:{second}=1", "--output_dir", str(tmp_path / "mix")]
+    run_in_process("train_pretrain.py", [*shared, *mixture], capsys)
+    assert {path: path.stat().st_mtime_ns for path in cache.glob("tokens/*/train.bin")} == packed_by_tasks
