@@ -2,9 +2,10 @@
 
 Owns the corpus sources (`sources`: synthetic, BabyLM folders, text and JSONL files, Hugging Face
 data sets), the embedded synthetic corpus and its minimal pairs (`synthetic`), tokenizer training,
-loading and word counting (`tokenizer`), the packed token cache (`packing`) and the window sampler
-addressed by one global sample index (`sampling`).
+loading and word counting (`tokenizer`), weighted mixtures of sources (`mixture`), the packed token
+cache (`packing`, tokenizing in `batch_encoding`), the corpus report (`report`) and the window
+samplers addressed by one global sample index (`sampling`).
 
-May import: the core of `common` (errors, files, jsonl). Never another stage: everything above
+May import: the core of `common` (errors, files, jsonl, config). Never another stage: everything above
 builds on this, so it knows nothing of models, training or evaluation.
 """
