@@ -98,7 +98,7 @@ def obtain_tokenizer(cfg: PretrainConfig, mixture: Mixture, run_tokenizer: Path 
         TOKENIZER_KIND[cfg.training_objective()],
         mixture.tokenizer_documents,
         cfg.vocab_size,
-        mixture.fingerprint,
+        mixture.tokenizer_fingerprint(),
         Path(cfg.cache_dir),
     )
 

@@ -42,7 +42,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--vocab_size", type=int, default=16000)
     parser.add_argument("--tokenizer_words", default="2M", help="words the tokenizer is trained on (not timed)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=None, help="also write the results as JSON here")
+    parser.add_argument("--output", default=None, help="also write the results (one per --workers) as JSON here")
     parser.add_argument(
         "--workers",
         type=int,
@@ -184,10 +184,9 @@ def main() -> None:
         train_tokenizer_on(
             text, parse_count(args.tokenizer_words, "--tokenizer_words"), args.vocab_size, workdir / "tok"
         )
-        for workers in args.workers:
-            report = measure(text, workdir, workers)
-            if args.output:
-                Path(args.output).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        reports = [measure(text, workdir, workers) for workers in args.workers]
+        if args.output:
+            Path(args.output).write_text(json.dumps(reports, indent=2), encoding="utf-8")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -90,8 +90,9 @@ def checked_preset_value(path: str, name: str, value, annotation):
     a value outside a choice field's choices must be refused here."""
     if accepts_text(annotation) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
-    if accepts_text(annotation) and typing.get_origin(annotation) is not list and isinstance(value, (dict, list)):
-        value = json.dumps(value, default=str)  # a mapping or list written inline (task_overrides, datasets)
+    mappings = isinstance(value, dict) or (isinstance(value, list) and all(isinstance(item, dict) for item in value))
+    if accepts_text(annotation) and typing.get_origin(annotation) is not list and value and mappings:
+        value = json.dumps(value, default=str)  # mappings written inline (task_overrides, datasets)
     scalar_text = accepts_text(annotation) and typing.get_origin(annotation) is not list
     if scalar_text and not (value is None or isinstance(value, str)):
         raise UsageError(f"--config {path}: {name} must be text (or a mapping), got {value!r}")

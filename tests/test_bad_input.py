@@ -36,6 +36,11 @@ def arguments(output_dir, tmp_path) -> list[str]:
         (["--hidden_size", "65"], "--hidden_size 65 is not divisible by --num_attention_heads 2"),
         (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be positive"),
         (["--max_grad_norm", "-1"], "--max_grad_norm must not be negative"),
+        (["--packing_workers", "-1"], "--packing_workers must not be negative"),
+        (
+            ["--model_type", "bert", "--seq_length", "2"],
+            "--seq_length 2 leaves no room for text between [CLS] and [SEP]",
+        ),
     ],
 )
 def test_bad_flags_fail_with_one_line_and_write_nothing(tmp_path, capsys, flags, expected):

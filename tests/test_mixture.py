@@ -96,6 +96,10 @@ def test_token_budgets_set_the_weights_and_the_run_length(tmp_path):
         ("synthetic=0,text:a.txt=0", "--dataset_mixture: every weight is 0"),
         ("synthetic=1,synthetic=2", "item 2 ('synthetic=2'): the same source as --dataset_mixture item 1"),
         ("text=1", "text needs its files or folder after a colon"),
+        (
+            "synthetic=0.00001,text:a.txt=1",
+            "item 1 ('synthetic=0.00001'): its share (1e-05) is below one window in 4096",
+        ),
     ],
 )
 def test_bad_mixtures_are_refused_naming_the_item(mixture, expected):
@@ -118,6 +122,8 @@ def test_bad_mixtures_are_refused_naming_the_item(mixture, expected):
         ([{"dataset": "synthetic", "weight": 1, "name": "a b"}], "name 'a b' may hold only"),
         ([{"dataset": "text", "data_files": ["a"], "weight": 1, "streaming": True}], "--streaming reads Hugging Face"),
         ([{"weight": 1}], "must be a mapping with at least `dataset:`"),
+        ([{"dataset": "synthetic", "weight": 1, "max_words": "1M"}], "size is --synthetic_words, not max_words"),
+        ([{"dataset": "text", "weight": 1, "max_words": "lots"}], "item 1: max_words: 'lots' is not a count"),
         ([], "must be a list of sources"),
     ],
 )
@@ -171,6 +177,36 @@ def test_the_fingerprint_follows_the_weights_and_each_source(tmp_path):
     edited = load_mixture(parse_dataset_mixture(f"synthetic=1,text:{text}=1"), **LOAD_OPTIONS)
     assert len({first.fingerprint, reweighted.fingerprint, edited.fingerprint}) == 3
     assert edited.corpora[0].fingerprint == first.corpora[0].fingerprint  # the other source's cache stays
+
+
+def test_the_tokenizer_is_keyed_by_its_sample_not_by_names_or_held_out_sources(tmp_path):
+    text, held_out = tmp_path / "a.txt", tmp_path / "b.txt"
+    text.write_text("One story.\n\nAnother story.\n")
+    held_out.write_text("A review.\n")
+    plain = load_mixture(parse_dataset_mixture(f"synthetic=1,text:{text}=1"), **LOAD_OPTIONS)
+    named = load_mixture(
+        parse_datasets_list(json.dumps([{"dataset": "synthetic", "weight": 1, "name": "grammar"},
+                                        {"dataset": "text", "data_files": [str(text)], "weight": 1},
+                                        {"dataset": "text", "data_files": [str(held_out)], "weight": 0}])),
+        **LOAD_OPTIONS,
+    )  # fmt: skip
+    assert named.fingerprint != plain.fingerprint  # another run (its records are named otherwise)...
+    assert named.tokenizer_fingerprint() == plain.tokenizer_fingerprint()  # ...on the same tokenizer
+    reweighted = load_mixture(parse_dataset_mixture(f"synthetic=1,text:{text}=2"), **LOAD_OPTIONS)
+    assert reweighted.tokenizer_fingerprint() != plain.tokenizer_fingerprint()
+
+
+def test_max_words_takes_the_first_documents_and_is_part_of_the_fingerprint(tmp_path):
+    text = tmp_path / "many.txt"
+    text.write_text("\n\n".join(f"story number {n} ends here" for n in range(1000)))  # 5 words each
+    options = {**LOAD_OPTIONS, "validation_split_percentage": 10.0}
+    whole = load_mixture(parse_dataset_mixture(f"text:{text}=1"), **options).corpora[0]
+    item = {"dataset": "text", "data_files": [str(text)], "weight": 1, "max_words": 500}
+    capped = load_mixture(parse_datasets_list(json.dumps([item])), **options).corpora[0]
+    train, validation = list(capped.train_documents()), list(capped.validation_documents())
+    assert len(train) + len(validation) == 100 and len(validation) == 10  # 500 words, 10% held out
+    assert train[0] == "story number 0 ends here" and len(list(whole.train_documents())) == 900
+    assert capped.fingerprint != whole.fingerprint
 
 
 # --- the tokenizer's sample --------------------------------------------------------------------

@@ -270,4 +270,5 @@ def test_the_hybrid_preset_streams_five_hub_sources_by_weight():
     assert [spec.name for spec in specs] == ["wikipedia", "bookcorpus", "openwebtext", "c4", "cc_news"]
     assert all(spec.streaming and "/" in spec.dataset for spec in specs)
     assert sum(spec.weight for spec in specs) == pytest.approx(1.0)
+    assert sum(spec.max_words for spec in specs) == 3_000_000_000  # a slice of each, not all of C4
     assert cfg.model_size == "60m" and cfg.max_train_tokens == "2000M"  # efficiency_60m.yaml's run

@@ -16,8 +16,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import train_pretrain
 from common.config import parse_config
-from common.data.packing import packed_corpus
-from common.data.sources import load_corpus
 from common.data.tokenizer import tokenizer_hash
 from common.training.pretrain_config import PretrainConfig
 from tests.helpers import (
@@ -233,15 +231,9 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path, capsys):
 
     def pack_again():
         cfg = parse_config(PretrainConfig, args)
-        corpus_source = load_corpus(
-            cfg.dataset,
-            data_files=cfg.data_files,
-            text_column=cfg.text_column,
-            validation_split_percentage=cfg.validation_split_percentage,
-            seed=cfg.seed,
-        )
-        tokenizer = train_pretrain.obtain_tokenizer(cfg, corpus_source, run_tokenizer=None)
-        packed_corpus(corpus_source, tokenizer, tokenizer_hash(tokenizer), Path(cfg.cache_dir))
+        sources = train_pretrain.load_sources(cfg)
+        tokenizer = train_pretrain.obtain_tokenizer(cfg, sources, run_tokenizer=None)
+        train_pretrain.pack_sources(sources, tokenizer, tokenizer_hash(tokenizer), Path(cfg.cache_dir), workers=1)
 
     pack_again()
     assert list((tmp_path / "cache" / "tokens").iterdir()) == token_folders

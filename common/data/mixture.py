@@ -1,7 +1,8 @@
 """Several sources mixed by weight: how a run names them, their checks, and loading them.
 
 A preset lists them under `datasets:`, each item a source as `--dataset` names one, with the
-options it needs and a `weight` (or a `tokens` budget):
+options it needs, a `weight` (or a `tokens` budget), and optionally `max_words` (only the source's
+first documents, up to that many words: a slice of a web-scale corpus):
 
     datasets:
       - {dataset: text, data_files: [data/stories/*.txt], weight: 0.5, name: stories}
@@ -19,13 +20,15 @@ out of training but in validation (a held-out domain). Token budgets (`tokens: 1
 weights in proportion to the budgets and, unless --max_steps or --max_train_tokens says otherwise,
 train for their sum.
 
-Each source is a `Corpus` of its own, packed into its own cache entry (a changed source repacks
-only itself). The mixture's fingerprint covers every source's fingerprint and weight, since both
-decide which windows a run trains on.
+Each source is a `Corpus` of its own, packed into its own cache entry. The mixture's fingerprint
+covers every source's fingerprint, name and weight, since they decide which windows a run trains
+on and how its records are named; the tokenizer trained for a mixture is keyed by its training
+sample alone (`Mixture.tokenizer_fingerprint`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -34,11 +37,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from common.config import parse_count
+from common.data.sampling import SCHEDULE_PERIOD, period_slots
 from common.data.sources import LOCAL_SOURCES, Corpus, check_streamable, load_corpus
 from common.errors import UsageError
 
 MIXTURE = "mixture"  # the --dataset of a run whose sources are a mixture
-SOURCE_KEYS = ("dataset", "name", "weight", "tokens", "data_dir", "data_files", "text_column", "streaming")
+SOURCE_KEYS = ("dataset", "name", "weight", "tokens", "data_dir", "data_files", "text_column", "streaming", "max_words")
 # The tokenizer of a mixture is trained on at most this much text, drawn from the sources by weight.
 TOKENIZER_SAMPLE_CHARS = 10**9
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -57,6 +61,7 @@ class SourceSpec:
     data_files: tuple[str, ...] = ()
     text_column: str | None = None  # None: the run's --text_column
     streaming: bool = False
+    max_words: int | None = None  # only the source's first documents, up to this many words
 
     def identity(self) -> tuple:
         """What makes two items the same source."""
@@ -77,6 +82,14 @@ class Mixture:
     @property
     def is_mixture(self) -> bool:
         return len(self.corpora) > 1
+
+    def tokenizer_fingerprint(self) -> str:
+        """What the tokenizer's training text depends on: a plain corpus's fingerprint, or the weighted
+        sources' fingerprints and weights (not their names, nor the sources only validated on)."""
+        if not self.is_mixture:
+            return self.fingerprint
+        sample = [[corpus.fingerprint, weight] for corpus, weight in zip(self.corpora, self.weights) if weight > 0]
+        return hashlib.sha256(json.dumps(["tokenizer-sample", sample]).encode("utf-8")).hexdigest()
 
     def tokenizer_documents(self) -> Iterator[str]:
         """The text the tokenizer is trained on: a plain corpus's training documents, or for a
@@ -121,7 +134,7 @@ def _with_weight(spec: SourceSpec, text: str) -> SourceSpec:
         weight = float(text)
     except ValueError:
         raise UsageError(f"{spec.where}: weight {text.strip()!r} is not a number") from None
-    return SourceSpec(**{**spec.__dict__, "weight": weight})
+    return dataclasses.replace(spec, weight=weight)
 
 
 def parse_datasets_list(text: str) -> list[SourceSpec]:
@@ -156,6 +169,9 @@ def _spec_from_mapping(item, where: str) -> SourceSpec:
     tokens = item.get("tokens")
     if tokens is not None:
         tokens = parse_count(str(tokens), f"{where}: tokens")
+    max_words = item.get("max_words")
+    if max_words is not None:
+        max_words = parse_count(str(max_words), f"{where}: max_words")
     return SourceSpec(
         dataset=item["dataset"],
         where=where,
@@ -166,6 +182,7 @@ def _spec_from_mapping(item, where: str) -> SourceSpec:
         data_files=tuple(files),
         text_column=item.get("text_column"),
         streaming=item.get("streaming", False),
+        max_words=max_words,
     )
 
 
@@ -186,12 +203,20 @@ def check_sources(specs: list[SourceSpec]) -> None:
             raise UsageError(f"{spec.where}: name {spec.name!r} may hold only letters, digits, '.', '_' and '-'")
         if spec.streaming:
             check_streamable(spec.dataset)
+        if spec.max_words is not None and spec.dataset == "synthetic":
+            raise UsageError(f"{spec.where}: the synthetic source's size is --synthetic_words, not max_words")
         if spec.identity() in seen:
             raise UsageError(f"{spec.where}: the same source as {seen[spec.identity()]} (list each source once)")
         seen[spec.identity()] = spec.where
     if all((spec.weight or spec.tokens or 0) == 0 for spec in specs):
         flag = specs[0].where.partition(" item")[0]
         raise UsageError(f"{flag}: every weight is 0; give at least one source a weight")
+    for spec, weight, slots in zip(specs, source_weights(specs), period_slots(list(source_weights(specs)))):
+        if weight > 0 and slots == 0:
+            raise UsageError(
+                f"{spec.where}: its share ({weight:.2g}) is below one window in {SCHEDULE_PERIOD}; raise it, or "
+                f"give it 0 to only validate on it"
+            )
 
 
 def source_weights(specs: list[SourceSpec]) -> tuple[float, ...]:
@@ -229,6 +254,7 @@ def load_mixture(
                     synthetic_words=synthetic_words,
                     seed=seed,
                     streaming=spec.streaming or (streaming and spec.dataset not in LOCAL_SOURCES),
+                    max_words=spec.max_words,
                 )
             )
         except UsageError as error:
@@ -263,6 +289,8 @@ def weighted_documents(
         index = min(active, key=lambda source: taken[source] / weights[source])
         document = next(streams[index], None)
         if document is None:
+            if taken[index] == 0:
+                raise UsageError(f"source {corpora[index].name} has no training documents")
             read_through.add(index)
             streams[index] = corpora[index].train_documents()
             continue

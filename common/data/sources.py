@@ -42,6 +42,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from common.data import synthetic
+from common.data.batch_encoding import count_text_words
 from common.errors import UsageError, first_line
 from common.files import file_digest
 from common.jsonl import json_object
@@ -222,6 +223,23 @@ def held_out_split(documents: Iterable[str], percentage: float, validation: bool
             yield document
 
 
+def first_words(documents: Iterable[str], limit: int | None) -> Iterator[str]:
+    """The documents up to the one that brings the running word count to `limit` (all: None)."""
+    if limit is None:
+        yield from documents
+        return
+    words = 0
+    for document in documents:
+        if words >= limit:
+            return
+        words += count_text_words(document)
+        yield document
+
+
+def _capped(documents: Callable[[], Iterator[str]], limit: int | None) -> Callable[[], Iterator[str]]:
+    return documents if limit is None else lambda: first_words(documents(), limit)
+
+
 def _fingerprint(payload: dict) -> str:
     text = json.dumps({"version": FINGERPRINT_VERSION, **payload}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -379,7 +397,7 @@ def _babylm_documents(paths: list[Path], decode_errors: DecodeErrors) -> Callabl
     return documents
 
 
-def _babylm_corpus(data_dir: str | None, percentage: float) -> Corpus:
+def _babylm_corpus(data_dir: str | None, percentage: float, max_words: int | None = None) -> Corpus:
     if not data_dir:
         raise UsageError("--dataset babylm needs --data_dir (a folder such as .../train_10M)")
     folder = Path(data_dir)
@@ -392,7 +410,7 @@ def _babylm_corpus(data_dir: str | None, percentage: float) -> Corpus:
     dev_files = sorted(dev_folder.glob("*.dev")) if dev_folder.is_dir() else []
 
     decode_errors = DecodeErrors()
-    train = _babylm_documents(train_files, decode_errors)
+    train = _capped(_babylm_documents(train_files, decode_errors), max_words)
     _require_documents(train, data_dir)
     options = {
         "kind": "babylm",
@@ -401,6 +419,7 @@ def _babylm_corpus(data_dir: str | None, percentage: float) -> Corpus:
         "max_document_chars": MAX_DOCUMENT_CHARS,
         "files": _file_contents(train_files),
         "dev_files": _file_contents(dev_files),
+        **({"max_words": max_words} if max_words else {}),
     }
     name = f"babylm-{_safe_name(folder.resolve().name)}"
     if dev_files:
@@ -409,7 +428,9 @@ def _babylm_corpus(data_dir: str | None, percentage: float) -> Corpus:
     return _with_held_out(name, _fingerprint(options), train, percentage, decode_errors=decode_errors)
 
 
-def _file_corpus(kind: str, data_files: list[str] | None, text_column: str, percentage: float) -> Corpus:
+def _file_corpus(
+    kind: str, data_files: list[str] | None, text_column: str, percentage: float, max_words: int | None = None
+) -> Corpus:
     if not data_files:
         raise UsageError(f"--dataset {kind} needs --data_files (paths or glob patterns)")
     files = expand_data_files(list(data_files))
@@ -422,8 +443,11 @@ def _file_corpus(kind: str, data_files: list[str] | None, text_column: str, perc
             else:
                 yield from _jsonl_documents(path, text_column, decode_errors)
 
+    documents = _capped(documents, max_words)
     _require_documents(documents, " ".join(data_files))
     options = {"kind": kind, "files": _file_contents(files), "validation_split_percentage": percentage}
+    if max_words:
+        options["max_words"] = max_words
     if kind == "text":
         options |= {
             "max_text_document_lines": MAX_TEXT_DOCUMENT_LINES,
@@ -460,7 +484,9 @@ def _split_documents(split, text_column: str) -> Callable[[], Iterator[str]]:
     return documents
 
 
-def _huggingface_corpus(dataset: str, text_column: str, percentage: float, streaming: bool = False) -> Corpus:
+def _huggingface_corpus(
+    dataset: str, text_column: str, percentage: float, streaming: bool = False, max_words: int | None = None
+) -> Corpus:
     """A Hugging Face data set (a Hub id or a local folder `load_dataset` reads). With `streaming`,
     its splits are read example by example as packing asks for them, with no download and Arrow
     conversion of the whole data set first; a stream has no Arrow fingerprint, so the cache key is
@@ -477,7 +503,7 @@ def _huggingface_corpus(dataset: str, text_column: str, percentage: float, strea
         raise UsageError(f"--dataset {dataset} has no 'train' split (splits: {', '.join(loaded)})")
     train_split = loaded["train"]
     _check_text_column(train_split, text_column, f"--dataset {dataset}")
-    train = _split_documents(train_split, text_column)
+    train = _capped(_split_documents(train_split, text_column), max_words)
     try:
         _require_documents(train, f"--dataset {dataset}")
     except KeyError:  # a stream whose features were unknown until its first example
@@ -490,6 +516,7 @@ def _huggingface_corpus(dataset: str, text_column: str, percentage: float, strea
         "config": config,
         "text_column": text_column,
         "train": _stream_source(name) if streaming else train_split._fingerprint,
+        **({"max_words": max_words} if max_words else {}),
     }
     corpus_name = _safe_name(Path(name).name if Path(name).exists() else name)
     if config:
@@ -553,16 +580,19 @@ def load_corpus(
     synthetic_words: int = synthetic.DEFAULT_WORDS,
     seed: int = 0,
     streaming: bool = False,
+    max_words: int | None = None,
 ) -> Corpus:
     """The corpus named by `dataset` (see the module docstring); UsageError on bad input.
-    `streaming`: read a Hugging Face data set as a stream (local sources are always read lazily)."""
+    `streaming`: read a Hugging Face data set as a stream (local sources are always read lazily).
+    `max_words`: only the first documents, up to this many words (held-out documents included,
+    so that nothing past them is read; the synthetic corpus has --synthetic_words instead)."""
     percentage = _check_percentage(validation_split_percentage)
     if streaming:
         check_streamable(dataset)
     if dataset == "synthetic":
         return _synthetic_corpus(synthetic_words, seed, percentage)
     if dataset == "babylm":
-        return _babylm_corpus(data_dir, percentage)
+        return _babylm_corpus(data_dir, percentage, max_words)
     if dataset in _FILE_SOURCES:
-        return _file_corpus(dataset, data_files, text_column, percentage)
-    return _huggingface_corpus(dataset, text_column, percentage, streaming)
+        return _file_corpus(dataset, data_files, text_column, percentage, max_words)
+    return _huggingface_corpus(dataset, text_column, percentage, streaming, max_words)

@@ -182,6 +182,7 @@ class Pretraining:
             else WindowSampler(train[0], self.stride, cfg.seed)
         )
         self.validation = {source.name: source.splits["validation"].tokens for source in sources}
+        self.source_weights = {source.name: source.weight for source in sources}
         self.word_tables = word_start_tables(tokenizer)
         self.global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * self.world
         self.total_steps = planned_steps(cfg, self.sampler.windows_per_epoch, self.global_batch)
@@ -475,21 +476,27 @@ class Pretraining:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Validation loss over the first --max_eval_samples windows of each source, pooled (`val/loss`)
-        and, for a mixture, per source (`val/<source>/loss`)."""
+        """Validation loss over the first --max_eval_samples windows of each source. For a mixture,
+        `val/<source>/loss` is each source's, and `val/loss` (and every other term, and `val/ppl`)
+        their mean weighted by the training weights: the loss on the training mixture. A source of
+        weight 0 (validated on, never trained on) has only its own."""
         terms = self.objective.terms
         per_source = {name: self.validation_sums(tokens) for name, tokens in self.validation.items()}
         per_source = {name: result for name, result in per_source.items() if result is not None}
-        if not per_source:
+        pooled_weights = {name: self.source_weights[name] for name in per_source if self.source_weights[name] > 0}
+        if not pooled_weights:
             return {}
-        sums = add_arrays(None, *(sums for sums, _ in per_source.values()))
-        counts = add_arrays(None, *(counts for _, counts in per_source.values()))
-        perplexity_mean = term_means(terms, sums, counts)[self.objective.perplexity_term]
-        metrics = {**term_metrics("val", terms, sums, counts), "val/ppl": math.exp(min(float(perplexity_mean), 700.0))}
-        if self.source_names:
-            for name, (source_sums, source_counts) in per_source.items():
-                metrics |= term_metrics(f"val/{name}", terms, source_sums, source_counts)
-        return metrics
+        total = sum(pooled_weights.values())
+        metrics, pooled, log_ppl = {}, {}, 0.0
+        for name, (sums, counts) in per_source.items():
+            own = term_metrics("val", terms, sums, counts)
+            if self.source_names:
+                metrics |= {key.replace("val/", f"val/{name}/", 1): value for key, value in own.items()}
+            if name in pooled_weights:
+                share = pooled_weights[name] / total
+                pooled = {key: pooled.get(key, 0.0) + share * value for key, value in own.items()}
+                log_ppl += share * float(term_means(terms, sums, counts)[self.objective.perplexity_term])
+        return {**pooled, "val/ppl": math.exp(min(log_ppl, 700.0)), **metrics}
 
     def validation_sums(self, val_tokens: np.ndarray) -> tuple[dict, dict] | None:
         """The loss terms summed over the first --max_eval_samples windows of `val_tokens`, and their

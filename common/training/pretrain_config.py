@@ -17,6 +17,9 @@ from common.optimizer import SCHEDULES
 from common.tracking import parse_report_to
 from common.training.milestones import parse_anchors
 
+# Each packing worker holds about 0.2 GB; past this many the main process's reading is the bound anyway.
+MAX_DEFAULT_PACKING_WORKERS = 16
+
 
 @dataclass(frozen=True)
 class PretrainConfig:
@@ -55,7 +58,7 @@ class PretrainConfig:
     cache_dir: str = option(".cache/babytrain", "where trained tokenizers and packed token files are cached")
     packing_workers: int = option(
         0,
-        "processes that tokenize while packing (0: one per available core; 1: this process alone, "
+        "processes that tokenize while packing (0: one per available core, at most 16; 1: this process alone, "
         "the Rust tokenizer spreading each batch over the cores); the packed cache is the same either way",
     )
     prepare_only: bool = option(
@@ -226,7 +229,7 @@ class PretrainConfig:
             raise UsageError(
                 f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
             )
-        if self.num_train_epochs <= 0 and self.max_steps <= 0 and not self.max_train_tokens:
+        if self.num_train_epochs <= 0 and self.max_steps <= 0 and not self.train_token_limit():
             raise UsageError("give a positive --num_train_epochs, --max_steps or --max_train_tokens")
         if self.max_position_embeddings is not None and self.seq_length > self.max_position_embeddings:
             raise UsageError(
@@ -243,6 +246,8 @@ class PretrainConfig:
             )
         self.reporters()  # an unknown reporter or a missing package: refused before any work
         self.check_sources()
+        if self.training_objective() != "causal" and self.cls_windows and self.seq_length < 3:
+            raise UsageError(f"--seq_length {self.seq_length} leaves no room for text between [CLS] and [SEP]")
         if not 0 < self.mlm_probability < 1:
             raise UsageError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.embedding_size is not None and MODEL_FAMILY[self.model_type] != ELECTRA:
@@ -310,7 +315,7 @@ class PretrainConfig:
         return sum(budgets) if budgets and all(budgets) else None
 
     def tokenizing_processes(self) -> int:
-        return self.packing_workers or available_cores()
+        return self.packing_workers or min(available_cores(), MAX_DEFAULT_PACKING_WORKERS)
 
     def training_objective(self) -> str:
         return self.objective or MODEL_FAMILY[self.model_type]
