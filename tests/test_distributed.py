@@ -24,7 +24,7 @@ from tests.helpers import (
     launch_command,
     read_metrics,
     run_and_preempt,
-    run_script,
+    run_in_process,
     train_losses,
 )
 
@@ -70,7 +70,7 @@ def cache_dir(tmp_path_factory):
 def one_process_losses(cache_dir, tmp_path_factory):
     """The reference: one process with the global batch (2 x 4 windows) of the 2-process runs."""
     out = tmp_path_factory.mktemp("single") / "run"
-    run_script(
+    run_in_process(  # one process needs no launch of its own: the same main(), without the imports
         "train_pretrain.py",
         [
             *TINY_MODEL,
@@ -83,16 +83,17 @@ def one_process_losses(cache_dir, tmp_path_factory):
             "--cache_dir",
             str(cache_dir),
         ],
+        capsys=None,
     )
     return train_losses(out)
 
 
-# bf16 under DeepSpeed (its configs fix the precision) cannot match an fp32 run bit for bit.
+# bf16 under DeepSpeed (its configs fix the precision) cannot match an fp32 run bit for bit. ZeRO-2's
+# shipped config trains ELECTRA-MoE below, and both stages resume across world sizes (fp32) further down.
 @pytest.mark.parametrize(
     "config, distributed_type, zero_stage, tolerance",
     [
         ("cpu", "MULTI_CPU", 0, 1e-4),
-        ("deepspeed_zero2", "DEEPSPEED", 2, 3e-2),
         ("deepspeed_zero3", "DEEPSPEED", 3, 3e-2),
     ],
 )
@@ -232,7 +233,7 @@ def test_a_mixture_resumes_exactly_on_two_processes_and_one_process_can_take_ove
     assert 3 <= stopped_at < 30
     checkpoint = resumed / "checkpoints" / f"step-{stopped_at:08d}"
     taken_over = tmp_path / "taken_over"  # the same checkpoint continued by one process, same global batch
-    run_script(
+    run_in_process(
         "train_pretrain.py",
         [
             *common[: -len(steps) - 2],
@@ -245,6 +246,7 @@ def test_a_mixture_resumes_exactly_on_two_processes_and_one_process_can_take_ove
             "--resume_from_checkpoint",
             str(checkpoint),
         ],
+        capsys=None,
     )
     accelerate_launch(
         "cpu", "train_pretrain.py", [*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "auto"]

@@ -85,7 +85,7 @@ def logged_step(out, step: int):
     )
 
 
-def test_killed_anywhere_the_run_continues_exactly(reference, tmp_path):
+def test_killed_anywhere_the_run_continues_exactly(reference, tmp_path, capsys):
     ref, cache = reference
     out = tmp_path / "run"
     slow = quiet_env(BABYTRAIN_TEST_SLOW_PUBLISH="0.4")
@@ -107,7 +107,7 @@ def test_killed_anywhere_the_run_continues_exactly(reference, tmp_path):
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as records:
                 records.write('{"step": 8, "train/lo')
     assert not (out / "final").exists()
-    finished = run_script("train_pretrain.py", run_args(out, private_cache))
+    finished = run_in_process("train_pretrain.py", run_args(out, private_cache), capsys)
     assert "resumed from" in finished.stderr
 
     assert records_without_timings(out) == records_without_timings(ref)  # every record once, the same losses
@@ -140,7 +140,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_older_one_and_the_next_launch
     assert full.returncode == 1, full.stderr[-3000:]
     assert "File too large" in error_line(full) and "free some space and launch again" in error_line(full)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before  # intact, nothing half-written
-    run_script("train_pretrain.py", args)
+    run_in_process("train_pretrain.py", args, capsys=None)
     assert records_without_timings(out) == records_without_timings(ref)
 
 
