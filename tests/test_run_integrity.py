@@ -88,7 +88,7 @@ def logged_step(out, step: int):
 def test_killed_anywhere_the_run_continues_exactly(reference, tmp_path, capsys):
     ref, cache = reference
     out = tmp_path / "run"
-    slow = quiet_env(BABYTRAIN_TEST_SLOW_PUBLISH="0.4")
+    slow = quiet_env(BABYTRAIN_TEST_SLOW_PUBLISH="0.15")
     private_cache = tmp_path / "cache"  # without the packed tokens: the first launch packs, and is killed doing it
     shutil.copytree(cache, private_cache)
     shutil.rmtree(private_cache / "tokens")
