@@ -48,6 +48,8 @@ def slurm_conf(folder: Path, host: str) -> str:
                 "SlurmdUser=root",
                 "MpiDefault=none",
                 "ReturnToService=2",
+                # the main scheduling loop every 2 s, not 60: a requeued job or an array task waits for it
+                "SchedulerParameters=sched_interval=2",
                 "KillWait=30",  # the trainer's checkpoint on SIGTERM has this long
                 f"SlurmctldPort={free_port()}",
                 f"SlurmdPort={free_port()}",
