@@ -294,7 +294,7 @@ def test_a_source_shorter_than_one_window_is_named():
 
 
 def test_a_weight_too_small_to_draw_is_refused():
-    with pytest.raises(UsageError, match="source rare: its weight .* is below one window in 4096"):
+    with pytest.raises(UsageError, match="source rare: its share .* is below one window in 4096"):
         MixtureSampler([stream(50, 0), stream(50, 0)], [1e-5, 1 - 1e-5], SEQ, 0, ["rare", "main"])
 
 

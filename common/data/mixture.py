@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from common.config import parse_count
-from common.data.sampling import SCHEDULE_PERIOD, period_slots
+from common.data.sampling import check_drawable
 from common.data.sources import LOCAL_SOURCES, Corpus, check_streamable, load_corpus
 from common.errors import UsageError
 
@@ -211,12 +211,7 @@ def check_sources(specs: list[SourceSpec]) -> None:
     if all((spec.weight or spec.tokens or 0) == 0 for spec in specs):
         flag = specs[0].where.partition(" item")[0]
         raise UsageError(f"{flag}: every weight is 0; give at least one source a weight")
-    for spec, weight, slots in zip(specs, source_weights(specs), period_slots(list(source_weights(specs)))):
-        if weight > 0 and slots == 0:
-            raise UsageError(
-                f"{spec.where}: its share ({weight:.2g}) is below one window in {SCHEDULE_PERIOD}; raise it, or "
-                f"give it 0 to only validate on it"
-            )
+    check_drawable(list(source_weights(specs)), [spec.where for spec in specs])
 
 
 def source_weights(specs: list[SourceSpec]) -> tuple[float, ...]:

@@ -69,6 +69,18 @@ def period_slots(weights: list[float], period: int = SCHEDULE_PERIOD) -> np.ndar
     return slots
 
 
+def check_drawable(weights: list[float], labels: list[str]) -> None:
+    """Refuse a source whose weight is positive but rounds to no sample of a period: it would never
+    be drawn. `labels` name the sources in the error line."""
+    total = float(sum(weights))
+    for label, weight, slots in zip(labels, weights, period_slots(weights)):
+        if weight > 0 and slots == 0:
+            raise UsageError(
+                f"{label}: its share ({weight / total:.2g}) is below one window in {SCHEDULE_PERIOD}; raise it, "
+                f"or give it 0 to only validate on it"
+            )
+
+
 class MixtureSampler:
     """Training windows drawn from several packed sources by weight, addressed by the global index.
 
@@ -82,13 +94,8 @@ class MixtureSampler:
     def __init__(self, sources: list[np.ndarray], weights: list[float], seq_length: int, seed: int, names: list[str]):
         self.seq_length = seq_length
         self.seed = seed
+        check_drawable(weights, [f"source {name}" for name in names])
         self.slots = period_slots(weights)
-        for name, weight, slots in zip(names, weights, self.slots):
-            if weight > 0 and slots == 0:
-                raise UsageError(
-                    f"source {name}: its weight ({weight:.2g} of the whole) is below one window in "
-                    f"{SCHEDULE_PERIOD}; raise it, or give it 0 to only validate on it"
-                )
         trained = [slots > 0 for slots in self.slots]
         self.samplers = [
             WindowSampler(tokens, seq_length, (seed, index), name=f"training split of source {name}") if used else None
