@@ -71,7 +71,7 @@ def load_sources(cfg: PretrainConfig) -> Mixture:
 def pack_sources(
     mixture: Mixture, tokenizer, tokenizer_digest: str, cache_dir: Path, workers: int
 ) -> list[PackedSource]:
-    """Each source in its own cache entry: a changed source repacks only itself."""
+    """Each source in its own cache entry, keyed by the source and the tokenizer."""
     packed = []
     for name, corpus, weight in zip(mixture.names, mixture.corpora, mixture.weights):
         splits, manifest = packed_corpus(corpus, tokenizer, tokenizer_digest, cache_dir, workers)

@@ -77,7 +77,6 @@ class Mixture:
     corpora: tuple[Corpus, ...]
     weights: tuple[float, ...]
     fingerprint: str
-    token_budget: int | None = None
 
     @property
     def is_mixture(self) -> bool:
@@ -89,7 +88,7 @@ class Mixture:
         if not self.is_mixture:
             return self.fingerprint
         sample = [[corpus.fingerprint, weight] for corpus, weight in zip(self.corpora, self.weights) if weight > 0]
-        return hashlib.sha256(json.dumps(["tokenizer-sample", sample]).encode("utf-8")).hexdigest()
+        return digest(["tokenizer-sample", sample])
 
     def tokenizer_documents(self) -> Iterator[str]:
         """The text the tokenizer is trained on: a plain corpus's training documents, or for a
@@ -118,7 +117,7 @@ def parse_dataset_mixture(text: str) -> list[SourceSpec]:
             raise UsageError(f"{where}: write SOURCE=WEIGHT, e.g. synthetic=0.5 or text:data/*.txt=0.5")
         kind, colon, argument = source.partition(":")
         if kind in ("text", "jsonl") and colon:
-            specs.append(SourceSpec("text" if kind == "text" else "jsonl", where, data_files=(argument,)))
+            specs.append(SourceSpec(kind, where, data_files=(argument,)))
         elif kind == "babylm" and colon:
             specs.append(SourceSpec("babylm", where, data_dir=argument))
         elif kind in ("text", "jsonl", "babylm"):
@@ -259,13 +258,12 @@ def load_mixture(
         if names.count(name) > 1:
             raise UsageError(f"{spec.where}: another source is also named {name!r}; give each a `name:`")
     weights = source_weights(specs)
-    budgets = [spec.tokens for spec in specs]
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            [[name, corpus.fingerprint, weight] for name, corpus, weight in zip(names, corpora, weights)]
-        ).encode("utf-8")
-    ).hexdigest()
-    return Mixture(names, tuple(corpora), weights, fingerprint, sum(budgets) if all(budgets) else None)
+    fingerprint = digest([[name, corpus.fingerprint, weight] for name, corpus, weight in zip(names, corpora, weights)])
+    return Mixture(names, tuple(corpora), weights, fingerprint)
+
+
+def digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
 
 
 def weighted_documents(

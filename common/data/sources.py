@@ -223,11 +223,8 @@ def held_out_split(documents: Iterable[str], percentage: float, validation: bool
             yield document
 
 
-def first_words(documents: Iterable[str], limit: int | None) -> Iterator[str]:
-    """The documents up to the one that brings the running word count to `limit` (all: None)."""
-    if limit is None:
-        yield from documents
-        return
+def first_words(documents: Iterable[str], limit: int) -> Iterator[str]:
+    """The documents up to the one that brings the running word count to `limit`."""
     words = 0
     for document in documents:
         if words >= limit:
@@ -445,9 +442,12 @@ def _file_corpus(
 
     documents = _capped(documents, max_words)
     _require_documents(documents, " ".join(data_files))
-    options = {"kind": kind, "files": _file_contents(files), "validation_split_percentage": percentage}
-    if max_words:
-        options["max_words"] = max_words
+    options = {
+        "kind": kind,
+        "files": _file_contents(files),
+        "validation_split_percentage": percentage,
+        **({"max_words": max_words} if max_words else {}),
+    }
     if kind == "text":
         options |= {
             "max_text_document_lines": MAX_TEXT_DOCUMENT_LINES,
