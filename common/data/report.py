@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.data.packing import SPLITS
 from common.files import save_figure, write_atomically
 
 CHUNK_TOKENS = 2**24
@@ -60,7 +61,7 @@ def source_statistics(splits: dict, tokenizer, boundary_id: int) -> tuple[dict, 
 def pooled_statistics(per_source: dict[str, dict]) -> dict:
     """The sums over sources (ratios of sums, not means of ratios)."""
     total = {
-        key: {split: sum(s[key][split] for s in per_source.values()) for split in ("train", "validation")}
+        key: {split: sum(s[key][split] for s in per_source.values()) for split in SPLITS}
         for key in ("documents", "words", "tokens")
     }
     words = total["words"]["train"]
